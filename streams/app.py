@@ -1,0 +1,131 @@
+"""The faust app, built by a factory (nothing is configured at import time), and its classify
+agent: take a batch of raw records, hand it to `Classifier.handle`, and let faust ack the batch
+only after every output was delivered. Values are read as raw bytes and decoded inside the
+classifier, so a bad message becomes a dead letter instead of crashing the agent.
+
+Any failure that is not about the data (broker or Redis down past its retries, a bug) is fatal:
+the process exits at once without committing, and a supervisor restarts it (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from streams.classify import Classifier, RawRecord
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+__all__ = ["FaustSink", "build_app", "exit_now"]
+
+log = logging.getLogger(__name__)
+
+EXIT_FATAL = 70
+
+
+def exit_now(exc: BaseException) -> None:
+    """The default fatal handler: log loudly and leave without committing offsets."""
+    log.critical("fatal error, exiting without commit so nothing is lost: %r", exc, exc_info=exc)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_FATAL)
+
+
+class FaustSink:
+    """`Sink` over the faust producer; ``send`` returns the delivery future."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._topics: dict[str, Any] = {}
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[object]:
+        channel = self._topics.get(topic)
+        if channel is None:
+            channel = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
+            self._topics[topic] = channel
+        fut: Awaitable[object] = await channel.send(key=key, value=value, force=True)
+        return fut
+
+
+def build_app(
+    settings: Settings,
+    *,
+    make_classifier: Callable[[faust.App], Classifier],
+    metrics: Metrics,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> faust.App:
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers, "build_app needs resolved bootstrap servers"
+    web_port = settings.worker.web_port
+    app = faust.App(
+        kafka.app_id,
+        broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_allow_declare=False,  # `borderline topics create` made them, with their partitions
+        topic_disable_leader=True,
+        topic_partitions=kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=web_port > 0,
+        web_port=web_port or 6066,
+        web_host="127.0.0.1",
+        autodiscover=False,
+    )
+    items = app.topic(kafka.topics.items, key_serializer="raw", value_serializer="raw")
+    classifier = make_classifier(app)
+    batch_max = settings.worker.batch_max_size
+    batch_wait = settings.worker.batch_max_wait_s
+
+    @app.agent(items, name="classify", concurrency=1)
+    async def classify(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(batch_max, within=batch_wait):
+            records = [
+                RawRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                )
+                for e in events
+            ]
+            task = asyncio.ensure_future(classifier.handle(records))
+            try:
+                # shielded: a shutdown mid-batch still delivers the batch before faust acks it
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                try:
+                    await asyncio.wait_for(task, timeout=30.0)
+                except BaseException as exc:
+                    on_fatal(exc)
+                raise
+            except BaseException as exc:
+                on_fatal(exc)
+                raise
+
+    @app.timer(5.0)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        read = getattr(consumer, "_read_offset", {})
+        for tp in consumer.assignment():
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            if high is None:
+                continue
+            position = read.get(tp)
+            lag = high - (position + 1 if position is not None else 0)
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, lag)
+            )
+
+    return app

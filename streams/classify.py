@@ -1,0 +1,233 @@
+"""The classify step, one batch at a time: decode every record (bad ones become dead letters with
+their reason and original bytes), score the good ones off the event loop, route each, and produce
+one decision per item plus a review request for items in the review band that were not requested
+before. Every output is delivered before the batch returns, so the agent acks only what is done.
+
+It depends only on small interfaces (`Sink`, `ReviewLedger`, a score function), so it is tested
+without Kafka; the faust agent in `streams.app` is a thin loop around `Classifier.handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from adapters.routing import Action, RoutingPolicy, route
+from models.scorer import ScoreBatch
+from streams.ledger import ReviewLedger
+from streams.messages import (
+    DeadLetter,
+    Decision,
+    IncomingItem,
+    MessageError,
+    ReviewReason,
+    ReviewRequest,
+    decode_item,
+    encode,
+)
+from streams.metrics import Metrics
+from streams.retry import retry
+from streams.topics import DLQ_SUFFIX, TopicNames
+
+__all__ = ["BatchResult", "Classifier", "RawRecord", "Sink", "review_request_id"]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class Sink(Protocol):
+    """Where outputs go. ``send`` returns an awaitable that resolves once delivered."""
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[object]: ...
+
+
+@dataclass
+class BatchResult:
+    decisions: list[Decision] = field(default_factory=list)
+    review_requests: list[ReviewRequest] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    deduplicated: int = 0
+
+
+def review_request_id(policy_version: str, item_id: str, reason: str) -> str:
+    """Deterministic, so a duplicate delivered after a crash carries the same id."""
+    digest = hashlib.sha256(f"{policy_version}\x00{item_id}\x00{reason}".encode()).hexdigest()
+    return f"rr-{digest[:24]}"
+
+
+class Classifier:
+    def __init__(
+        self,
+        *,
+        score: Callable[[Sequence[str]], ScoreBatch],
+        executor: Executor | None,
+        sink: Sink,
+        ledger: ReviewLedger,
+        metrics: Metrics,
+        topics: TopicNames,
+        policy: RoutingPolicy,
+        model_version: str,
+        adapter_version: str,
+        worker: str,
+        max_text_bytes: int,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.score = score
+        self.executor = executor
+        self.sink = sink
+        self.ledger = ledger
+        self.metrics = metrics
+        self.topics = topics
+        self.policy = policy
+        self.model_version = model_version
+        self.adapter_version = adapter_version
+        self.worker = worker
+        self.max_text_bytes = max_text_bytes
+        self.retry_attempts = retry_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.clock = clock
+
+    async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
+        return await retry(
+            operation,
+            target=target,
+            attempts=self.retry_attempts,
+            backoff_s=self.retry_backoff_s,
+            on_retry=lambda t: self.metrics.retries.labels(target=t).inc(),
+        )
+
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[IncomingItem], list[DeadLetter]]:
+        items, dead = [], []
+        for record in records:
+            try:
+                items.append(decode_item(record.value, self.max_text_bytes))
+            except MessageError as exc:
+                dead.append(
+                    DeadLetter.of(
+                        exc,
+                        record.value or b"",
+                        source_topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        worker=self.worker,
+                        now=self.clock(),
+                    )
+                )
+        return items, dead
+
+    async def _score(self, texts: list[str]) -> tuple[ScoreBatch, float]:
+        started = time.perf_counter()
+        if self.executor is None:
+            batch = self.score(texts)
+        else:
+            loop = asyncio.get_running_loop()
+            batch = await loop.run_in_executor(self.executor, self.score, texts)
+        return batch, time.perf_counter() - started
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Process one batch end to end; returns only after every output was delivered."""
+        result = BatchResult()
+        items, result.dead_letters = self._decode(records)
+        policy = self.policy
+        if items:
+            batch, scoring_s = await self._score([i.text for i in items])
+            now = self.clock()
+            violating = batch.violating()
+            candidates: list[ReviewRequest] = []
+            for row, item in enumerate(items):
+                p = float(violating[row])
+                action = route(p, policy)
+                probabilities = batch.category_probabilities(row)
+                latency = None if item.produced_at is None else max(0.0, now - item.produced_at)
+                result.decisions.append(
+                    Decision(
+                        item_id=item.item_id,
+                        action=action,
+                        probabilities=probabilities,
+                        model_version=self.model_version,
+                        adapter_version=self.adapter_version,
+                        policy_version=policy.version,
+                        latency_s=latency,
+                        scoring_s=round(scoring_s, 6),
+                        decided_at=now,
+                        worker=self.worker,
+                    )
+                )
+                if action is Action.REVIEW:
+                    reason = ReviewReason.UNCERTAIN
+                    candidates.append(
+                        ReviewRequest(
+                            request_id=review_request_id(policy.version, item.item_id, reason),
+                            item_id=item.item_id,
+                            text=item.text,
+                            reason=reason,
+                            probabilities=probabilities,
+                            policy_version=policy.version,
+                            # closest to 0.5 first: the model is least sure of those
+                            priority=round(1.0 - abs(p - 0.5) * 2, 6),
+                            requested_at=now,
+                        )
+                    )
+            if candidates:
+                ids = [c.item_id for c in candidates]
+                seen: list[bool] = await self._retry(  # type: ignore[assignment]
+                    "redis", lambda: self.ledger.already_requested(policy.version, ids)
+                )
+                fresh = {c.item_id: c for c, s in zip(candidates, seen, strict=True) if not s}
+                result.review_requests = list(fresh.values())
+                result.deduplicated = len(candidates) - len(result.review_requests)
+            self.metrics.batch_size.observe(len(items))
+            self.metrics.scoring_seconds.observe(scoring_s)
+
+        await self._deliver(result)
+        if result.review_requests:
+            ids = [r.item_id for r in result.review_requests]
+            await self._retry("redis", lambda: self.ledger.mark_requested(policy.version, ids))
+        self._count(result)
+        return result
+
+    async def _deliver(self, result: BatchResult) -> None:
+        outgoing: list[tuple[str, bytes, bytes]] = []
+        for d in result.decisions:
+            outgoing.append((self.topics.decisions, d.item_id.encode(), encode(d)))
+        for r in result.review_requests:
+            outgoing.append((self.topics.review_requests, r.item_id.encode(), encode(r)))
+        for dl in result.dead_letters:
+            key = base64.b64decode(dl.key_b64) if dl.key_b64 else b""
+            outgoing.append((dl.source_topic + DLQ_SUFFIX, key, encode(dl)))
+        if not outgoing:
+            return
+
+        async def send_all() -> None:
+            pending = [await self.sink.send(t, k, v) for t, k, v in outgoing]
+            await asyncio.gather(*pending)
+
+        await self._retry("kafka", send_all)
+
+    def _count(self, result: BatchResult) -> None:
+        m = self.metrics
+        for d in result.decisions:
+            m.items.labels(action=d.action.value).inc()
+            if d.latency_s is not None:
+                m.decision_latency.observe(d.latency_s)
+        for r in result.review_requests:
+            m.review_requests.labels(reason=r.reason.value).inc()
+        if result.deduplicated:
+            m.review_duplicates.inc(result.deduplicated)
+        for dl in result.dead_letters:
+            m.dead_letters.labels(topic=dl.source_topic, reason=dl.reason).inc()

@@ -1,0 +1,84 @@
+"""Every Prometheus metric borderline exposes, defined in one place. Prefix ``borderline_``, base
+units, ``_total`` counters, ``_seconds`` durations, low-cardinality labels (never an item id).
+
+Metrics live on a `Metrics` object built once per process on its own registry and passed in, so
+tests can build as many as they like.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SCORING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.items = Counter(
+            "borderline_items_total", "Items decided, by action", ["action"], registry=r
+        )
+        self.dead_letters = Counter(
+            "borderline_dead_letters_total",
+            "Messages sent to a dead-letter topic, by reason",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.review_requests = Counter(
+            "borderline_review_requests_total",
+            "Review requests sent, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.review_duplicates = Counter(
+            "borderline_review_requests_deduplicated_total",
+            "Review requests not sent again because the item was already requested",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "borderline_batch_size", "Items per scored batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.scoring_seconds = Histogram(
+            "borderline_scoring_seconds",
+            "Seconds to score one batch",
+            buckets=_SCORING_BUCKETS,
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            "borderline_decision_latency_seconds",
+            "Seconds from an item's produced_at to its decision",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "borderline_consumer_lag_messages",
+            "Messages behind the end of the log, per partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "borderline_infrastructure_retries_total",
+            "Broker or Redis operations retried after a failure",
+            ["target"],
+            registry=r,
+        )
+        self.model_info = Info(
+            "borderline_model", "Model, adapter and policy version being served", registry=r
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve /metrics on a background thread; return the bound port (port 0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,116 @@
+"""`borderline worker`: one classify worker process. It loads the model (sha256-verified), checks
+that Redis answers and that every topic exists, serves /metrics, and runs the faust app until
+Ctrl-C or SIGTERM. Several workers share the partitions through the consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+from redis.asyncio import Redis
+
+from adapters.routing import RoutingPolicy
+from models.scorer import Scorer
+from streams.app import FaustSink, build_app
+from streams.classify import Classifier
+from streams.ledger import RedisReviewLedger
+from streams.metrics import Metrics
+from streams.retry import retry
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+__all__ = ["default_worker_id", "routing_policy", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def routing_policy(settings: Settings) -> RoutingPolicy:
+    p = settings.policy
+    return RoutingPolicy(
+        version=p.version,
+        block_threshold=p.block_threshold,
+        review_low=p.review_low,
+        review_high=p.review_high,
+    )
+
+
+async def _prepare(settings: Settings, redis: Redis) -> None:
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers
+    await retry(
+        lambda: redis.ping(),
+        target="redis",
+        attempts=settings.worker.retry_attempts,
+        backoff_s=settings.worker.retry_backoff_s,
+    )
+    await ensure_topics(
+        kafka.bootstrap_servers, kafka.topics.all(), kafka.partitions, kafka.replication_factor
+    )
+
+
+def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:
+    """Run until stopped. ``settings`` must name the broker and Redis (resolved by the CLI)."""
+    assert settings.redis.url is not None
+    worker_id = worker_id or default_worker_id()
+    scorer = Scorer.from_dir(
+        settings.model.dir,
+        max_length=settings.model.max_length,
+        threads=settings.worker.scorer_threads,
+    )
+    metrics = Metrics()
+    metrics.model_info.info(
+        {
+            "model_version": scorer.model_version,
+            "adapter_version": scorer.adapter_version,
+            "policy_version": settings.policy.version,
+        }
+    )
+    if settings.metrics.port:
+        port = metrics.serve(settings.metrics.port, settings.metrics.host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    loop.run_until_complete(_prepare(settings, redis))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+    ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
+
+    def make_classifier(app: faust.App) -> Classifier:
+        return Classifier(
+            score=scorer.score,
+            executor=executor,
+            sink=FaustSink(app),
+            ledger=ledger,
+            metrics=metrics,
+            topics=settings.kafka.topics,
+            policy=routing_policy(settings),
+            model_version=scorer.model_version,
+            adapter_version=scorer.adapter_version,
+            worker=worker_id,
+            max_text_bytes=settings.worker.max_text_bytes,
+            retry_attempts=settings.worker.retry_attempts,
+            retry_backoff_s=settings.worker.retry_backoff_s,
+        )
+
+    app = build_app(settings, make_classifier=make_classifier, metrics=metrics)
+    log.info(
+        "worker %s serving model %s adapter %s policy %s",
+        worker_id,
+        scorer.model_version,
+        scorer.adapter_version,
+        settings.policy.version,
+    )
+    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        executor.shutdown(wait=False)
