@@ -39,6 +39,7 @@ __all__ = [
     "ServiceEndpoints",
     "ServiceError",
     "ServiceStatus",
+    "running_endpoints",
     "services_down",
     "services_status",
     "services_up",
@@ -226,6 +227,15 @@ def services_down(state_dir: Path, *, grace_s: float = _STOP_GRACE_S) -> list[st
                 time.sleep(0.02)
     (state_dir / _STATE_FILE).unlink(missing_ok=True)
     return [f"{name} (pid {rec['pid']}, port {rec['port']})" for name, rec in targets]
+
+
+def running_endpoints(state_dir: Path) -> ServiceEndpoints | None:
+    """The endpoints of services started by `services up`, if all of them still run."""
+    state = _read_state(Path(state_dir))
+    services: dict[str, dict[str, Any]] = state.get("services", {})
+    if not services or not all(_is_running(rec) for rec in services.values()):
+        return None
+    return ServiceEndpoints(str(state["bootstrap_servers"]), str(state["redis_url"]))
 
 
 def services_status(state_dir: Path) -> dict[str, ServiceStatus]:

@@ -37,6 +37,11 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
     topics: TopicNames = Field(default_factory=TopicNames)
     app_id: str = Field(default="borderline-classify", description="consumer group of workers")
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="a worker silent this long loses its partitions"
+    )
+    rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
 
 class RedisSettings(BaseModel):

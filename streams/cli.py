@@ -1,0 +1,364 @@
+"""The `borderline` command. Settings are read once here and passed down; a bad argument or any
+`BorderlineError` is reported as one readable line (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from models.errors import BorderlineError
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("borderline")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="borderline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    services = sub.add_parser("services", help="the embedded broker and Redis")
+    services.add_argument("action", choices=["up", "down", "status"])
+
+    topics = sub.add_parser("topics", help="create every topic with its partitions")
+    topics.add_argument("action", choices=["create", "list"])
+
+    schemas = sub.add_parser("schemas", help="message JSON Schemas")
+    schemas_sub = schemas.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = schemas_sub.add_parser("export", help="write one JSON Schema file per message")
+    export.add_argument("dir", type=Path)
+
+    data = sub.add_parser("data", help="corpora")
+    data_sub = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    fetch = data_sub.add_parser("fetch", help="fetch and convert a corpus to JSONL")
+    fetch.add_argument("corpus", choices=["spamassassin"])
+    fetch.add_argument("--out", type=Path, default=None, help="folder (default: data cache)")
+
+    model = sub.add_parser("model", help="the classifier")
+    model_sub = model.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    init = model_sub.add_parser("init", help="train, export, quantise and verify a first model")
+    init.add_argument(
+        "--labels", type=_existing_file, default=None, help="JSONL with text and label"
+    )
+    init.add_argument("--out", type=Path, default=None, help="model folder (default: settings)")
+    init.add_argument("--train-size", type=_positive_int, default=300)
+    init.add_argument("--holdout-size", type=_positive_int, default=300)
+    init.add_argument("--epochs", type=_positive_int, default=3)
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--max-length", type=_positive_int, default=None)
+    show = model_sub.add_parser("show", help="print the model's manifest")
+    show.add_argument("--dir", type=Path, default=None)
+
+    worker = sub.add_parser("worker", help="run a classify worker")
+    worker.add_argument("--id", default=None, help="worker id in decisions (default host-pid)")
+
+    produce = sub.add_parser("produce", help="replay labelled JSONL as live items")
+    produce.add_argument("--data", type=_existing_file, default=None)
+    produce.add_argument("--items", type=_positive_int, default=None)
+    produce.add_argument("--rate", type=_positive_float, default=None, help="items per second")
+    produce.add_argument("--seed", type=int, default=0)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
+    bench_sub = bench.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    stream = bench_sub.add_parser("stream", help="stream vs bare scorer vs a naive peer")
+    stream.add_argument("--items", type=_positive_int, default=1000)
+    stream.add_argument("--json", type=Path, default=None)
+    stream.add_argument("--rate", type=_positive_float, default=None, help="latency run load")
+    stream.add_argument("--naive-items", type=_positive_int, default=200)
+    stream.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded services")
+    demo.add_argument("--items", type=_positive_int, default=1000)
+    demo.add_argument("--rate", type=_positive_float, default=50.0)
+    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument("--no-live", action="store_true", help="plain log lines")
+    return parser
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "__".join(str(p) for p in first["loc"]).upper()
+        where = f"BORDERLINE_{where}: " if where else ""
+        raise BorderlineError(f"invalid settings: {where}{first['msg']}") from None
+
+
+def _connected(settings: Settings) -> Settings:
+    """Settings that name a broker and Redis: external ones, or those of `services up`."""
+    from streams.services import ServiceError, running_endpoints
+
+    if not settings.embedded:
+        return settings
+    endpoints = running_endpoints(settings.services.state_dir)
+    if endpoints is None:
+        raise ServiceError(
+            "no broker and Redis: run `borderline services up` first, or set "
+            "BORDERLINE_KAFKA__BOOTSTRAP_SERVERS and BORDERLINE_REDIS__URL"
+        )
+    return settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
+
+
+def _corpus(settings: Settings, path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from adapters.corpus import fetch_spamassassin
+
+    return fetch_spamassassin(settings.data_dir).path
+
+
+def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.services import services_down, services_status, services_up
+
+    state = settings.services.state_dir
+    if args.action == "up":
+        if not settings.embedded:
+            raise BorderlineError("external Kafka and Redis are configured: nothing to start")
+        s = settings.services
+        endpoints = services_up(state, s.tansu_bin, s.redis_bin, s.start_timeout_s)
+        print(f"kafka  {endpoints.bootstrap_servers}")
+        print(f"redis  {endpoints.redis_url}")
+        print(f"state  {state}")
+    elif args.action == "down":
+        stopped = services_down(state)
+        print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    else:
+        status = services_status(state)
+        if not status:
+            print("no embedded services recorded")
+            return 1
+        for name, st in status.items():
+            health = (
+                "up" if st["reachable"] else ("alive, not answering" if st["alive"] else "down")
+            )
+            print(f"{name:<6} pid {st['pid']:<8} port {st['port']:<6} {health}")
+        return 0 if all(st["reachable"] for st in status.values()) else 1
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.topics import ensure_topics
+
+    settings = _connected(settings)
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers
+    names = kafka.topics.all()
+    if args.action == "create":
+        created = asyncio.run(
+            ensure_topics(
+                kafka.bootstrap_servers, names, kafka.partitions, kafka.replication_factor
+            )
+        )
+        for name in names:
+            state = "created" if name in created else "exists"
+            print(f"{name:<40} {state}")
+    else:
+        for name in names:
+            print(name)
+    return 0
+
+
+def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.messages import export_schemas
+
+    for path in export_schemas(args.dir):
+        print(path)
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.corpus import fetch_spamassassin
+
+    result = fetch_spamassassin(args.out or settings.data_dir)
+    origin = "cached" if result.cached else "fetched"
+    print(f"{origin} {result.items} items -> {result.path} (dropped {result.dropped} empty)")
+    for group, n in sorted(result.per_group.items()):
+        print(f"  {group:<12} {n}")
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from models.manifest import ModelManifest
+
+    if args.action == "show":
+        manifest = ModelManifest.read(args.dir or settings.model.dir)
+        print(manifest.model_dump_json(indent=2))
+        return 0
+
+    from adapters.bootstrap import bootstrap_model
+    from adapters.dataset import read_jsonl, sample
+    from adapters.training import TrainConfig
+
+    items = read_jsonl(_corpus(settings, args.labels))
+    if len(items) < args.train_size + args.holdout_size:
+        raise BorderlineError(
+            f"{len(items)} labelled items, need --train-size + --holdout-size = "
+            f"{args.train_size + args.holdout_size}"
+        )
+    train_items = sample(items, args.train_size, seed=args.seed)
+    holdout = sample(
+        items, args.holdout_size, seed=args.seed + 1, exclude={i.item_id for i in train_items}
+    )
+    config = TrainConfig(
+        epochs=args.epochs, seed=args.seed, max_length=args.max_length or settings.model.max_length
+    )
+    out = args.out or settings.model.dir
+    result = bootstrap_model(
+        train_items,
+        holdout,
+        out,
+        config=config,
+        policy_version=settings.policy.version,
+        categories=[settings.policy.category],
+    )
+    ev = result.manifest.evaluation
+    print(f"model {result.manifest.model_version} adapter {result.manifest.adapter_version}")
+    print(f"  written to {result.model_dir}")
+    print(
+        f"  held-out kappa: int8 {ev['kappa_int8']:.3f}, torch {ev['kappa_torch']:.3f}, "
+        f"untrained head {ev['kappa_untrained_head']:.3f}"
+    )
+    parity = ev["int8_vs_torch"]
+    print(
+        f"  int8 vs torch on {parity['items']} held-out items: decisions agree "
+        f"{parity['decision_agreement']:.1%}, max probability difference "
+        f"{parity['max_abs_prob_diff']:.4f}"
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    run_worker(
+        _connected(settings), worker_id=args.id, loglevel="debug" if args.verbose else "info"
+    )
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.dataset import read_jsonl, sample
+    from streams.replay import replay_items
+
+    settings = _connected(settings)
+    assert settings.kafka.bootstrap_servers
+    items = read_jsonl(_corpus(settings, args.data))
+    if args.items:
+        items = sample(items, min(args.items, len(items)), seed=args.seed)
+    report = asyncio.run(
+        replay_items(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.items, items, rate=args.rate
+        )
+    )
+    print(f"produced {report.produced} items in {report.seconds:.1f}s ({report.rate:.0f}/s)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench import bench_stream
+
+    figures = bench_stream(
+        settings,
+        items=args.items,
+        rate=args.rate,
+        naive_items=args.naive_items,
+        seed=args.seed,
+    )
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(
+        settings,
+        items=args.items,
+        rate=args.rate,
+        workers=args.workers,
+        seed=args.seed,
+        out=args.out,
+        live=not args.no_live,
+    )
+
+
+_COMMANDS = {
+    "services": _cmd_services,
+    "topics": _cmd_topics,
+    "schemas": _cmd_schemas,
+    "data": _cmd_data,
+    "model": _cmd_model,
+    "worker": _cmd_worker,
+    "produce": _cmd_produce,
+    "bench": _cmd_bench,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = _load_settings()
+        return _COMMANDS[args.command](args, settings)
+    except BorderlineError as exc:
+        print(f"borderline: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("borderline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Replaying labelled data as a live stream, and reading a topic back: the harness that the demo,
+the benchmarks and the integration tests share. Items are produced as `IncomingItem` messages
+keyed by item id, stamped with ``produced_at``, at a fixed rate or as fast as the broker takes
+them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from adapters.dataset import LabeledItem
+from streams.messages import IncomingItem, encode
+
+__all__ = ["ReplayReport", "read_topic", "replay_items", "replay_raw"]
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    produced: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.produced / self.seconds if self.seconds > 0 else float("inf")
+
+
+async def replay_raw(
+    bootstrap_servers: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    *,
+    rate: float | None = None,
+) -> ReplayReport:
+    """Produce (key, value) records, at ``rate`` per second when given; wait for delivery."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    started = time.perf_counter()
+    count = 0
+    try:
+        pending = []
+        for key, value in records:
+            if rate:
+                due = started + count / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            pending.append(await producer.send(topic, value=value, key=key))
+            count += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return ReplayReport(produced=count, seconds=time.perf_counter() - started)
+
+
+async def replay_items(
+    bootstrap_servers: str,
+    topic: str,
+    items: Sequence[LabeledItem],
+    *,
+    rate: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ReplayReport:
+    """Produce labelled items as `IncomingItem`s (the label stays behind: the stream is blind)."""
+
+    def records() -> Iterable[tuple[bytes | None, bytes]]:
+        for item in items:
+            message = IncomingItem(item_id=item.item_id, text=item.text, produced_at=clock())
+            yield item.item_id.encode(), encode(message)
+
+    return await replay_raw(bootstrap_servers, topic, records(), rate=rate)
+
+
+async def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float,
+    idle_s: float | None = None,
+) -> list[dict[str, Any]]:
+    """Read a topic from the beginning (own throwaway group) until ``until(messages)`` holds,
+    ``timeout_s`` passes, or (with ``idle_s``) nothing new arrives for that long."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=f"borderline-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    messages: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last_new = loop.time()
+    try:
+        while not until(messages):
+            now = loop.time()
+            if now > deadline or (idle_s is not None and messages and now - last_new > idle_s):
+                break
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    assert record.value is not None
+                    doc = json.loads(record.value)
+                    doc["_key"] = record.key.decode() if record.key else None
+                    doc["_partition"] = record.partition
+                    messages.append(doc)
+                    last_new = loop.time()
+    finally:
+        await consumer.stop()
+    return messages
