@@ -4,6 +4,7 @@ None, which every caller reads as "not enough evidence" rather than a library's 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,5 +30,7 @@ def kappa(
         raise ValueError(f"label arrays differ in shape: {left.shape} vs {right.shape}")
     if left.size == 0 or len(set(left.tolist()) | set(right.tolist())) < 2:
         return None
-    value = float(cohen_kappa_score(left, right, sample_weight=sample_weight))
+    with warnings.catch_warnings():  # the undefined case is answered below, not warned about
+        warnings.simplefilter("ignore")
+        value = float(cohen_kappa_score(left, right, sample_weight=sample_weight))
     return None if np.isnan(value) else value

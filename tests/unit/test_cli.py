@@ -1,0 +1,117 @@
+"""Unit tests for streams.cli.main: bad arguments and every BorderlineError are reported as one
+readable line with exit status 2, never a traceback. Only commands that need no broker, Redis or
+model run here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+from streams.messages import MESSAGE_TYPES
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("BORDERLINE_"):
+            monkeypatch.delenv(name)
+    # never look at (or write to) the repository's own state, data or model folders
+    monkeypatch.setenv("BORDERLINE_SERVICES__STATE_DIR", str(tmp_path / "services"))
+    monkeypatch.setenv("BORDERLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BORDERLINE_MODEL__DIR", str(tmp_path / "model"))
+
+
+def _one_line(text: str) -> str:
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["model", "init", "--train-size", "-3"], "--train-size"),
+        (["model", "init", "--epochs", "0"], "above 0"),
+        (["produce", "--data", "/nonexistent"], "no such file: /nonexistent"),
+        (["bench", "stream", "--items", "abc"], "'abc'"),
+        (["demo", "--rate", "fast"], "'fast'"),
+        (["nope"], "invalid choice: 'nope'"),
+        (["services", "sideways"], "invalid choice: 'sideways'"),
+        ([], "command"),
+        (["model"], "action"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    line = _one_line(captured.err)
+    assert line.startswith("borderline")
+    assert "error" in line
+    assert says in line
+    assert captured.out == ""
+
+
+def test_worker_without_services_is_one_line_naming_services_up(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "services").mkdir()
+    assert main(["worker"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("borderline: error: ")
+    assert "borderline services up" in line
+
+
+def test_invalid_env_setting_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BORDERLINE_WORKER__BATCH_MAX_SIZE", "abc")
+    out = tmp_path / "schemas"
+    assert main(["schemas", "export", str(out)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("borderline: error: ")
+    assert "BORDERLINE_WORKER__BATCH_MAX_SIZE" in line
+    assert not out.exists()  # settings are read before any command runs
+
+
+def test_only_one_external_service_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BORDERLINE_KAFKA__BOOTSTRAP_SERVERS", "broker:9092")
+    assert main(["schemas", "export", str(tmp_path / "schemas")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("borderline: error: ")
+    assert "BORDERLINE_REDIS__URL is missing" in line
+
+
+def test_schemas_export_writes_the_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "schemas"
+    assert main(["schemas", "export", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{n}.schema.json" for n in MESSAGE_TYPES)
+    for path in out.iterdir():
+        assert "$schema" in json.loads(path.read_text())
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(Path(p).name for p in printed) == names
+
+
+def test_model_show_on_an_empty_dir_is_one_line_naming_model_init(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["model", "show", "--dir", str(empty)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("borderline: error: ")
+    assert "model init" in line
+    assert str(empty) in line

@@ -1,0 +1,134 @@
+"""The architecture as tests: imports flow streams -> adapters -> models, `adapters` and `models`
+never touch Kafka, and the classify worker's runtime does not pull in torch, transformers or
+peft."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+KAFKA = {"faust", "aiokafka", "mode"}
+TRAINING = {"torch", "transformers", "peft"}
+SLIM_RUNTIME = ["models/scorer.py", "streams/classify.py", "streams/app.py", "streams/worker.py"]
+
+
+def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_lint_imports_passes_with_the_project_config() -> None:
+    done = _lint_imports()
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the same rules, read from the source with ast -----------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, *, top_level_only: bool = False) -> Iterator[str]:
+    """Every module a file imports (absolute names; relative imports resolved). With
+    ``top_level_only``, imports inside functions and classes are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+
+    def visit(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                yield child
+            elif top_level_only and isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
+            ):
+                continue
+            yield from visit(child)
+
+    for node in visit(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif node.level:
+            base = package[: len(package) - (node.level - 1)]
+            yield ".".join([*base, node.module] if node.module else base)
+        elif node.module:
+            yield node.module
+
+
+def _root(module: str) -> str:
+    return module.split(".")[0]
+
+
+def _sources(package: str) -> list[Path]:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"no sources under {package}/"
+    return files
+
+
+@pytest.mark.parametrize("package", ["models", "adapters"])
+def test_models_and_adapters_never_import_kafka_or_streams(package: str) -> None:
+    offending = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for path in _sources(package)
+        for module in _imports(path)
+        if _root(module) in KAFKA | {"streams"}
+    ]
+    assert offending == []
+
+
+def test_models_never_import_adapters() -> None:
+    offending = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for path in _sources("models")
+        for module in _imports(path)
+        if _root(module) == "adapters"
+    ]
+    assert offending == []
+
+
+@pytest.mark.parametrize("source", SLIM_RUNTIME)
+def test_worker_runtime_modules_do_not_import_training_libraries(source: str) -> None:
+    path = REPO / source
+    assert path.is_file(), source
+    offending = [m for m in _imports(path, top_level_only=True) if _root(m) in TRAINING]
+    assert offending == []
+
+
+def test_importing_the_worker_loads_no_training_library() -> None:
+    """Transitively: everything `streams.worker` pulls in stays free of torch & co."""
+    code = (
+        "import sys, streams.worker, streams.classify, streams.app, models.scorer\n"
+        f"print(sorted(m for m in {sorted(TRAINING)!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_ast_reader_sees_imports() -> None:
+    """The checks above are only as good as `_imports`: it must see what they look for."""
+    sample = REPO / "streams" / "cli.py"
+    found = set(_imports(sample))
+    assert {"argparse", "streams.settings", "streams.worker", "adapters.bootstrap"} <= found
+    top = set(_imports(sample, top_level_only=True))
+    assert "streams.settings" in top
+    assert "streams.worker" not in top  # imported inside a function
