@@ -22,7 +22,6 @@ import pytest
 
 from adapters.dataset import read_jsonl, sample
 from streams.messages import IncomingItem, encode, export_schemas
-
 from streams.topics import TopicNames
 
 from .compat_proxy import compat_proxy
