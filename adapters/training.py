@@ -90,7 +90,8 @@ def train(
     if len(texts) == 0:
         raise TrainingError("no training examples")
     y = np.asarray(labels, dtype=np.int64)
-    num_labels = int(model.base_model.model.classifier.out_features)  # type: ignore[union-attr]
+    head: Any = model.get_base_model().classifier  # peft wraps it; attributes pass through
+    num_labels = int(head.out_features)
     if len(set(y.tolist())) < 2:
         raise TrainingError(f"training needs at least two classes, got only {sorted(set(y))}")
     if y.min() < 0 or y.max() >= num_labels:

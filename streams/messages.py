@@ -40,7 +40,7 @@ __all__ = [
     "export_schemas",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 
 

@@ -42,6 +42,9 @@ class KafkaSettings(BaseModel):
     )
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    fetch_max_wait_s: float = Field(
+        default=0.05, gt=0, le=10, description="longest a fetch may wait on the broker"
+    )
 
 
 class RedisSettings(BaseModel):

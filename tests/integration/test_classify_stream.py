@@ -52,7 +52,7 @@ MALFORMED: dict[str, bytes] = {
 def test_every_item_decided_reviews_once_and_bad_input_dead_lettered(
     stack: Stack, corpus: Path
 ) -> None:
-    worker = stack.start_worker("w1", BORDERLINE_WORKER__MAX_TEXT_BYTES="4000")
+    worker = stack.start_worker("w1", max_text_bytes=4000)
     items = [i for i in _items(corpus, 300, seed=11) if len(i.text.encode()) <= 4000]
     ids = {i.item_id for i in items}
     asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, items))

@@ -27,7 +27,11 @@ def test_manifest_records_provenance_and_held_out_figures(model_dir: Path) -> No
     assert len(m.training["data_sha256"]) == 64
     assert m.training["config"]["seed"] == 7
     assert m.training["examples"] == 240
-    assert set(m.files) >= {"model.int8.onnx", "tokenizer.json", "adapter/adapter_model.safetensors"}
+    assert set(m.files) >= {
+        "model.int8.onnx",
+        "tokenizer.json",
+        "adapter/adapter_model.safetensors",
+    }
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in m.files), "no pickle"
     ev = m.evaluation
     parity = ev["int8_vs_torch"]
@@ -68,7 +72,7 @@ def test_changed_model_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))
-    with pytest.raises(ManifestError, match="model.int8.onnx"):
+    with pytest.raises(ManifestError, match=r"model\.int8\.onnx"):
         Scorer.from_dir(copy)
 
 
