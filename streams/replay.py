@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.dataset import LabeledItem
 from streams.messages import IncomingItem, encode
 
-__all__ = ["ReplayReport", "read_topic", "replay_items", "replay_raw"]
+__all__ = ["ReplayReport", "open_reader", "read_topic", "replay_items", "replay_raw"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,32 @@ async def replay_items(
     return await replay_raw(bootstrap_servers, topic, records(), rate=rate)
 
 
+async def open_reader(bootstrap_servers: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+    """A started consumer that reads every partition of ``topics`` from the beginning. No
+    consumer group: nothing to join (a join costs seconds), nothing committed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # refresh metadata
+        partitions = []
+        for topic in topics:
+            ids = consumer.partitions_for_topic(topic)
+            if not ids:
+                raise ValueError(f"topic {topic!r} does not exist")
+            partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
 async def read_topic(
     bootstrap_servers: str,
     topic: str,
@@ -90,14 +115,7 @@ async def read_topic(
 ) -> list[dict[str, Any]]:
     """Read a topic from the beginning (own throwaway group) until ``until(messages)`` holds,
     ``timeout_s`` passes, or (with ``idle_s``) nothing new arrives for that long."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        group_id=f"borderline-reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    consumer = await open_reader(bootstrap_servers, [topic])
     messages: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
