@@ -15,16 +15,22 @@ from pathlib import Path
 import numpy as np
 
 from adapters.agreement import kappa
+from adapters.artifact import write_artifact
 from adapters.dataset import LabeledItem, dataset_hash
-from adapters.training import TrainConfig, build_lora_model, predict, train
+from adapters.training import TrainConfig, adapter_tensors, build_lora_model, predict, train
+from models.adapter_file import to_graph_layout
 from models.base import base_model
-from models.export import ExportError, export_onnx, parity, quantize_int8
+from models.export import ExportError, export_onnx, parity
+from models.lora_graph import make_adapter_ready
 from models.manifest import ModelManifest
+from models.network import MeanPoolClassifier
 from models.scorer import TOKENIZER_FILE, Scorer, load_tokenizer
 
-__all__ = ["BootstrapResult", "bootstrap_model"]
+__all__ = ["BOOTSTRAP_ARTIFACT", "FP32_FILE", "ONNX_FILE", "BootstrapResult", "bootstrap_model"]
 
 ONNX_FILE = "model.int8.onnx"
+FP32_FILE = "model.fp32.onnx"
+BOOTSTRAP_ARTIFACT = "bootstrap-adapter"
 ADAPTER_DIR = "adapter"
 MIN_AGREEMENT = 0.99
 _TOKENIZER_FILES = (
@@ -82,9 +88,14 @@ def bootstrap_model(
     work = Path(tempfile.mkdtemp(prefix=".model-", dir=out_dir.parent))
     try:
         model.save_pretrained(str(work / ADAPTER_DIR))  # safetensors + JSON config
-        merged = model.merge_and_unload()
-        fp32 = export_onnx(merged, work / "model.fp32.onnx")
-        quantize_int8(fp32, work / ONNX_FILE)
+        params = adapter_tensors(model)
+        # unmerged: the LoRA path stays in the graph and becomes overridable per run
+        network = model.get_base_model()
+        assert isinstance(network, MeanPoolClassifier)
+        exported = export_onnx(network, work / "exported.onnx")
+        fp32 = work / FP32_FILE
+        layout = make_adapter_ready(exported, params, fp32, work / ONNX_FILE)
+        exported.unlink()
         if not keep_fp32:
             fp32.unlink()
         for name in _TOKENIZER_FILES:
@@ -107,6 +118,29 @@ def bootstrap_model(
         hashes = ModelManifest.hash_files(work, files)
         adapter_version = f"bootstrap-{data_hash[:8]}-s{config.seed}"
         model_version = "m-" + hashlib.sha256(hashes[ONNX_FILE].encode()).hexdigest()[:12]
+        training = {
+            "data_sha256": data_hash,
+            "examples": report.examples,
+            "positives": int(sum(1 for i in train_items if i.label > 0)),
+            "steps": report.steps,
+            "final_loss": round(report.final_loss, 6),
+            "seconds": round(report.seconds, 2),
+            "trainable_params": report.trainable_params,
+            "config": config.as_dict(),
+        }
+        # the base's own adapter, as an artifact: promoting it back is a rollback to the start
+        write_artifact(
+            work / BOOTSTRAP_ARTIFACT,
+            adapter_id=adapter_version,
+            params=to_graph_layout(params, layout),
+            base_model_version=model_version,
+            policy_version=policy_version,
+            labels=labels,
+            training=training,
+            metrics={"kappa_int8_holdout": _kappa_of(onnx_probs, holdout_y)},
+        )
+        files = [p.relative_to(work).as_posix() for p in sorted(work.rglob("*")) if p.is_file()]
+        hashes = ModelManifest.hash_files(work, files)
         manifest = ModelManifest(
             model_version=model_version,
             adapter_version=adapter_version,
@@ -117,16 +151,8 @@ def bootstrap_model(
             max_length=config.max_length,
             onnx_file=ONNX_FILE,
             files=hashes,
-            training={
-                "data_sha256": data_hash,
-                "examples": report.examples,
-                "positives": int(sum(1 for i in train_items if i.label > 0)),
-                "steps": report.steps,
-                "final_loss": round(report.final_loss, 6),
-                "seconds": round(report.seconds, 2),
-                "trainable_params": report.trainable_params,
-                "config": config.as_dict(),
-            },
+            adapter_layout=layout,
+            training=training,
             evaluation={
                 "holdout_items": len(holdout_items),
                 "holdout_sha256": dataset_hash(holdout_items),
@@ -140,6 +166,7 @@ def bootstrap_model(
         manifest.write(work)
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        work.chmod(0o755)
         work.rename(out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

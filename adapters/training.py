@@ -20,7 +20,15 @@ from models.errors import BorderlineError
 from models.network import MeanPoolClassifier
 from models.scorer import encode_texts, softmax
 
-__all__ = ["TrainConfig", "TrainReport", "TrainingError", "build_lora_model", "predict", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainReport",
+    "TrainingError",
+    "adapter_tensors",
+    "build_lora_model",
+    "predict",
+    "train",
+]
 
 
 class TrainingError(BorderlineError):
@@ -68,6 +76,23 @@ def build_lora_model(base: BaseModelRef, num_labels: int, config: TrainConfig) -
         bias="none",
     )
     return get_peft_model(network, lora)
+
+
+def adapter_tensors(model: PeftModel) -> dict[str, np.ndarray]:
+    """The adapter's own tensors under stable names, as peft holds them: every LoRA matrix
+    (``encoder.encoder.layer.0.attention.self.query.lora_A``) and the head
+    (``classifier.weight``, ``classifier.bias``)."""
+    out: dict[str, np.ndarray] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        stable = (
+            name.removeprefix("base_model.model.")
+            .replace(".modules_to_save.default", "")
+            .replace(".default.weight", "")
+        )
+        out[stable] = param.detach().cpu().numpy().astype(np.float32, copy=True)
+    return out
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:

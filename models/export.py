@@ -1,7 +1,6 @@
-"""ONNX export and int8 quantisation of the classifier, and the parity check that an export
-decides as the PyTorch model does. Export uses the TorchScript exporter (``dynamo=False``,
-opset 17, eager attention, dynamic batch and sequence axes); quantisation is onnxruntime's
-dynamic int8 with per-channel weights (half the error of per-tensor at no cost)."""
+"""ONNX export of the classifier and the parity check that an export decides as the PyTorch
+model does. Export uses the TorchScript exporter (``dynamo=False``, opset 17, eager attention,
+dynamic batch and sequence axes); `models.lora_graph` then makes it adapter-ready and int8."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from models.errors import BorderlineError
 from models.network import MeanPoolClassifier
 
-__all__ = ["ExportError", "Parity", "export_onnx", "parity", "quantize_int8"]
+__all__ = ["ExportError", "Parity", "export_onnx", "parity"]
 
 OPSET = 17
 
@@ -51,16 +49,6 @@ def export_onnx(model: MeanPoolClassifier, out_path: Path, *, seq_len: int = 16)
     finally:
         model.with_embedding = False
     return out_path
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
-    quantize_dynamic(
-        str(fp32_path),
-        str(int8_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    return int8_path
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ class ModelManifest(BaseModel):
     max_length: int
     onnx_file: str
     files: dict[str, str] = Field(description="relative path -> sha256")
+    adapter_layout: dict[str, bool] = Field(
+        default_factory=dict, description="overridable adapter tensors -> stored transposed"
+    )
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     created_at: float

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from models.adapter_file import check_fits, read_adapter_file
 from models.errors import BorderlineError
 from models.manifest import ModelManifest
 
@@ -50,6 +51,7 @@ class ScoreBatch:
     probabilities: np.ndarray  # (n, labels) float32, rows sum to 1
     embeddings: np.ndarray  # (n, hidden) float32, L2-normalised
     labels: tuple[str, ...]
+    adapter_id: str = "none"  # the adapter that produced these scores
 
     def __len__(self) -> int:
         return int(self.probabilities.shape[0])
@@ -73,8 +75,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(exp / exp.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    adapter_id: str
+    run_options: ort.RunOptions | None
+    adapter: ort.LoraAdapter | None  # kept alive as long as its run options are used
+
+
 class Scorer:
-    """One onnxruntime session and one tokenizer. Thread-safe for concurrent ``score`` calls."""
+    """One onnxruntime session and one tokenizer, and any number of loaded LoRA adapters of which
+    one is active. Thread-safe: ``score`` reads the active adapter once per batch, and
+    ``activate`` replaces that reference atomically, so a swap happens between batches; the
+    previously active adapter stays loaded, so going back is instant."""
 
     def __init__(
         self,
@@ -93,6 +105,7 @@ class Scorer:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # overridable initializers are intended: no warning each
         self.session = ort.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
@@ -100,7 +113,14 @@ class Scorer:
         self.labels = tuple(labels)
         self.max_length = max_length
         self.model_version = model_version
-        self.adapter_version = adapter_version
+        self.overridable = {
+            i.name: tuple(int(d) for d in i.shape)
+            for i in self.session.get_overridable_initializers()
+        }
+        # the base's own initializer values are the adapter it was exported with
+        self._adapters: dict[str, _Loaded] = {adapter_version: _Loaded(adapter_version, None, None)}
+        self._active = self._adapters[adapter_version]
+        self.base_adapter = adapter_version
         outputs = [o.name for o in self.session.get_outputs()]
         if outputs[:2] != ["logits", "embedding"]:
             raise ScorerError(f"{onnx_path} has outputs {outputs}, expected logits and embedding")
@@ -121,11 +141,48 @@ class Scorer:
             adapter_version=manifest.adapter_version,
         )
 
-    def score(self, texts: Sequence[str]) -> ScoreBatch:
+    @property
+    def adapter_version(self) -> str:
+        return self._active.adapter_id
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def load_adapter(self, adapter_id: str, path: Path) -> None:
+        """Load (memory-map) an adapter file after checking it fits this base."""
+        if adapter_id in self._adapters:
+            return
+        check_fits(read_adapter_file(path), self.overridable)
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(path))
+        options = ort.RunOptions()
+        options.add_active_adapter(adapter)
+        self._adapters[adapter_id] = _Loaded(adapter_id, options, adapter)
+
+    def activate(self, adapter_id: str) -> None:
+        try:
+            self._active = self._adapters[adapter_id]
+        except KeyError:
+            raise ScorerError(f"adapter {adapter_id!r} is not loaded") from None
+
+    def unload(self, adapter_id: str) -> None:
+        if adapter_id in (self._active.adapter_id, self.base_adapter):
+            raise ScorerError(f"adapter {adapter_id!r} is active or the base's own: not unloaded")
+        self._adapters.pop(adapter_id, None)
+
+    def score(self, texts: Sequence[str], adapter_id: str | None = None) -> ScoreBatch:
+        """Score with the active adapter, or with ``adapter_id`` (shadow scoring)."""
+        loaded = self._active if adapter_id is None else self._adapters.get(adapter_id)
+        if loaded is None:
+            raise ScorerError(f"adapter {adapter_id!r} is not loaded")
         if not texts:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return ScoreBatch(empty, np.zeros((0, 0), dtype=np.float32), self.labels)
+            none = np.zeros((0, 0), dtype=np.float32)
+            return ScoreBatch(empty, none, self.labels, loaded.adapter_id)
         logits, embedding = self.session.run(
-            ["logits", "embedding"], encode_texts(self.tokenizer, texts)
+            ["logits", "embedding"], encode_texts(self.tokenizer, texts), loaded.run_options
         )
-        return ScoreBatch(softmax(logits), np.asarray(embedding, np.float32), self.labels)
+        return ScoreBatch(
+            softmax(logits), np.asarray(embedding, np.float32), self.labels, loaded.adapter_id
+        )

@@ -79,7 +79,6 @@ class Classifier:
         topics: TopicNames,
         policy: RoutingPolicy,
         model_version: str,
-        adapter_version: str,
         worker: str,
         max_text_bytes: int,
         retry_attempts: int = 5,
@@ -94,7 +93,6 @@ class Classifier:
         self.topics = topics
         self.policy = policy
         self.model_version = model_version
-        self.adapter_version = adapter_version
         self.worker = worker
         self.max_text_bytes = max_text_bytes
         self.retry_attempts = retry_attempts
@@ -160,7 +158,7 @@ class Classifier:
                         action=action,
                         probabilities=probabilities,
                         model_version=self.model_version,
-                        adapter_version=self.adapter_version,
+                        adapter_version=batch.adapter_id,
                         policy_version=policy.version,
                         latency_s=latency,
                         scoring_s=round(scoring_s, 6),

@@ -94,7 +94,6 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
             topics=settings.kafka.topics,
             policy=routing_policy(settings),
             model_version=scorer.model_version,
-            adapter_version=scorer.adapter_version,
             worker=worker_id,
             max_text_bytes=settings.worker.max_text_bytes,
             retry_attempts=settings.worker.retry_attempts,

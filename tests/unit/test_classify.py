@@ -50,7 +50,7 @@ class FakeScore:
         p = np.array([P[t] for t in texts], dtype=np.float32)
         probabilities = np.stack([1.0 - p, p], axis=1).astype(np.float32)
         embeddings = np.zeros((len(texts), 4), dtype=np.float32)
-        return ScoreBatch(probabilities, embeddings, LABELS)
+        return ScoreBatch(probabilities, embeddings, LABELS, adapter_id="adapter-1")
 
 
 def _resolved() -> asyncio.Future[None]:
@@ -124,7 +124,6 @@ def _world(
         topics=TOPICS,
         policy=POLICY,
         model_version="model-1",
-        adapter_version="adapter-1",
         worker="worker-1",
         max_text_bytes=1000,
         retry_attempts=3,
