@@ -20,6 +20,7 @@ from models.errors import BorderlineError
 
 __all__ = [
     "ADAPTER_FILE",
+    "BOOTSTRAP_ARTIFACT",
     "AdapterArtifact",
     "AdapterManifest",
     "ArtifactError",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 ADAPTER_FILE = "adapter.onnx_adapter"
+BOOTSTRAP_ARTIFACT = "bootstrap-adapter"  # the base's own adapter, inside a model folder
 MANIFEST_FILE = "adapter.json"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.agreement import kappa
-from adapters.artifact import write_artifact
+from adapters.artifact import BOOTSTRAP_ARTIFACT, write_artifact
 from adapters.dataset import LabeledItem, dataset_hash
 from adapters.training import TrainConfig, adapter_tensors, build_lora_model, predict, train
 from models.adapter_file import to_graph_layout
@@ -26,11 +26,10 @@ from models.manifest import ModelManifest
 from models.network import MeanPoolClassifier
 from models.scorer import TOKENIZER_FILE, Scorer, load_tokenizer
 
-__all__ = ["BOOTSTRAP_ARTIFACT", "FP32_FILE", "ONNX_FILE", "BootstrapResult", "bootstrap_model"]
+__all__ = ["FP32_FILE", "ONNX_FILE", "BootstrapResult", "bootstrap_model"]
 
 ONNX_FILE = "model.int8.onnx"
 FP32_FILE = "model.fp32.onnx"
-BOOTSTRAP_ARTIFACT = "bootstrap-adapter"
 ADAPTER_DIR = "adapter"
 MIN_AGREEMENT = 0.99
 _TOKENIZER_FILES = (

@@ -109,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--naive-items", type=_positive_int, default=200)
     stream.add_argument("--seed", type=int, default=0)
 
+    adapters = sub.add_parser("adapters", help="the adapter registry")
+    adapters_sub = adapters.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    adapters_sub.add_parser("list", help="registered adapters; * marks the active one")
+    a_show = adapters_sub.add_parser("show", help="an adapter's manifest and history")
+    a_show.add_argument("id")
+    a_register = adapters_sub.add_parser("register", help="store an adapter folder in Redis")
+    a_register.add_argument("dir", type=Path)
+    a_promote = adapters_sub.add_parser("promote", help="make an adapter active (all workers)")
+    a_promote.add_argument("id")
+    a_promote.add_argument("--reason", default="manual promotion")
+    a_rollback = adapters_sub.add_parser("rollback", help="restore the previous adapter")
+    a_rollback.add_argument("--policy", default=None, help="policy version (default: settings)")
+    a_rollback.add_argument("--reason", default="manual rollback")
+    for p in (a_promote, a_rollback):
+        p.add_argument("--actor", default=None, help="who (default: $USER@host)")
+
     demo = sub.add_parser("demo", help="the main job on the embedded services")
     demo.add_argument("--items", type=_positive_int, default=1000)
     demo.add_argument("--rate", type=_positive_float, default=50.0)
@@ -317,6 +333,12 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.adapter_commands import adapters_command
+
+    return asyncio.run(adapters_command(args, _connected(settings)))
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
@@ -340,6 +362,7 @@ _COMMANDS = {
     "worker": _cmd_worker,
     "produce": _cmd_produce,
     "bench": _cmd_bench,
+    "adapters": _cmd_adapters,
     "demo": _cmd_demo,
 }
 

@@ -78,6 +78,18 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.adapter_swaps = Counter(
+            "borderline_adapter_swaps_total",
+            "Adapter changes applied by this worker (promote, rollback) or refused",
+            ["result"],
+            registry=r,
+        )
+        self.adapter_swap_seconds = Histogram(
+            "borderline_adapter_swap_seconds",
+            "Seconds from learning of a new active adapter to serving it",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.model_info = Info(
             "borderline_model", "Model, adapter and policy version being served", registry=r
         )

@@ -63,6 +63,12 @@ class WorkerSettings(BaseModel):
     retry_attempts: int = Field(default=5, ge=1, description="broker/Redis retries before crashing")
     retry_backoff_s: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="faust's web server; 0=off")
+    adapter_cache_dir: Path = Field(
+        default=Path(".borderline/adapter-cache"), description="verified adapters from Redis"
+    )
+    adapter_poll_s: float = Field(
+        default=2.0, gt=0, description="registry poll, besides its pub/sub channel"
+    )
 
 
 class ModelSettings(BaseModel):

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 from redis.asyncio import Redis
 
+from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.registry import AdapterRegistry
 from adapters.routing import RoutingPolicy
 from models.scorer import Scorer
 from streams.app import FaustSink, build_app
@@ -21,6 +23,7 @@ from streams.ledger import RedisReviewLedger
 from streams.metrics import Metrics
 from streams.retry import retry
 from streams.settings import Settings
+from streams.swap import AdapterSwapper
 from streams.topics import ensure_topics
 
 __all__ = ["default_worker_id", "routing_policy", "run_worker"]
@@ -66,13 +69,6 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         threads=settings.worker.scorer_threads,
     )
     metrics = Metrics()
-    metrics.model_info.info(
-        {
-            "model_version": scorer.model_version,
-            "adapter_version": scorer.adapter_version,
-            "policy_version": settings.policy.version,
-        }
-    )
     if settings.metrics.port:
         port = metrics.serve(settings.metrics.port, settings.metrics.host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
@@ -81,6 +77,23 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     asyncio.set_event_loop(loop)
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     loop.run_until_complete(_prepare(settings, redis))
+    swapper = AdapterSwapper(
+        registry=AdapterRegistry(redis, settings.redis.key_prefix),
+        redis=redis,
+        scorer=scorer,
+        cache_dir=settings.worker.adapter_cache_dir,
+        policy_version=settings.policy.version,
+        metrics=metrics,
+        worker=worker_id,
+        poll_interval_s=settings.worker.adapter_poll_s,
+    )
+    # the base's own adapter is always in the registry, so it can be promoted back to
+    bootstrap = settings.model.dir / BOOTSTRAP_ARTIFACT
+    if bootstrap.is_dir():
+        artifact = AdapterArtifact.load(bootstrap, expected_base=scorer.model_version)
+        loop.run_until_complete(swapper.registry.register(artifact))
+    # a worker that starts after a promotion serves the active adapter before it takes traffic
+    loop.run_until_complete(swapper.sync())
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
 
@@ -101,6 +114,11 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         )
 
     app = build_app(settings, make_classifier=make_classifier, metrics=metrics)
+
+    @app.task
+    async def follow_registry() -> None:
+        await swapper.run()
+
     log.info(
         "worker %s serving model %s adapter %s policy %s",
         worker_id,

@@ -35,14 +35,14 @@ class Stack:
     partitions: int = 4
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def settings(self, **worker: Any) -> Settings:
+    def settings(self, app_id: str | None = None, **worker: Any) -> Settings:
         return Settings.model_validate(
             {
                 "kafka": {
                     "bootstrap_servers": self.bootstrap_servers,
                     "topics": self.topics.model_dump(),
                     "partitions": self.partitions,
-                    "app_id": f"classify-{self.tag}",
+                    "app_id": app_id or f"classify-{self.tag}",
                 },
                 "redis": {"url": self.redis_url, "key_prefix": f"test-{self.tag}"},
                 "model": {"dir": str(self.model_dir)},
@@ -53,9 +53,14 @@ class Stack:
     def create_topics(self) -> None:
         asyncio.run(ensure_topics(self.bootstrap_servers, self.topics.all(), self.partitions))
 
-    def start_worker(self, name: str, *, wait: bool = True, **worker: Any) -> WorkerProcess:
+    def start_worker(
+        self, name: str, *, wait: bool = True, app_id: str | None = None, **worker: Any
+    ) -> WorkerProcess:
         process = start_worker(
-            self.settings(**worker), f"{name}-{self.tag}", self.tmp / f"{name}.log", wait=wait
+            self.settings(app_id, adapter_cache_dir=str(self.tmp / f"{name}-cache"), **worker),
+            f"{name}-{self.tag}",
+            self.tmp / f"{name}.log",
+            wait=wait,
         )
         self.workers.append(process)
         return process

@@ -1,0 +1,213 @@
+"""Live adapter swaps on the real broker and Redis with real worker processes: two workers stream
+while an adapter is promoted and then rolled back; every item is decided once per delivery, each
+decision names the adapter that made it, a worker started after the promotion serves the new
+adapter from its first item, and a corrupted adapter or one for another base is refused while the
+active one keeps serving.
+
+The second adapter is the bootstrap adapter with its head negated ("inverted"): its decisions are
+the bootstrap's mirrored, so a swap is visible in the probabilities, not only in the names."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from adapters.artifact import ADAPTER_FILE, BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.dataset import LabeledItem, read_jsonl, sample
+from adapters.registry import AdapterRegistry
+from models.adapter_file import read_adapter_file
+from models.manifest import ModelManifest
+from streams.replay import read_topic, replay_items
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _inverted(
+    model_dir: Path, out: Path, adapter_id: str, base: str | None = None
+) -> AdapterArtifact:
+    manifest = ModelManifest.read(model_dir)
+    boot = AdapterArtifact.load(
+        model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
+    params = read_adapter_file(boot.path)
+    for name in ("classifier.weight", "classifier.bias"):
+        params[name] = -params[name]
+    return write_artifact(
+        out,
+        adapter_id=adapter_id,
+        params=params,
+        base_model_version=base or manifest.model_version,
+        policy_version="v1",
+        labels=manifest.labels,
+        parent_id=boot.adapter_id,
+    )
+
+
+def _registry_call(stack: Stack, fn: Any) -> Any:
+    async def run() -> Any:
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            return await fn(AdapterRegistry(redis, f"test-{stack.tag}"), redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def _decisions(stack: Stack, until: Any, timeout_s: float = 120) -> list[dict[str, Any]]:
+    return asyncio.run(
+        read_topic(
+            stack.bootstrap_servers, stack.topics.decisions, until=until, timeout_s=timeout_s
+        )
+    )
+
+
+def test_promote_then_rollback_while_two_workers_stream(
+    stack: Stack, corpus: Path, tmp_path: Path
+) -> None:
+    manifest = ModelManifest.read(stack.model_dir)
+    boot_id = manifest.adapter_version
+    inverted = _inverted(stack.model_dir, tmp_path / "inverted", f"inverted-{stack.tag}")
+    boot = AdapterArtifact.load(
+        stack.model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
+
+    async def register(reg: AdapterRegistry, _redis: Redis) -> None:
+        await reg.register(boot)
+        await reg.register(inverted)
+        await reg.promote(boot.adapter_id, actor="test", reason="deploy the base's adapter")
+
+    _registry_call(stack, register)
+    a = stack.start_worker("a", wait=False)
+    b = stack.start_worker("b", wait=False)
+    a.wait_ready()
+    b.wait_ready()
+
+    # 30 s of traffic at 30/s: promote at 5 s, a late worker, rollback, then 5 s+ of traffic
+    items = [i for i in sample(read_jsonl(corpus), 1000, seed=31) if len(i.text) < 20_000][:900]
+    marks: dict[str, float] = {}
+
+    def produce() -> None:
+        asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, items, rate=30))
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(5)
+    promoted = _registry_call(
+        stack,
+        lambda reg, _r: reg.promote(inverted.adapter_id, actor="test", reason="integration test"),
+    )
+    marks["promote"] = time.time()
+    assert promoted.previous == boot_id and promoted.action == "promote"
+    # a worker that starts after the promotion serves the new adapter before any traffic
+    late = stack.start_worker("late", app_id=f"late-{stack.tag}")
+    time.sleep(4)
+    rolled = _registry_call(
+        stack, lambda reg, _r: reg.rollback("v1", actor="test", reason="integration test")
+    )
+    marks["rollback"] = time.time()
+    assert (rolled.adapter_id, rolled.previous, rolled.action) == (
+        boot_id,
+        inverted.adapter_id,
+        "rollback",
+    )
+    producer.join()
+
+    ids = {i.item_id for i in items}
+    group = {a.worker_id, b.worker_id}
+    decisions = _decisions(
+        stack, lambda msgs: ids <= {m["item_id"] for m in msgs if m["worker"] in group}
+    )
+    mine = [d for d in decisions if d["worker"] in group]
+    assert {d["item_id"] for d in mine} == ids, "an item was not decided"
+    per_item = Counter(d["item_id"] for d in mine)
+    assert max(per_item.values()) == 1, "an item was decided twice by one delivery"
+
+    names = {d["adapter_version"] for d in mine}
+    assert names <= {boot_id, inverted.adapter_id}
+    for worker in group:
+        by_time = sorted((d for d in mine if d["worker"] == worker), key=lambda d: d["decided_at"])
+        first_new = next(d for d in by_time if d["adapter_version"] == inverted.adapter_id)
+        swap_delay = first_new["decided_at"] - marks["promote"]
+        print(f"{worker}: first decision on the promoted adapter {swap_delay:.2f}s after promote")
+        assert swap_delay < 5.0
+        before = [d for d in by_time if d["decided_at"] < marks["promote"] - 0.5]
+        assert before and all(d["adapter_version"] == boot_id for d in before)
+        after = [d for d in by_time if d["decided_at"] > marks["rollback"] + 5.0]
+        assert after and all(d["adapter_version"] == rolled.adapter_id for d in after)
+
+    # the inverted adapter really served: its probabilities mirror the bootstrap's
+    flipped = [d for d in mine if d["adapter_version"] == inverted.adapter_id][:20]
+    from models.scorer import Scorer
+
+    scorer = Scorer.from_dir(stack.model_dir, threads=1)
+    texts = {i.item_id: i.text for i in items}
+    base_p = scorer.score([texts[d["item_id"]] for d in flipped]).violating()
+    got = np.array([d["probabilities"]["violating"] for d in flipped])
+    np.testing.assert_allclose(got, 1.0 - base_p, atol=0.03)
+
+    late_decisions = sorted(
+        (d for d in decisions if d["worker"] == late.worker_id), key=lambda d: d["decided_at"]
+    )
+    assert late_decisions, "the late worker decided nothing"
+    assert late_decisions[0]["adapter_version"] == inverted.adapter_id
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{a.metrics_port}/metrics").read().decode()
+    assert 'borderline_adapter_swaps_total{result="promote"} 1.0' in metrics
+    assert 'borderline_adapter_swaps_total{result="rollback"} 1.0' in metrics
+
+
+def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
+    stack: Stack, corpus: Path, tmp_path: Path
+) -> None:
+    manifest = ModelManifest.read(stack.model_dir)
+    good = _inverted(stack.model_dir, tmp_path / "good", f"good-{stack.tag}")
+    corrupt = _inverted(stack.model_dir, tmp_path / "corrupt", f"corrupt-{stack.tag}")
+    foreign = _inverted(
+        stack.model_dir, tmp_path / "foreign", f"foreign-{stack.tag}", base="m-another-base"
+    )
+
+    async def setup(reg: AdapterRegistry, redis: Redis) -> None:
+        for artifact in (good, corrupt, foreign):
+            await reg.register(artifact)
+        # flip bytes of the stored adapter after registration: tampering or bit rot
+        key = f"test-{stack.tag}:adapter:{corrupt.adapter_id}:file"
+        data = bytearray(await redis.get(key))
+        data[len(data) // 2] ^= 0xFF
+        await redis.set(key, bytes(data))
+        await reg.promote(good.adapter_id, actor="test", reason="known good")
+
+    _registry_call(stack, setup)
+    worker = stack.start_worker("w")
+    items: list[LabeledItem] = sample(read_jsonl(corpus), 60, seed=41)
+    for bad in (corrupt, foreign):
+        _registry_call(
+            stack,
+            lambda reg, _r, bad=bad: reg.promote(
+                bad.adapter_id, actor="test", reason="should be refused"
+            ),
+        )
+        time.sleep(3)
+    asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, items))
+    ids = {i.item_id for i in items}
+    decisions = _decisions(stack, lambda msgs: ids <= {m["item_id"] for m in msgs})
+    assert {d["adapter_version"] for d in decisions} == {good.adapter_id}
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics").read().decode()
+    )
+    assert 'borderline_adapter_swaps_total{result="refused"} 2.0' in metrics
+    log = worker.log.read_text()
+    assert "sha256" in log and "m-another-base" in log
+    assert manifest.model_version in log
+    assert ADAPTER_FILE in log
