@@ -33,7 +33,7 @@ from streams.replay import read_topic, replay_items
 from streams.settings import Settings
 from streams.topics import TopicNames, ensure_topics
 
-__all__ = ["bench_stream"]
+__all__ = ["bench_items", "bench_stream", "isolated_run", "stream_run"]
 
 
 def _bare_scorer(settings: Settings, texts: list[str]) -> float:
@@ -58,7 +58,7 @@ def _decisions(settings: Settings, wanted: set[str], timeout_s: float) -> list[d
     )
 
 
-def _stream_run(
+def stream_run(
     settings: Settings, items: list[LabeledItem], rate: float | None, timeout_s: float
 ) -> tuple[float, np.ndarray]:
     """Replay ``items``; return (items/s from first produce to last decision, latencies)."""
@@ -127,6 +127,47 @@ async def _naive_peer(
     return done / (time.perf_counter() - started)
 
 
+def isolated_run(stack: ExitStack, settings: Settings) -> tuple[Settings, Path, str]:
+    """Services (embedded unless configured), and settings with this run's own topics (created),
+    consumer group and Redis prefix; plus a folder for logs and the run's tag."""
+    from streams.services import EmbeddedServices
+
+    if settings.embedded:
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        endpoints = stack.enter_context(EmbeddedServices(state_dir=state))
+        settings = settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
+    tag = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(
+        update={"topics": TopicNames().prefixed(f"bench{tag}."), "app_id": f"bench-{tag}"}
+    )
+    run = settings.model_copy(
+        update={
+            "kafka": kafka,
+            "redis": settings.redis.model_copy(update={"key_prefix": f"bench-{tag}"}),
+        }
+    )
+    assert run.kafka.bootstrap_servers
+    asyncio.run(
+        ensure_topics(run.kafka.bootstrap_servers, run.kafka.topics.all(), run.kafka.partitions)
+    )
+    logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    return run, logs, tag
+
+
+def bench_items(
+    settings: Settings, n: int, seed: int, corpus: Path | None = None
+) -> list[LabeledItem]:
+    """``n`` corpus items that fit the worker's size limit (none is dead-lettered)."""
+    from adapters.corpus import fetch_spamassassin
+
+    data = read_jsonl(corpus or fetch_spamassassin(settings.data_dir).path)
+    limit = settings.worker.max_text_bytes
+    chosen = [
+        i for i in sample(data, min(n * 2, len(data)), seed=seed) if len(i.text.encode()) <= limit
+    ]
+    return chosen[:n]
+
+
 def bench_stream(
     settings: Settings,
     *,
@@ -136,16 +177,8 @@ def bench_stream(
     seed: int,
     corpus: Path | None = None,
 ) -> dict[str, Any]:
-    from adapters.corpus import fetch_spamassassin
-    from streams.services import EmbeddedServices
-
     manifest = ModelManifest.read(settings.model.dir)  # fail early, with the fix in the message
-    data = read_jsonl(corpus or fetch_spamassassin(settings.data_dir).path)
-    chosen = [
-        i
-        for i in sample(data, min(items * 2, len(data)), seed=seed)
-        if len(i.text.encode()) <= settings.worker.max_text_bytes
-    ][:items]
+    chosen = bench_items(settings, items, seed, corpus)
     texts = [i.text for i in chosen]
     figures: dict[str, Any] = {
         "items": len(chosen),
@@ -156,32 +189,15 @@ def bench_stream(
     figures["scorer_items_per_s"] = round(_bare_scorer(settings, texts), 2)
 
     with ExitStack() as stack:
-        if settings.embedded:
-            state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            endpoints = stack.enter_context(EmbeddedServices(state_dir=state))
-            settings = settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
-        tag = uuid.uuid4().hex[:8]
-        base = settings.kafka.model_copy(
-            update={"topics": TopicNames().prefixed(f"bench{tag}."), "app_id": f"bench-{tag}"}
-        )
-        run = settings.model_copy(
-            update={
-                "kafka": base,
-                "redis": settings.redis.model_copy(update={"key_prefix": f"bench-{tag}"}),
-            }
-        )
+        run, logs, tag = isolated_run(stack, settings)
         assert run.kafka.bootstrap_servers
-        asyncio.run(
-            ensure_topics(run.kafka.bootstrap_servers, run.kafka.topics.all(), run.kafka.partitions)
-        )
-        logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         worker = start_worker(run, f"bench-{tag}", logs / "worker.log")
         stack.callback(worker.stop)
 
         # throughput: everything at once
         warm = chosen[: settings.worker.batch_max_size]
-        _stream_run(run, warm, None, 120)
-        throughput, _ = _stream_run(run, chosen, None, 600)
+        stream_run(run, warm, None, 120)
+        throughput, _ = stream_run(run, chosen, None, 600)
         figures["stream_items_per_s"] = round(throughput, 2)
         figures["ratio"] = round(throughput / figures["scorer_items_per_s"], 3)
 
@@ -191,7 +207,7 @@ def bench_stream(
         latency_items = [
             LabeledItem(f"lat-{k}-{i.item_id}", i.text, i.label) for k, i in enumerate(chosen)
         ][:n_latency]
-        _, latencies = _stream_run(run, latency_items, load, 600)
+        _, latencies = stream_run(run, latency_items, load, 600)
         figures["latency_rate_items_per_s"] = round(load, 2)
         figures["latency_items"] = len(latency_items)
         figures["p50_latency_s"] = round(float(np.percentile(latencies, 50)), 4)

@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     for p in (a_promote, a_rollback):
         p.add_argument("--actor", default=None, help="who (default: $USER@host)")
 
+    swap = bench_sub.add_parser("swap", help="live adapter swaps: latency, throughput, memory")
+    swap.add_argument("--items", type=_positive_int, default=1000)
+    swap.add_argument("--workers", type=_positive_int, default=2)
+    swap.add_argument("--adapters", type=_positive_int, default=20)
+    swap.add_argument("--json", type=Path, default=None)
+    swap.add_argument("--seed", type=int, default=0)
+
     demo = sub.add_parser("demo", help="the main job on the embedded services")
     demo.add_argument("--items", type=_positive_int, default=1000)
     demo.add_argument("--rate", type=_positive_float, default=50.0)
@@ -317,15 +324,18 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.bench import bench_stream
+    if args.action == "swap":
+        from streams.swap_bench import bench_swap
 
-    figures = bench_stream(
-        settings,
-        items=args.items,
-        rate=args.rate,
-        naive_items=args.naive_items,
-        seed=args.seed,
-    )
+        figures = bench_swap(
+            settings, items=args.items, workers=args.workers, adapters=args.adapters, seed=args.seed
+        )
+    else:
+        from streams.bench import bench_stream
+
+        figures = bench_stream(
+            settings, items=args.items, rate=args.rate, naive_items=args.naive_items, seed=args.seed
+        )
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,8 @@ class AdapterSwapper:
         self.scorer.load_adapter(adapter_id, artifact.path)
 
     async def sync(self, received_at: float | None = None) -> bool:
-        """Bring the scorer to the registry's active adapter; True if it swapped."""
+        """Bring the scorer to the registry's active adapter; True if it swapped.
+        ``received_at`` (epoch seconds) is when the worker learnt of the change."""
         async with self._lock:
             record = await self.registry.active(self.policy_version)
             if record is None or record.epoch <= self.epoch:
@@ -82,7 +83,7 @@ class AdapterSwapper:
                 return False
             if target in self._refused:
                 return False
-            started = received_at or time.perf_counter()
+            started = received_at or time.time()
             try:
                 await self._load(target)
             except (ArtifactError, AdapterFileError, RegistryError) as exc:
@@ -95,18 +96,20 @@ class AdapterSwapper:
             previous = self.scorer.adapter_version
             self.scorer.activate(target)
             self.epoch = record.epoch
-            swap_s = time.perf_counter() - started
+            swap_s = time.time() - started
             self.metrics.adapter_swaps.labels(result=record.action).inc()
             self.metrics.adapter_swap_seconds.observe(swap_s)
             self._set_info()
             log.info(
-                "adapter swap worker=%s from=%s to=%s action=%s epoch=%d swap_ms=%.2f",
+                "adapter swap worker=%s from=%s to=%s action=%s epoch=%d swap_ms=%.2f "
+                "received=%.6f",
                 self.worker,
                 previous,
                 target,
                 record.action,
                 record.epoch,
                 swap_s * 1000,
+                started,
             )
             return True
 
@@ -133,10 +136,10 @@ class AdapterSwapper:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self.poll_interval_s
                 )
-                now = time.perf_counter()
+                now = time.time()
                 if message is not None or now - last_poll >= self.poll_interval_s:
                     last_poll = now
-                    await self.sync(received_at=now if message is not None else None)
+                    await self.sync(received_at=now)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
