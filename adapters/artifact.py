@@ -40,7 +40,8 @@ class AdapterManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format_version: int = 1
-    adapter_id: str = Field(min_length=1, max_length=128)
+    # a folder name and part of Redis keys: no path separators, no colons
+    adapter_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     parent_id: str | None = None
     base_model_version: str = Field(description="model_version of the base it was built for")
     policy_version: str
@@ -97,6 +98,10 @@ class AdapterArtifact:
             manifest = AdapterManifest.model_validate(json.loads(files[MANIFEST_FILE]))
         except (ValueError, ValidationError) as exc:
             raise ArtifactError(f"adapter manifest in {directory} is malformed: {exc}") from exc
+        if ADAPTER_FILE not in manifest.files:
+            raise ArtifactError(
+                f"adapter {manifest.adapter_id}: the manifest does not list {ADAPTER_FILE}'s sha256"
+            )
         for name, expected in manifest.files.items():
             data = files.get(name)
             if data is None:

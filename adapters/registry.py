@@ -14,7 +14,6 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -34,10 +33,6 @@ def _bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode()
     raise TypeError(f"unexpected Redis reply {type(value).__name__}")
-
-
-def _sha(value: object) -> bytes:
-    return hashlib.sha256(_bytes(value)).digest()
 
 
 class RegistryError(BorderlineError):
@@ -88,6 +83,7 @@ end
 if redis.call('EXISTS', KEYS[4] .. target .. ':manifest') == 0 then
   return redis.error_reply('UNKNOWN ' .. target)
 end
+if target == previous then return redis.error_reply('ALREADY ' .. target) end
 local epoch = redis.call('INCR', KEYS[3])
 local rec = cjson.encode({adapter_id=target, previous=previous, epoch=epoch, actor=ARGV[2],
   reason=ARGV[3], at=tonumber(ARGV[4]), action=ARGV[7], policy_version=ARGV[6]})
@@ -98,11 +94,26 @@ return rec
 """
 
 
+# KEYS: manifest, file, index; ARGV: manifest bytes, file bytes, created_at, adapter_id
+_REGISTER = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  if stored == ARGV[1] then return 0 end
+  return redis.error_reply('TAKEN')
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
 class AdapterRegistry:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         self._change = redis.register_script(_CHANGE_ACTIVE)
+        self._register = redis.register_script(_REGISTER)
 
     # --- keys -------------------------------------------------------------------------------
     def _adapter(self, adapter_id: str, part: str) -> str:
@@ -123,20 +134,28 @@ class AdapterRegistry:
         """Store an adapter; True if new. Re-registering the same bytes is a no-op; another
         adapter under an existing id is refused."""
         files = artifact.files()
-        key = self._adapter(artifact.adapter_id, "manifest")
-        stored = await self.redis.get(key)
-        if stored is not None:
-            if _sha(stored) == _sha(files[MANIFEST_FILE]):
-                return False
-            raise RegistryError(f"adapter id {artifact.adapter_id!r} is taken by another adapter")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._adapter(artifact.adapter_id, "file"), files[ADAPTER_FILE])
-            pipe.set(key, files[MANIFEST_FILE])
-            pipe.zadd(
-                f"{self.prefix}:adapters", {artifact.adapter_id: artifact.manifest.created_at}
+        adapter_id = artifact.adapter_id
+        try:
+            created = await self._register(
+                keys=[
+                    self._adapter(adapter_id, "manifest"),
+                    self._adapter(adapter_id, "file"),
+                    f"{self.prefix}:adapters",
+                ],
+                args=[
+                    files[MANIFEST_FILE],
+                    files[ADAPTER_FILE],
+                    artifact.manifest.created_at,
+                    adapter_id,
+                ],
             )
-            await pipe.execute()
-        return True
+        except ResponseError as exc:
+            if str(exc).startswith("TAKEN"):
+                raise RegistryError(
+                    f"adapter id {adapter_id!r} is taken by another adapter"
+                ) from None
+            raise
+        return bool(created)
 
     async def files(self, adapter_id: str) -> dict[str, bytes]:
         manifest, data = await self.redis.mget(
@@ -163,6 +182,8 @@ class AdapterRegistry:
         return None if raw is None else ActiveRecord.parse(raw)
 
     async def history(self, policy: str, limit: int = 50) -> list[ActiveRecord]:
+        if limit <= 0:
+            return []
         return [
             ActiveRecord.parse(r)
             for r in await self.redis.lrange(self._history(policy), 0, limit - 1)
@@ -194,6 +215,10 @@ class AdapterRegistry:
             if message.startswith("UNKNOWN"):
                 raise RegistryError(
                     f"unknown adapter {message.split(' ', 1)[1]!r} (see `borderline adapters list`)"
+                ) from None
+            if message.startswith("ALREADY"):
+                raise RegistryError(
+                    f"adapter {message.split(' ', 1)[1]!r} is already active for policy {policy}"
                 ) from None
             if message.startswith(("NOACTIVE", "NOPREVIOUS")):
                 raise RegistryError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -181,6 +182,10 @@ def run_demo(
                 settings.kafka.partitions,
             )
         )
+        if settings.worker.scorer_threads == 0:  # one core's worth each: no oversubscription
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            worker = settings.worker.model_copy(update={"scorer_threads": threads})
+            settings = settings.model_copy(update={"worker": worker})
         procs: list[WorkerProcess] = []
         for k in range(workers):
             procs.append(
