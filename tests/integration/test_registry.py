@@ -187,28 +187,35 @@ def test_concurrent_promotions_from_two_clients_are_serialised(
                         "AB"[i % 2], actor=f"client-{i % 2}", reason=f"race {i}"
                     )
                     for i in range(20)
-                )
+                ),
+                return_exceptions=True,
             )
         finally:
             await one.aclose()
             await two.aclose()
 
+        # promoting the adapter that is already active is refused, so some of the 20 may be
+        made = [r for r in returned if isinstance(r, ActiveRecord)]
+        refused = [r for r in returned if not isinstance(r, ActiveRecord)]
+        assert all(isinstance(r, RegistryError) and "already active" in str(r) for r in refused)
+        n = len(made)
+        assert n >= 2
         history = await reg.history("v1", limit=100)
-        assert len(history) == 20
+        assert len(history) == n
         by_epoch = {r.epoch: r for r in history}
-        assert len(by_epoch) == 20, "two promotions got the same epoch"
-        assert sorted(by_epoch) == list(range(1, 21))
-        assert [r.epoch for r in history] == list(range(20, 0, -1))  # newest first
+        assert len(by_epoch) == n, "two promotions got the same epoch"
+        assert sorted(by_epoch) == list(range(1, n + 1))
+        assert [r.epoch for r in history] == list(range(n, 0, -1))  # newest first
         active = await reg.active("v1")
-        assert active == by_epoch[20]
+        assert active == by_epoch[n]
         assert by_epoch[1].previous is None
-        for epoch in range(2, 21):
+        for epoch in range(2, n + 1):
             assert by_epoch[epoch].previous == by_epoch[epoch - 1].adapter_id, (
                 f"epoch {epoch} did not see epoch {epoch - 1}'s change: a lost update"
             )
+            assert by_epoch[epoch].adapter_id != by_epoch[epoch].previous
         # every caller got back the record it made
-        assert sorted(returned, key=lambda r: r.epoch) == sorted(history, key=lambda r: r.epoch)
-        assert sorted(r.reason for r in history) == sorted(f"race {i}" for i in range(20))
+        assert sorted(made, key=lambda r: r.epoch) == sorted(history, key=lambda r: r.epoch)
 
     _run(services, body)
 
