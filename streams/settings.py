@@ -56,7 +56,7 @@ class RedisSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    batch_max_size: int = Field(default=32, ge=1, le=1024)
+    batch_max_size: int = Field(default=16, ge=1, le=1024)
     batch_max_wait_s: float = Field(default=0.05, gt=0, le=10)
     max_text_bytes: int = Field(default=64_000, ge=1)
     scorer_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0=auto")

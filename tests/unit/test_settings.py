@@ -29,7 +29,7 @@ def test_defaults_are_embedded() -> None:
     assert s.kafka.bootstrap_servers is None
     assert s.redis.url is None
     assert s.kafka.topics == TopicNames()
-    assert s.worker.batch_max_size == 32
+    assert s.worker.batch_max_size == 16
     assert s.policy.review_low <= s.policy.block_threshold <= s.policy.review_high
     assert s.services.state_dir == Path(".borderline/services")
 
@@ -52,7 +52,7 @@ def test_nested_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_env_without_prefix_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER__BATCH_MAX_SIZE", "64")
-    assert Settings().worker.batch_max_size == 32
+    assert Settings().worker.batch_max_size == 16
 
 
 @pytest.mark.parametrize(
