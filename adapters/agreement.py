@@ -1,16 +1,42 @@
-"""Agreement between label sources: Cohen's kappa of the model against experts (and, later,
-between experts). Kappa is undefined when only one label occurs in both sources: that returns
-None, which every caller reads as "not enough evidence" rather than a library's 0.0 or 1.0."""
+"""Agreement between label sources: Cohen's kappa of the model against experts, and between the
+experts themselves (pairwise, each against the others' consensus, and over the whole panel).
+Kappa is undefined when only one label occurs in both sources: that returns None, which every
+caller reads as "not enough evidence" rather than a library's 0.0 or 1.0."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Literal
 
+import krippendorff
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-__all__ = ["kappa"]
+__all__ = [
+    "AgreementReport",
+    "Consensus",
+    "Labels",
+    "PairAgreement",
+    "ReviewerAgreement",
+    "agreement_report",
+    "consensus",
+    "excluded_reviewers",
+    "kappa",
+    "multi_rater",
+    "needs_another_opinion",
+    "pairwise_kappas",
+    "reviewer_agreement",
+    "split_of",
+]
+
+Labels = Mapping[str, Mapping[str, str]]
+"""Expert labels: item_id -> {reviewer_id: label}. Labels are category names, two or more."""
 
 
 def kappa(
@@ -34,3 +60,292 @@ def kappa(
         warnings.simplefilter("ignore")
         value = float(cohen_kappa_score(left, right, sample_weight=sample_weight))
     return None if np.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    """Cohen's kappa of two reviewers on the items both labelled (None: undefined or too few)."""
+
+    a: str
+    b: str
+    shared_items: int
+    kappa: float | None
+
+
+@dataclass(frozen=True)
+class ReviewerAgreement:
+    """One reviewer against the majority of the OTHER reviewers (leave-one-out).
+
+    `labels` counts every item the reviewer labelled; `compared` the items where the others
+    reached a strict majority. `agreement` (raw share) and `kappa` are None when `compared` is
+    below the minimum asked for; `kappa` is also None where it is undefined (one label only).
+    """
+
+    reviewer: str
+    labels: int
+    compared: int
+    agreement: float | None
+    kappa: float | None
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The majority label of one item: None when no label holds a strict majority."""
+
+    item_id: str
+    label: str | None
+    votes: int
+    agreeing: int
+    unanimous: bool
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    """The panel's agreement.
+
+    `multi_rater` is Krippendorff's alpha (nominal, from the `krippendorff` package) over the
+    items with at least two labels, `multi_rater_items` of them; None when undefined (no such
+    item, or one label only among them). `mean_pairwise_kappa` is the unweighted mean of the
+    defined pairwise kappas (Light's kappa): the experts' own agreement, the ceiling for the
+    model gate; None when no pair has a defined kappa.
+    """
+
+    pairs: list[PairAgreement]
+    reviewers: list[ReviewerAgreement]
+    multi_rater: float | None
+    multi_rater_items: int
+    mean_pairwise_kappa: float | None
+
+
+def _counted(votes: Mapping[str, str], exclude: Container[str]) -> dict[str, str]:
+    return {reviewer: label for reviewer, label in votes.items() if reviewer not in exclude}
+
+
+def _strict_majority(counts: Counter[str], total: int) -> tuple[str | None, int]:
+    if not counts:
+        return None, 0
+    label, top = counts.most_common(1)[0]
+    return (label if 2 * top > total else None), top
+
+
+def consensus(item_id: str, votes: Mapping[str, str], *, exclude: Container[str] = ()) -> Consensus:
+    """Majority vote over the reviewers not in `exclude`.
+
+    The label must hold a strict majority (more than half the counted votes): with two
+    categories that means None exactly on ties; with several, a plurality short of half (2 of
+    4 votes) is None too. No counted votes: label None, votes 0, not unanimous.
+
+    >>> consensus("i1", {"ann": "violating", "bob": "violating", "cy": "benign"})
+    Consensus(item_id='i1', label='violating', votes=3, agreeing=2, unanimous=False)
+    >>> consensus("i1", {"ann": "violating", "bob": "benign"}).label is None
+    True
+    >>> consensus("i1", {"ann": "violating", "bob": "benign"}, exclude={"bob"}).unanimous
+    True
+    """
+    counted = _counted(votes, exclude)
+    counts = Counter(counted.values())
+    label, top = _strict_majority(counts, len(counted))
+    return Consensus(
+        item_id=item_id,
+        label=label,
+        votes=len(counted),
+        agreeing=top if label is not None else 0,
+        unanimous=len(counts) == 1,
+    )
+
+
+def needs_another_opinion(
+    votes: Mapping[str, str], *, exclude: Container[str] = (), min_votes: int = 2
+) -> bool:
+    """Whether an item should go to one more reviewer.
+
+    Counting only reviewers not in `exclude`: True when the votes disagree and either no label
+    holds a strict majority or there are fewer than `min_votes` of them. Agreeing votes (even
+    one) are settled. An item whose every vote came from an excluded reviewer has no trusted
+    label and needs another opinion; an item with no votes at all has not been reviewed yet,
+    which is for routing to decide, so False.
+
+    >>> needs_another_opinion({"ann": "violating", "bob": "benign"})
+    True
+    >>> needs_another_opinion({"ann": "violating", "bob": "benign", "cy": "benign"})
+    False
+    >>> needs_another_opinion({"ann": "violating", "bob": "benign"}, exclude={"bob"})
+    False
+    >>> needs_another_opinion({"bob": "benign"}, exclude={"bob"})
+    True
+    """
+    if min_votes < 1:
+        raise ValueError(f"min_votes must be at least 1, got {min_votes}")
+    counted = _counted(votes, exclude)
+    if not counted:
+        return bool(votes)
+    counts = Counter(counted.values())
+    if len(counts) == 1:
+        return False
+    label, _ = _strict_majority(counts, len(counted))
+    return label is None or len(counted) < min_votes
+
+
+def _reviewers(labels: Labels) -> list[str]:
+    return sorted({reviewer for votes in labels.values() for reviewer in votes})
+
+
+def _coded_kappa(left: Sequence[str], right: Sequence[str]) -> float | None:
+    # category names -> integer codes for `kappa`; Cohen's kappa does not depend on the coding
+    codes = {label: index for index, label in enumerate(sorted({*left, *right}))}
+    return kappa([codes[label] for label in left], [codes[label] for label in right])
+
+
+def pairwise_kappas(labels: Labels, *, min_shared: int = 10) -> list[PairAgreement]:
+    """Cohen's kappa (scikit-learn, via `kappa`) of every pair of reviewers on their shared items.
+
+    Every pair of reviewers who labelled anything is listed, sorted by (a, b) with a < b; kappa
+    is None when they share fewer than `min_shared` items (no overlap included) or when kappa
+    is undefined on what they share (one label only).
+
+    >>> votes = {f"i{n}": {"ann": "v", "bob": "v" if n < 6 else "b"} for n in range(10)}
+    >>> votes.update({f"j{n}": {"ann": "b", "bob": "b"} for n in range(10)})
+    >>> [(p.a, p.b, p.shared_items, round(p.kappa, 2)) for p in pairwise_kappas(votes)]
+    [('ann', 'bob', 20, 0.6)]
+    >>> pairwise_kappas(votes, min_shared=21)[0].kappa is None
+    True
+    """
+    pairs = []
+    for a, b in combinations(_reviewers(labels), 2):
+        shared = [(votes[a], votes[b]) for votes in labels.values() if a in votes and b in votes]
+        value = None
+        if shared and len(shared) >= min_shared:
+            left, right = zip(*shared, strict=True)
+            value = _coded_kappa(left, right)
+        pairs.append(PairAgreement(a=a, b=b, shared_items=len(shared), kappa=value))
+    return pairs
+
+
+def reviewer_agreement(labels: Labels, *, min_compared: int = 10) -> list[ReviewerAgreement]:
+    """Each reviewer against the strict-majority consensus of the other reviewers, per item.
+
+    Items where the others have no strict majority (a tie, or no other vote) are skipped. With
+    fewer than `min_compared` compared items, `agreement` and `kappa` are None: not enough
+    evidence. Sorted by reviewer.
+
+    >>> votes = {f"i{n}": {"ann": "v", "bob": "v", "cy": "v" if n < 6 else "b"} for n in range(10)}
+    >>> votes.update({f"j{n}": {"ann": "b", "bob": "b", "cy": "b"} for n in range(10)})
+    >>> [(r.reviewer, r.compared, r.agreement, round(r.kappa, 2)) for r in reviewer_agreement(votes)]
+    [('ann', 20, 1.0, 1.0), ('bob', 20, 1.0, 1.0), ('cy', 20, 0.8, 0.6)]
+    """
+    report = []
+    for reviewer in _reviewers(labels):
+        own: list[str] = []
+        others: list[str] = []
+        total = 0
+        for item_id, votes in labels.items():
+            if reviewer not in votes:
+                continue
+            total += 1
+            label = consensus(item_id, votes, exclude={reviewer}).label
+            if label is not None:
+                own.append(votes[reviewer])
+                others.append(label)
+        enough = bool(own) and len(own) >= min_compared
+        report.append(
+            ReviewerAgreement(
+                reviewer=reviewer,
+                labels=total,
+                compared=len(own),
+                agreement=(
+                    sum(x == y for x, y in zip(own, others, strict=True)) / len(own)
+                    if enough
+                    else None
+                ),
+                kappa=_coded_kappa(own, others) if enough else None,
+            )
+        )
+    return report
+
+
+def multi_rater(labels: Labels) -> tuple[float | None, int]:
+    """Krippendorff's alpha (nominal) over the items with at least two labels, and their number.
+
+    Alpha, from the `krippendorff` package, takes any number of reviewers per item, which is
+    how review works here (Fleiss' kappa wants the same number on every item). None when no
+    item has two labels, or when one label only occurs among those items (alpha is 0/0 there).
+
+    >>> votes = {"i1": {"ann": "v", "bob": "v"}, "i2": {"ann": "b", "bob": "b", "cy": "b"},
+    ...          "i3": {"ann": "v", "cy": "b"}, "i4": {"bob": "v"}}
+    >>> value, items = multi_rater(votes)
+    >>> round(value, 3), items
+    (0.5, 3)
+    >>> multi_rater({"i1": {"ann": "v", "bob": "v"}})
+    (None, 1)
+    """
+    rated = [Counter(votes.values()) for votes in labels.values() if len(votes) >= 2]
+    categories = sorted({label for counts in rated for label in counts})
+    if len(categories) < 2:
+        return None, len(rated)
+    # value counts (items x categories) rather than reliability data: no NaN-as-"nan" strings
+    table = np.array([[counts[label] for label in categories] for counts in rated])
+    value = float(krippendorff.alpha(value_counts=table, level_of_measurement="nominal"))
+    return (None if math.isnan(value) else value), len(rated)
+
+
+def agreement_report(labels: Labels, *, min_shared: int = 10) -> AgreementReport:
+    """Pairwise kappas, each reviewer against the others, and the panel's alpha.
+
+    `min_shared` is both the pairwise minimum of shared items and the per-reviewer minimum of
+    compared items. To take an excluded reviewer out of the ceiling, build the report again on
+    labels without them.
+
+    >>> report = agreement_report({"i1": {"ann": "v", "bob": "b"}})
+    >>> report.pairs[0].kappa is None, report.multi_rater_items, report.mean_pairwise_kappa
+    (True, 1, None)
+    """
+    pairs = pairwise_kappas(labels, min_shared=min_shared)
+    alpha, items = multi_rater(labels)
+    defined = [pair.kappa for pair in pairs if pair.kappa is not None]
+    return AgreementReport(
+        pairs=pairs,
+        reviewers=reviewer_agreement(labels, min_compared=min_shared),
+        multi_rater=alpha,
+        multi_rater_items=items,
+        mean_pairwise_kappa=float(np.mean(defined)) if defined else None,
+    )
+
+
+def excluded_reviewers(
+    report: AgreementReport, *, threshold: float = 0.8, cleared: Container[str] = ()
+) -> set[str]:
+    """Reviewers whose kappa against the others' consensus is below `threshold`.
+
+    A reviewer a person has `cleared` is never excluded. Nor is one whose kappa is None: too
+    few compared items is not enough evidence, and an undefined kappa on enough items means
+    one label only on both sides, i.e. perfect raw agreement, so raw agreement is no fallback.
+
+    >>> low = ReviewerAgreement("cy", labels=50, compared=50, agreement=0.7, kappa=0.4)
+    >>> few = ReviewerAgreement("dee", labels=3, compared=3, agreement=None, kappa=None)
+    >>> report = AgreementReport([], [low, few], None, 0, None)
+    >>> excluded_reviewers(report), excluded_reviewers(report, cleared={"cy"})
+    ({'cy'}, set())
+    """
+    return {
+        row.reviewer
+        for row in report.reviewers
+        if row.reviewer not in cleared and row.kappa is not None and row.kappa < threshold
+    }
+
+
+def split_of(
+    item_id: str, *, eval_share: float = 0.4, salt: str = "borderline-split-v1"
+) -> Literal["train", "eval"]:
+    """Train or eval, fixed by sha256(salt + item_id): stable across processes and restarts.
+
+    The first 8 bytes of the digest as a fraction u in [0, 1); eval when u < eval_share. So an
+    id in eval at one share stays in eval at any larger share; 0.0 is all train, 1.0 all eval.
+
+    >>> split_of("item-1"), split_of("item-1", eval_share=1.0), split_of("item-1", eval_share=0.0)
+    ('train', 'eval', 'train')
+    """
+    if not 0.0 <= eval_share <= 1.0:
+        raise ValueError(f"eval_share must be within [0, 1], got {eval_share}")
+    digest = hashlib.sha256((salt + item_id).encode("utf-8")).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "eval" if fraction < eval_share else "train"

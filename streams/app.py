@@ -13,17 +13,17 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.classify import Classifier, RawRecord
+from streams.classify import RawRecord
 from streams.metrics import Metrics
 from streams.settings import Settings
 
-__all__ = ["FaustSink", "build_app", "exit_now"]
+__all__ = ["BatchHandler", "FaustSink", "add_batch_agent", "exit_now", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,18 @@ class _App(faust.App):
         return self.transport_class(self.conf.broker_consumer, self)
 
 
-def build_app(
-    settings: Settings,
-    *,
-    make_classifier: Callable[[faust.App], Classifier],
-    metrics: Metrics,
-    on_fatal: Callable[[BaseException], None] = exit_now,
-) -> faust.App:
+class BatchHandler(Protocol):
+    async def handle(self, records: Sequence[RawRecord]) -> object: ...
+
+
+def make_app(settings: Settings, *, app_id: str, metrics: Metrics) -> faust.App:
+    """A faust app on the configured broker: raw bytes in and out, topics never declared (they
+    are created with their partitions before workers join), consumer lag reported."""
     kafka = settings.kafka
-    assert kafka.bootstrap_servers, "build_app needs resolved bootstrap servers"
+    assert kafka.bootstrap_servers, "make_app needs resolved bootstrap servers"
     web_port = settings.worker.web_port
     app = _App(
-        kafka.app_id,
+        app_id,
         broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",")],
         store="memory://",
         key_serializer="raw",
@@ -112,38 +112,6 @@ def build_app(
         autodiscover=False,
     )
     app.transport_class = _transport_with_fetch_wait(int(kafka.fetch_max_wait_s * 1000))
-    items = app.topic(kafka.topics.items, key_serializer="raw", value_serializer="raw")
-    classifier = make_classifier(app)
-    batch_max = settings.worker.batch_max_size
-    batch_wait = settings.worker.batch_max_wait_s
-
-    @app.agent(items, name="classify", concurrency=1)
-    async def classify(stream: faust.StreamT) -> None:
-        assert isinstance(stream, faust.Stream)  # take_events is on the class, not StreamT
-        async for events in stream.take_events(batch_max, within=batch_wait):
-            records = [
-                RawRecord(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                )
-                for e in events
-            ]
-            task = asyncio.ensure_future(classifier.handle(records))
-            try:
-                # shielded: a shutdown mid-batch still delivers the batch before faust acks it
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                try:
-                    await asyncio.wait_for(task, timeout=30.0)
-                except BaseException as exc:
-                    on_fatal(exc)
-                raise
-            except BaseException as exc:
-                on_fatal(exc)
-                raise
 
     @app.timer(5.0)
     async def report_lag() -> None:
@@ -163,3 +131,46 @@ def build_app(
             )
 
     return app
+
+
+def add_batch_agent(
+    app: faust.App,
+    *,
+    topic: str,
+    name: str,
+    handler: BatchHandler,
+    batch_max: int,
+    batch_wait_s: float,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> None:
+    """Consume ``topic`` in batches of raw records; faust acks a batch only after ``handler``
+    returned (every output delivered). Anything the handler raises is fatal (see module doc)."""
+    source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name=name, concurrency=1)
+    async def agent(stream: faust.StreamT) -> None:
+        assert isinstance(stream, faust.Stream)  # take_events is on the class, not StreamT
+        async for events in stream.take_events(batch_max, within=batch_wait_s):
+            records = [
+                RawRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                )
+                for e in events
+            ]
+            task = asyncio.ensure_future(handler.handle(records))
+            try:
+                # shielded: a shutdown mid-batch still delivers the batch before faust acks it
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                try:
+                    await asyncio.wait_for(task, timeout=30.0)
+                except BaseException as exc:
+                    on_fatal(exc)
+                raise
+            except BaseException as exc:
+                on_fatal(exc)
+                raise

@@ -17,7 +17,7 @@ from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry import AdapterRegistry
 from adapters.routing import RoutingPolicy
 from models.scorer import Scorer
-from streams.app import FaustSink, build_app
+from streams.app import FaustSink, add_batch_agent, make_app
 from streams.classify import Classifier
 from streams.ledger import RedisReviewLedger
 from streams.metrics import Metrics
@@ -97,23 +97,29 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
 
-    def make_classifier(app: faust.App) -> Classifier:
-        return Classifier(
-            score=scorer.score,
-            executor=executor,
-            sink=FaustSink(app),
-            ledger=ledger,
-            metrics=metrics,
-            topics=settings.kafka.topics,
-            policy=routing_policy(settings),
-            model_version=scorer.model_version,
-            worker=worker_id,
-            max_text_bytes=settings.worker.max_text_bytes,
-            retry_attempts=settings.worker.retry_attempts,
-            retry_backoff_s=settings.worker.retry_backoff_s,
-        )
-
-    app = build_app(settings, make_classifier=make_classifier, metrics=metrics)
+    app = make_app(settings, app_id=settings.kafka.app_id, metrics=metrics)
+    classifier = Classifier(
+        score=scorer.score,
+        executor=executor,
+        sink=FaustSink(app),
+        ledger=ledger,
+        metrics=metrics,
+        topics=settings.kafka.topics,
+        policy=routing_policy(settings),
+        model_version=scorer.model_version,
+        worker=worker_id,
+        max_text_bytes=settings.worker.max_text_bytes,
+        retry_attempts=settings.worker.retry_attempts,
+        retry_backoff_s=settings.worker.retry_backoff_s,
+    )
+    add_batch_agent(
+        app,
+        topic=settings.kafka.topics.items,
+        name="classify",
+        handler=classifier,
+        batch_max=settings.worker.batch_max_size,
+        batch_wait_s=settings.worker.batch_max_wait_s,
+    )
 
     @app.task
     async def follow_registry() -> None:
