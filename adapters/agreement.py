@@ -231,7 +231,9 @@ def reviewer_agreement(labels: Labels, *, min_compared: int = 10) -> list[Review
     >>> votes = {f"i{n}": {"ann": "v", "bob": "v", "cy": "v" if n < 6 else "b"} for n in range(10)}
     >>> votes.update({f"j{n}": {"ann": "b", "bob": "b", "cy": "b"} for n in range(10)})
     >>> [(r.reviewer, r.compared, r.agreement, round(r.kappa, 2)) for r in reviewer_agreement(votes)]
-    [('ann', 20, 1.0, 1.0), ('bob', 20, 1.0, 1.0), ('cy', 20, 0.8, 0.6)]
+    [('ann', 16, 1.0, 1.0), ('bob', 16, 1.0, 1.0), ('cy', 20, 0.8, 0.6)]
+
+    (ann's four items where bob and cy split are ties among the others: skipped.)
     """
     report = []
     for reviewer in _reviewers(labels):

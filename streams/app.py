@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.classify import RawRecord
 from streams.metrics import Metrics
+from streams.outbox import RawRecord
 from streams.settings import Settings
 
 __all__ = ["BatchHandler", "FaustSink", "add_batch_agent", "exit_now", "make_app"]

@@ -10,13 +10,11 @@ without Kafka; the faust agent in `streams.app` is a thin loop around `Classifie
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from adapters.routing import Action, RoutingPolicy, route
 from models.scorer import ScoreBatch
@@ -32,25 +30,11 @@ from streams.messages import (
     encode,
 )
 from streams.metrics import Metrics
+from streams.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.retry import retry
-from streams.topics import DLQ_SUFFIX, TopicNames
+from streams.topics import TopicNames
 
-__all__ = ["BatchResult", "Classifier", "RawRecord", "Sink", "review_request_id"]
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    topic: str
-    partition: int | None
-    offset: int | None
-    key: bytes | None
-    value: bytes | None
-
-
-class Sink(Protocol):
-    """Where outputs go. ``send`` returns an awaitable that resolves once delivered."""
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[object]: ...
+__all__ = ["BatchResult", "Classifier", "review_request_id"]
 
 
 @dataclass
@@ -114,18 +98,7 @@ class Classifier:
             try:
                 items.append(decode_item(record.value, self.max_text_bytes))
             except MessageError as exc:
-                dead.append(
-                    DeadLetter.of(
-                        exc,
-                        record.value or b"",
-                        source_topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        worker=self.worker,
-                        now=self.clock(),
-                    )
-                )
+                dead.append(dead_letter(record, exc, worker=self.worker, now=self.clock()))
         return items, dead
 
     async def _score(self, texts: list[str]) -> tuple[ScoreBatch, float]:
@@ -200,22 +173,15 @@ class Classifier:
         return result
 
     async def _deliver(self, result: BatchResult) -> None:
-        outgoing: list[tuple[str, bytes, bytes]] = []
-        for d in result.decisions:
-            outgoing.append((self.topics.decisions, d.item_id.encode(), encode(d)))
-        for r in result.review_requests:
-            outgoing.append((self.topics.review_requests, r.item_id.encode(), encode(r)))
-        for dl in result.dead_letters:
-            key = base64.b64decode(dl.key_b64) if dl.key_b64 else b""
-            outgoing.append((dl.source_topic + DLQ_SUFFIX, key, encode(dl)))
-        if not outgoing:
-            return
-
-        async def send_all() -> None:
-            pending = [await self.sink.send(t, k, v) for t, k, v in outgoing]
-            await asyncio.gather(*pending)
-
-        await self._retry("kafka", send_all)
+        outgoing = [
+            (self.topics.decisions, d.item_id.encode(), encode(d)) for d in result.decisions
+        ]
+        outgoing += [
+            (self.topics.review_requests, r.item_id.encode(), encode(r))
+            for r in result.review_requests
+        ]
+        outgoing += [dead_letter_output(dl) for dl in result.dead_letters]
+        await deliver(self.sink, outgoing, self._retry)
 
     def _count(self, result: BatchResult) -> None:
         m = self.metrics

@@ -87,9 +87,10 @@ class Decision(_Message):
 
 
 class ReviewReason(StrEnum):
-    UNCERTAIN = "uncertain"
-    BOUNDARY = "boundary"
-    AUDIT = "audit"
+    UNCERTAIN = "uncertain"  # the model's probability fell in the review band
+    BOUNDARY = "boundary"  # one of a cross-label pair where the classes' clusters overlap
+    AUDIT = "audit"  # a small random sample, so the evaluation set is not only hard items
+    SECOND_OPINION = "second_opinion"  # experts disagreed on this item
 
 
 class Evidence(BaseModel):
@@ -111,7 +112,12 @@ class ReviewRequest(_Message):
     policy_version: str
     priority: float = Field(ge=0, description="higher is reviewed first")
     pair_item_id: str | None = Field(default=None, description="boundary pair partner")
-    evidence: list[Evidence] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(
+        default_factory=list, description="nearest already-labelled items, with their labels"
+    )
+    already_labeled_by: list[str] = Field(
+        default_factory=list, description="reviewers who labelled it (second opinions)"
+    )
     requested_at: float
 
 

@@ -90,6 +90,33 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.labels = Counter(
+            "borderline_labels_total",
+            "Expert labels received, by result (stored, duplicate, unregistered_reviewer, ...)",
+            ["result"],
+            registry=r,
+        )
+        self.reviewer_agreement = Gauge(
+            "borderline_reviewer_agreement_kappa",
+            "Each reviewer's Cohen's kappa against the consensus of the others",
+            ["reviewer"],
+            registry=r,
+        )
+        self.reviewers_excluded = Gauge(
+            "borderline_reviewers_excluded",
+            "Reviewers whose labels are excluded from training (agreement below threshold)",
+            registry=r,
+        )
+        self.expert_pairwise_kappa = Gauge(
+            "borderline_expert_pairwise_kappa",
+            "Mean Cohen's kappa between pairs of experts: the ceiling for the model",
+            registry=r,
+        )
+        self.review_open = Gauge(
+            "borderline_review_open_requests",
+            "Review requests sent and not yet answered",
+            registry=r,
+        )
         self.model_info = Info(
             "borderline_model", "Model, adapter and policy version being served", registry=r
         )

@@ -17,9 +17,10 @@ import pytest
 
 from adapters.routing import Action, RoutingPolicy
 from models.scorer import ScoreBatch
-from streams.classify import BatchResult, Classifier, RawRecord, review_request_id
+from streams.classify import BatchResult, Classifier, review_request_id
 from streams.messages import DeadLetter, Decision, ReviewReason, ReviewRequest, decode
 from streams.metrics import Metrics
+from streams.outbox import RawRecord
 from streams.retry import InfrastructureError
 from streams.topics import TopicNames
 

@@ -1,0 +1,192 @@
+"""The label collector, one batch at a time: decode expert labels (bad ones and labels from
+unregistered reviewers become dead letters with their reason), store each (item, reviewer) once,
+send items whose labels disagree out for another opinion, and every so often recompute reviewer
+agreement and which reviewers are excluded from training. Like `Classifier`, it depends only on
+small interfaces and returns after every output was delivered."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from adapters.agreement import agreement_report, excluded_reviewers, needs_another_opinion
+from adapters.labels import LabelStore
+from streams.messages import (
+    DeadLetter,
+    MessageError,
+    ReviewLabel,
+    ReviewReason,
+    ReviewRequest,
+    decode,
+    encode,
+)
+from streams.metrics import Metrics
+from streams.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
+from streams.retry import retry
+from streams.topics import TopicNames
+
+__all__ = ["CollectResult", "Collector"]
+
+
+@dataclass
+class CollectResult:
+    stored: list[ReviewLabel] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    second_opinions: list[ReviewRequest] = field(default_factory=list)
+
+
+class Collector:
+    def __init__(
+        self,
+        *,
+        store: LabelStore,
+        sink: Sink,
+        metrics: Metrics,
+        topics: TopicNames,
+        worker: str,
+        agreement_threshold: float = 0.8,
+        min_shared: int = 10,
+        recompute_every: int = 50,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.metrics = metrics
+        self.topics = topics
+        self.worker = worker
+        self.agreement_threshold = agreement_threshold
+        self.min_shared = min_shared
+        self.recompute_every = recompute_every
+        self.retry_attempts = retry_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.clock = clock
+        self._since_recompute = 0
+
+    async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
+        return await retry(
+            operation,
+            target=target,
+            attempts=self.retry_attempts,
+            backoff_s=self.retry_backoff_s,
+            on_retry=lambda t: self.metrics.retries.labels(target=t).inc(),
+        )
+
+    async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
+        result = CollectResult()
+        registered: set[str] = await self._retry("redis", self.store.registered)  # type: ignore[assignment]
+        touched: dict[tuple[str, str], ReviewLabel] = {}
+        for record in records:
+            try:
+                label = decode(record.value, ReviewLabel)
+                if label.reviewer_id not in registered:
+                    raise MessageError(
+                        "unregistered_reviewer",
+                        f"reviewer {label.reviewer_id!r} is not registered "
+                        "(borderline reviewers add ID)",
+                    )
+            except MessageError as exc:
+                result.dead_letters.append(
+                    dead_letter(record, exc, worker=self.worker, now=self.clock())
+                )
+                continue
+            outcome = await self._retry(
+                "redis",
+                partial(
+                    self.store.add_label,
+                    label.policy_version,
+                    label.item_id,
+                    label.reviewer_id,
+                    label.label,
+                    label.labeled_at,
+                ),
+            )
+            if outcome == "stored":
+                result.stored.append(label)
+                touched[(label.policy_version, label.item_id)] = label
+            else:
+                result.duplicates += 1
+        if touched:
+            result.second_opinions = await self._second_opinions(touched)
+        await self._deliver(result)
+        self._count(result)
+        self._since_recompute += len(result.stored)
+        if self._since_recompute >= self.recompute_every:
+            self._since_recompute = 0
+            for policy in {p for p, _ in touched}:
+                await self.recompute(policy)
+        return result
+
+    async def _second_opinions(
+        self, touched: dict[tuple[str, str], ReviewLabel]
+    ) -> list[ReviewRequest]:
+        excluded: set[str] = await self._retry("redis", self.store.excluded)  # type: ignore[assignment]
+        out = []
+        for (policy, item_id), _label in touched.items():
+            votes: dict[str, str] = await self._retry(  # type: ignore[assignment]
+                "redis", partial(self.store.votes, policy, item_id)
+            )
+            if not needs_another_opinion(votes, exclude=excluded):
+                continue
+            reviewed = await self._retry("redis", partial(self.store.reviewed_items, [item_id]))
+            item = reviewed.get(item_id)  # type: ignore[attr-defined]
+            if item is None:
+                continue  # not requested through borderline: nothing to show a reviewer
+            digest = hashlib.sha256(
+                f"{policy}\x00{item_id}\x00second\x00{len(votes)}".encode()
+            ).hexdigest()
+            out.append(
+                ReviewRequest(
+                    request_id=f"rr-{digest[:24]}",
+                    item_id=item_id,
+                    text=item.text,
+                    reason=ReviewReason.SECOND_OPINION,
+                    probabilities={"violating": round(item.p_violating, 6)},
+                    policy_version=policy,
+                    priority=0.95,  # disagreement on a label already paid for: settle it first
+                    requested_at=self.clock(),
+                    already_labeled_by=sorted(votes),
+                )
+            )
+        return out
+
+    async def recompute(self, policy: str) -> set[str]:
+        """Reviewer agreement over every label of ``policy``; store who is excluded."""
+        votes = await self.store.all_votes(policy)
+        report = agreement_report(votes, min_shared=self.min_shared)
+        cleared = await self.store.cleared()
+        excluded = excluded_reviewers(report, threshold=self.agreement_threshold, cleared=cleared)
+        await self.store.set_excluded(excluded)
+        for r in report.reviewers:
+            value = r.kappa if r.kappa is not None else r.agreement
+            if value is not None:
+                self.metrics.reviewer_agreement.labels(reviewer=r.reviewer).set(value)
+        self.metrics.reviewers_excluded.set(len(excluded))
+        if report.mean_pairwise_kappa is not None:
+            self.metrics.expert_pairwise_kappa.set(report.mean_pairwise_kappa)
+        return excluded
+
+    async def _deliver(self, result: CollectResult) -> None:
+        outgoing = [
+            (self.topics.review_requests, r.item_id.encode(), encode(r))
+            for r in result.second_opinions
+        ]
+        outgoing += [dead_letter_output(dl) for dl in result.dead_letters]
+        await deliver(self.sink, outgoing, self._retry)
+
+    def _count(self, result: CollectResult) -> None:
+        m = self.metrics
+        if result.stored:
+            m.labels.labels(result="stored").inc(len(result.stored))
+        if result.duplicates:
+            m.labels.labels(result="duplicate").inc(result.duplicates)
+        for dl in result.dead_letters:
+            m.labels.labels(result=dl.reason).inc()
+            m.dead_letters.labels(topic=dl.source_topic, reason=dl.reason).inc()
+        for r in result.second_opinions:
+            m.review_requests.labels(reason=r.reason.value).inc()
