@@ -122,6 +122,8 @@ class Scorer:
         self._active = self._adapters[adapter_version]
         self.base_adapter = adapter_version
         outputs = [o.name for o in self.session.get_outputs()]
+        dim = self.session.get_outputs()[1].shape[-1]
+        self.embedding_dim = int(dim) if isinstance(dim, int) else 384
         if outputs[:2] != ["logits", "embedding"]:
             raise ScorerError(f"{onnx_path} has outputs {outputs}, expected logits and embedding")
 

@@ -10,21 +10,19 @@ without Kafka; the faust agent in `streams.app` is a thin loop around `Classifie
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from adapters.routing import Action, RoutingPolicy, route
+from adapters.routing import RoutingPolicy, route
 from models.scorer import ScoreBatch
-from streams.ledger import ReviewLedger
+from streams.curate import Curator
 from streams.messages import (
     DeadLetter,
     Decision,
     IncomingItem,
     MessageError,
-    ReviewReason,
     ReviewRequest,
     decode_item,
     encode,
@@ -34,7 +32,7 @@ from streams.outbox import RawRecord, Sink, dead_letter, dead_letter_output, del
 from streams.retry import retry
 from streams.topics import TopicNames
 
-__all__ = ["BatchResult", "Classifier", "review_request_id"]
+__all__ = ["BatchResult", "Classifier"]
 
 
 @dataclass
@@ -45,12 +43,6 @@ class BatchResult:
     deduplicated: int = 0
 
 
-def review_request_id(policy_version: str, item_id: str, reason: str) -> str:
-    """Deterministic, so a duplicate delivered after a crash carries the same id."""
-    digest = hashlib.sha256(f"{policy_version}\x00{item_id}\x00{reason}".encode()).hexdigest()
-    return f"rr-{digest[:24]}"
-
-
 class Classifier:
     def __init__(
         self,
@@ -58,7 +50,7 @@ class Classifier:
         score: Callable[[Sequence[str]], ScoreBatch],
         executor: Executor | None,
         sink: Sink,
-        ledger: ReviewLedger,
+        curator: Curator,
         metrics: Metrics,
         topics: TopicNames,
         policy: RoutingPolicy,
@@ -72,7 +64,7 @@ class Classifier:
         self.score = score
         self.executor = executor
         self.sink = sink
-        self.ledger = ledger
+        self.curator = curator
         self.metrics = metrics
         self.topics = topics
         self.policy = policy
@@ -119,7 +111,6 @@ class Classifier:
             batch, scoring_s = await self._score([i.text for i in items])
             now = self.clock()
             violating = batch.violating()
-            candidates: list[ReviewRequest] = []
             for row, item in enumerate(items):
                 p = float(violating[row])
                 action = route(p, policy)
@@ -139,36 +130,18 @@ class Classifier:
                         worker=self.worker,
                     )
                 )
-                if action is Action.REVIEW:
-                    reason = ReviewReason.UNCERTAIN
-                    candidates.append(
-                        ReviewRequest(
-                            request_id=review_request_id(policy.version, item.item_id, reason),
-                            item_id=item.item_id,
-                            text=item.text,
-                            reason=reason,
-                            probabilities=probabilities,
-                            policy_version=policy.version,
-                            # closest to 0.5 first: the model is least sure of those
-                            priority=round(1.0 - abs(p - 0.5) * 2, 6),
-                            requested_at=now,
-                        )
-                    )
-            if candidates:
-                ids = [c.item_id for c in candidates]
-                seen: list[bool] = await self._retry(  # type: ignore[assignment]
-                    "redis", lambda: self.ledger.already_requested(policy.version, ids)
-                )
-                fresh = {c.item_id: c for c, s in zip(candidates, seen, strict=True) if not s}
-                result.review_requests = list(fresh.values())
-                result.deduplicated = len(candidates) - len(result.review_requests)
+            before = self.curator.deduplicated
+            result.review_requests = await self._retry(  # type: ignore[assignment]
+                "redis", lambda: self.curator.select(items, batch, now)
+            )
+            result.deduplicated = self.curator.deduplicated - before
             self.metrics.batch_size.observe(len(items))
             self.metrics.scoring_seconds.observe(scoring_s)
 
         await self._deliver(result)
         if result.review_requests:
-            ids = [r.item_id for r in result.review_requests]
-            await self._retry("redis", lambda: self.ledger.mark_requested(policy.version, ids))
+            requests = result.review_requests
+            await self._retry("redis", lambda: self.curator.commit(requests))
         self._count(result)
         return result
 

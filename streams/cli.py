@@ -94,6 +94,29 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a classify worker")
     worker.add_argument("--id", default=None, help="worker id in decisions (default host-pid)")
 
+    collector = sub.add_parser("collector", help="run the label collector")
+    collector.add_argument("--id", default=None)
+
+    reviewers = sub.add_parser("reviewers", help="registered expert reviewers")
+    reviewers_sub = reviewers.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    r_add = reviewers_sub.add_parser("add", help="register reviewer ids")
+    r_add.add_argument("ids", nargs="+")
+    reviewers_sub.add_parser("list", help="reviewers and whether their labels count")
+    r_clear = reviewers_sub.add_parser("clear", help="count an excluded reviewer's labels again")
+    r_clear.add_argument("id")
+
+    review = sub.add_parser("review", help="the review queue and expert agreement")
+    review_sub = review.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    stats = review_sub.add_parser("stats", help="queue, budget and agreement tables")
+    stats.add_argument("--policy", default=None)
+
+    panel = sub.add_parser("panel", help="SIMULATION: answer review requests from ground truth")
+    panel.add_argument("--data", type=_existing_file, default=None, help="labelled JSONL")
+    panel.add_argument("--reviewers", default=None, help="id:error_rate[:delay_s],...")
+    panel.add_argument("--per-item", type=_positive_int, default=2)
+    panel.add_argument("--seed", type=int, default=0)
+    panel.add_argument("--register", action="store_true", help="register the simulated ids")
+
     produce = sub.add_parser("produce", help="replay labelled JSONL as live items")
     produce.add_argument("--data", type=_existing_file, default=None)
     produce.add_argument("--items", type=_positive_int, default=None)
@@ -305,6 +328,65 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_collector
+
+    run_collector(_connected(settings), worker_id=args.id)
+    return 0
+
+
+def _cmd_reviewers(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.review_commands import reviewers_command
+
+    return asyncio.run(reviewers_command(args, _connected(settings)))
+
+
+def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.review_commands import review_command
+
+    return asyncio.run(review_command(args, _connected(settings)))
+
+
+def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.simulation import DEFAULT_PANEL, parse_panel
+    from streams.panel import load_truth, run_simulated_panel
+
+    settings = _connected(settings)
+    assert settings.kafka.bootstrap_servers and settings.redis.url
+    panel = parse_panel(args.reviewers or DEFAULT_PANEL)
+    truth = load_truth(str(_corpus(settings, args.data)))
+    if args.register:
+        from redis.asyncio import Redis
+
+        from adapters.labels import LabelStore
+
+        async def register() -> None:
+            assert settings.redis.url
+            redis = Redis.from_url(settings.redis.url.get_secret_value())
+            await LabelStore(redis, settings.redis.key_prefix).register_reviewers(
+                r.reviewer_id for r in panel
+            )
+            await redis.aclose()
+
+        asyncio.run(register())
+    print(
+        f"SIMULATED expert panel: {', '.join(r.reviewer_id for r in panel)} "
+        f"({args.per_item} per item); Ctrl-C to stop"
+    )
+    stats = asyncio.run(
+        run_simulated_panel(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            panel,
+            truth,
+            per_item=args.per_item,
+            seed=args.seed,
+        )
+    )
+    print(f"answered {stats.requests} requests with {stats.labels} labels")
+    return 0
+
+
 def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.dataset import read_jsonl, sample
     from streams.replay import replay_items
@@ -371,6 +453,10 @@ _COMMANDS = {
     "model": _cmd_model,
     "worker": _cmd_worker,
     "produce": _cmd_produce,
+    "collector": _cmd_collector,
+    "reviewers": _cmd_reviewers,
+    "review": _cmd_review,
+    "panel": _cmd_panel,
     "bench": _cmd_bench,
     "adapters": _cmd_adapters,
     "demo": _cmd_demo,

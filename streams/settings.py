@@ -22,6 +22,7 @@ __all__ = [
     "ModelSettings",
     "PolicySettings",
     "RedisSettings",
+    "ReviewSettings",
     "ServicesSettings",
     "Settings",
     "WorkerSettings",
@@ -92,6 +93,22 @@ class PolicySettings(BaseModel):
         return self
 
 
+class ReviewSettings(BaseModel):
+    labels_per_hour: float = Field(default=1200.0, gt=0, description="review budget: send rate")
+    max_open: int = Field(default=300, ge=1, description="review budget: unanswered requests")
+    audit_rate: float = Field(default=0.02, ge=0, le=1, description="random audit share")
+    window_size: int = Field(default=1000, ge=10, description="items mined for boundary pairs")
+    mine_every: int = Field(default=200, ge=1, description="new items between two minings")
+    max_pairs: int = Field(default=8, ge=0, description="boundary pairs per mining")
+    evidence_k: int = Field(default=3, ge=0, description="labelled neighbours shown as evidence")
+    agreement_threshold: float = Field(
+        default=0.8, ge=0, le=1, description="reviewers below it are excluded from training"
+    )
+    min_shared: int = Field(default=10, ge=1, description="shared items before kappa counts")
+    eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
+    seed: int = 0
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
     host: str = "127.0.0.1"
@@ -116,6 +133,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     data_dir: Path = Field(default=Path(".borderline/data"), description="corpus cache")

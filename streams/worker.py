@@ -1,6 +1,7 @@
-"""`borderline worker`: one classify worker process. It loads the model (sha256-verified), checks
-that Redis answers and that every topic exists, serves /metrics, and runs the faust app until
-Ctrl-C or SIGTERM. Several workers share the partitions through the consumer group."""
+"""The stream processes. `borderline worker`: a classify worker; it loads the model
+(sha256-verified), checks that Redis answers and that every topic exists, serves /metrics, and
+runs the faust app until Ctrl-C or SIGTERM; several share the partitions through the consumer
+group. `borderline collector`: the label collector, a faust app of its own on the labels topic."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import faust
 from redis.asyncio import Redis
 
 from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.curation import CurationWindow
+from adapters.labels import LabelStore
 from adapters.registry import AdapterRegistry
 from adapters.routing import RoutingPolicy
 from models.scorer import Scorer
 from streams.app import FaustSink, add_batch_agent, make_app
 from streams.classify import Classifier
+from streams.collect import Collector
+from streams.curate import Curator, RedisReviewBudget
 from streams.ledger import RedisReviewLedger
 from streams.metrics import Metrics
 from streams.retry import retry
@@ -26,7 +31,7 @@ from streams.settings import Settings
 from streams.swap import AdapterSwapper
 from streams.topics import ensure_topics
 
-__all__ = ["default_worker_id", "routing_policy", "run_worker"]
+__all__ = ["default_worker_id", "routing_policy", "run_collector", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +101,37 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     loop.run_until_complete(swapper.sync())
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
     ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
+    store = LabelStore(redis, settings.redis.key_prefix)
+    review = settings.review
+    policy = routing_policy(settings)
+    curator = Curator(
+        ledger=ledger,
+        policy=policy,
+        store=store,
+        budget=RedisReviewBudget(
+            redis,
+            store,
+            settings.redis.key_prefix,
+            labels_per_hour=review.labels_per_hour,
+            max_open=review.max_open,
+        ),
+        window=CurationWindow(review.window_size, scorer.embedding_dim),
+        mine_every=review.mine_every,
+        max_pairs=review.max_pairs,
+        audit_rate=review.audit_rate,
+        evidence_k=review.evidence_k,
+        seed=review.seed,
+    )
 
     app = make_app(settings, app_id=settings.kafka.app_id, metrics=metrics)
     classifier = Classifier(
         score=scorer.score,
         executor=executor,
         sink=FaustSink(app),
-        ledger=ledger,
+        curator=curator,
         metrics=metrics,
         topics=settings.kafka.topics,
-        policy=routing_policy(settings),
+        policy=policy,
         model_version=scorer.model_version,
         worker=worker_id,
         max_text_bytes=settings.worker.max_text_bytes,
@@ -137,3 +163,46 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         worker.execute_from_commandline()
     finally:
         executor.shutdown(wait=False)
+
+
+def run_collector(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:
+    """Run the label collector until stopped."""
+    assert settings.redis.url is not None
+    worker_id = worker_id or f"collector-{default_worker_id()}"
+    metrics = Metrics()
+    if settings.metrics.port:
+        port = metrics.serve(settings.metrics.port, settings.metrics.host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    loop.run_until_complete(_prepare(settings, redis))
+    app = make_app(settings, app_id=f"{settings.kafka.app_id}-collector", metrics=metrics)
+    review = settings.review
+    collector = Collector(
+        store=LabelStore(redis, settings.redis.key_prefix),
+        sink=FaustSink(app),
+        metrics=metrics,
+        topics=settings.kafka.topics,
+        worker=worker_id,
+        agreement_threshold=review.agreement_threshold,
+        min_shared=review.min_shared,
+        retry_attempts=settings.worker.retry_attempts,
+        retry_backoff_s=settings.worker.retry_backoff_s,
+    )
+    add_batch_agent(
+        app,
+        topic=settings.kafka.topics.review_labels,
+        name="collect",
+        handler=collector,
+        batch_max=64,
+        batch_wait_s=0.1,
+    )
+
+    @app.timer(10.0)
+    async def recompute_agreement() -> None:
+        await collector.recompute(settings.policy.version)
+        metrics.review_open.set(await collector.store.open_count(settings.policy.version))
+
+    log.info("collector %s on %s", worker_id, settings.kafka.topics.review_labels)
+    faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()

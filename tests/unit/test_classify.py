@@ -17,7 +17,8 @@ import pytest
 
 from adapters.routing import Action, RoutingPolicy
 from models.scorer import ScoreBatch
-from streams.classify import BatchResult, Classifier, review_request_id
+from streams.classify import BatchResult, Classifier
+from streams.curate import Curator, review_request_id
 from streams.messages import DeadLetter, Decision, ReviewReason, ReviewRequest, decode
 from streams.metrics import Metrics
 from streams.outbox import RawRecord
@@ -120,7 +121,7 @@ def _world(
         score=score,
         executor=executor,
         sink=sink,
-        ledger=ledger,
+        curator=Curator(ledger=ledger, policy=POLICY),
         metrics=metrics,
         topics=TOPICS,
         policy=POLICY,
