@@ -16,10 +16,11 @@ Choices (the paper publishes none of them; these are ours, measured by the bench
 - Overlap: a cluster's radius is the 90th percentile of its members' distances to its centroid
   (robust to a stray member). Clusters V and B overlap when ``|c_V - c_B| <= r_V + r_B``; the
   depth ``r_V + r_B - |c_V - c_B|`` ranks the overlaps and breaks ties between equally close pairs.
-- Pairs: inside each overlap, every member is paired with its nearest member of the other cluster.
-  These candidates are matched greedily, closest first, each item at most once, into a pool of
-  ``POOL_FACTOR * max_pairs`` pairs; the budget is then spent by greedy farthest-first over the
-  pair midpoints, starting from the closest pair (diversity within the confusable pool).
+- Pairs: inside each overlap, cross-label pairs are matched greedily, closest first, each item
+  at most once; across overlaps the same again, into a pool of the ``POOL_FACTOR * max_pairs``
+  closest pairs (3x: a smaller pool stays nearer the boundary, a larger one spreads wider). The
+  budget is then spent by greedy farthest-first over the pool's pair midpoints, starting from
+  the closest pair: diversity, but only among confusable pairs.
   A pair's priority is ``1 - distance / 2``, in [0, 1], higher for closer pairs.
 - Review budget: a token bucket refilled at ``labels_per_hour / 3600`` per second up to a capacity
   of five minutes' worth (``labels_per_hour / 12``, at least 1), starting full.
@@ -63,7 +64,7 @@ __all__ = [
 
 MAX_CLUSTERS_PER_CLASS = 64
 """The cap of the default k rule, so a large window stays cheap to cluster."""
-POOL_FACTOR = 5
+POOL_FACTOR = 3
 """Boundary pairs: diversity picks from the closest ``POOL_FACTOR * max_pairs`` pairs."""
 RADIUS_PERCENTILE = 90.0
 AUDIT_PRIORITY = 0.1
@@ -337,6 +338,28 @@ def _overlaps(violating: list[_Cluster], benign: list[_Cluster]) -> list[tuple[i
     return [(int(vi[o]), int(bj[o])) for o in order]
 
 
+def _closest_first_matching(
+    distances: np.ndarray, left: Sequence[str], right: Sequence[str], limit: int
+) -> list[tuple[int, int]]:
+    """(row, column) pairs of `distances`, closest first, skipping any whose row or column id is
+    taken already, at most `limit`. Written by hand: scipy's `linear_sum_assignment` finds the
+    matching of least total distance, which may give up the closest pairs to get it."""
+    order = np.argsort(distances, axis=None, kind="stable")
+    rows, cols = np.unravel_index(order, distances.shape)
+    most = min(limit, *distances.shape)
+    taken: set[str] = set()
+    matched: list[tuple[int, int]] = []
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        if len(matched) >= most:
+            break
+        a, b = left[r], right[c]
+        if a in taken or b in taken or a == b:
+            continue
+        taken.update((a, b))
+        matched.append((r, c))
+    return matched
+
+
 def _pair_pool(
     x: np.ndarray,
     item_ids: Sequence[str],
@@ -345,15 +368,16 @@ def _pair_pool(
     overlaps: list[tuple[int, int]],
     size: int,
 ) -> list[tuple[int, int, float]]:
-    """Each overlap's members paired with their nearest cross-cluster member, then matched greedily
-    (closest first, deeper overlap on ties, each item id once) into at most `size` pairs."""
+    """(violating row, benign row, distance): the closest cross-label pairs of each overlap, then
+    of all overlaps together (deeper overlap first on equal distance), each item id once, at most
+    `size` of them."""
     found: list[tuple[float, int, int, int]] = []  # distance, overlap rank, violating, benign
     for rank, (i, j) in enumerate(overlaps):
         v, b = violating[i].members, benign[j].members
         d = cdist(x[v], x[b])
-        nearest = {(r, int(np.argmin(d[r]))) for r in range(v.size)}
-        nearest |= {(int(np.argmin(d[:, c])), c) for c in range(b.size)}
-        found.extend((float(d[r, c]), rank, int(v[r]), int(b[c])) for r, c in nearest)
+        v_ids, b_ids = [item_ids[r] for r in v.tolist()], [item_ids[r] for r in b.tolist()]
+        for r, c in _closest_first_matching(d, v_ids, b_ids, size):
+            found.append((float(d[r, c]), rank, int(v[r]), int(b[c])))
     found.sort()
     pool: list[tuple[int, int, float]] = []
     used: set[str] = set()
@@ -361,7 +385,7 @@ def _pair_pool(
         if len(pool) == size:
             break
         a, b_id = item_ids[v_row], item_ids[b_row]
-        if a in used or b_id in used or a == b_id:
+        if a in used or b_id in used:
             continue
         used.update((a, b_id))
         pool.append((v_row, b_row, distance))

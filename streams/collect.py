@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from adapters.agreement import agreement_report, excluded_reviewers, needs_another_opinion
+from adapters.agreement import agreement_report, excluded_by_peeling, needs_another_opinion
 from adapters.labels import LabelStore
 from streams.messages import (
     DeadLetter,
@@ -158,17 +158,26 @@ class Collector:
     async def recompute(self, policy: str) -> set[str]:
         """Reviewer agreement over every label of ``policy``; store who is excluded."""
         votes = await self.store.all_votes(policy)
-        report = agreement_report(votes, min_shared=self.min_shared)
         cleared = await self.store.cleared()
-        excluded = excluded_reviewers(report, threshold=self.agreement_threshold, cleared=cleared)
+        # peel off the worst reviewer below the threshold and recompute, until none is: a
+        # random reviewer drags the consensus others are measured against (see agreement.py)
+        excluded = excluded_by_peeling(
+            votes, threshold=self.agreement_threshold, cleared=cleared, min_shared=self.min_shared
+        )
         await self.store.set_excluded(excluded)
+        report = agreement_report(votes, min_shared=self.min_shared)
         for r in report.reviewers:
             value = r.kappa if r.kappa is not None else r.agreement
             if value is not None:
                 self.metrics.reviewer_agreement.labels(reviewer=r.reviewer).set(value)
         self.metrics.reviewers_excluded.set(len(excluded))
-        if report.mean_pairwise_kappa is not None:
-            self.metrics.expert_pairwise_kappa.set(report.mean_pairwise_kappa)
+        trusted = {
+            item: {r: v for r, v in item_votes.items() if r not in excluded}
+            for item, item_votes in votes.items()
+        }
+        ceiling = agreement_report(trusted, min_shared=self.min_shared).mean_pairwise_kappa
+        if ceiling is not None:
+            self.metrics.expert_pairwise_kappa.set(ceiling)
         return excluded
 
     async def _deliver(self, result: CollectResult) -> None:

@@ -42,8 +42,10 @@ def review_request_id(policy_version: str, item_id: str, reason: str) -> str:
 
 
 class RedisReviewBudget:
-    """`adapters.curation.ReviewBudget` with its state in Redis, shared by every worker. The
-    read-decide-write runs under WATCH, so concurrent workers never spend the same tokens."""
+    """`adapters.curation.ReviewBudget` with its state in Redis, shared by every worker: one token
+    bucket per reason, each with its share of the labels per hour (so a flood of uncertain items
+    cannot starve boundary pairs and the audit sample), and one cap on open requests for all.
+    The read-decide-write runs under WATCH, so concurrent workers never spend the same tokens."""
 
     def __init__(
         self,
@@ -53,17 +55,22 @@ class RedisReviewBudget:
         *,
         labels_per_hour: float,
         max_open: int,
+        shares: dict[str, float] | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
         self.prefix = prefix
         self.labels_per_hour = labels_per_hour
         self.max_open = max_open
+        self.shares = shares or {}
 
-    async def allow(self, policy: str, wanted: int, now: float) -> int:
+    async def allow(self, policy: str, wanted: int, now: float, reason: str = "all") -> int:
         if wanted <= 0:
             return 0
-        key = f"{self.prefix}:review:budget:{policy}"
+        share = self.shares.get(reason, 1.0)
+        if share <= 0:
+            return 0
+        key = f"{self.prefix}:review:budget:{policy}:{reason}"
         open_requests = await self.store.open_count(policy)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -73,7 +80,10 @@ class RedisReviewBudget:
                     tokens = float(state[b"tokens"]) if b"tokens" in state else None
                     updated = float(state[b"updated_at"]) if b"updated_at" in state else now
                     budget = ReviewBudget(
-                        self.labels_per_hour, self.max_open, tokens=tokens, updated_at=updated
+                        self.labels_per_hour * share,
+                        self.max_open,
+                        tokens=tokens,
+                        updated_at=updated,
                     )
                     granted = budget.allow(wanted, open_requests=open_requests, now=now)
                     pipe.multi()
@@ -192,8 +202,14 @@ class Curator:
         self.deduplicated += len(candidates) - len(fresh)
         fresh = _keep_pairs_whole(fresh)
         if self.budget is not None and fresh:
-            granted = await self.budget.allow(self.policy.version, len(fresh), now)
-            fresh = _keep_pairs_whole(fresh[:granted])
+            allowed: list[Candidate] = []
+            for reason in dict.fromkeys(c.reason for c in fresh):  # in priority order
+                group = [c for c in fresh if c.reason == reason]
+                granted = await self.budget.allow(
+                    self.policy.version, len(group), now, reason=reason.value
+                )
+                allowed += _keep_pairs_whole(group[:granted])
+            fresh = prioritise(allowed)
         return await self._requests(fresh, now)
 
     async def _requests(self, chosen: list[Candidate], now: float) -> list[ReviewRequest]:

@@ -114,6 +114,11 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
             settings.redis.key_prefix,
             labels_per_hour=review.labels_per_hour,
             max_open=review.max_open,
+            shares={
+                "uncertain": review.share_uncertain,
+                "boundary": review.share_boundary,
+                "audit": review.share_audit,
+            },
         ),
         window=CurationWindow(review.window_size, scorer.embedding_dim),
         mine_every=review.mine_every,
@@ -121,6 +126,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         audit_rate=review.audit_rate,
         evidence_k=review.evidence_k,
         seed=review.seed,
+        evidence_refresh_s=review.evidence_refresh_s,
     )
 
     app = make_app(settings, app_id=settings.kafka.app_id, metrics=metrics)

@@ -35,7 +35,9 @@ class Stack:
     partitions: int = 4
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def settings(self, app_id: str | None = None, **worker: Any) -> Settings:
+    def settings(
+        self, app_id: str | None = None, review: dict[str, Any] | None = None, **worker: Any
+    ) -> Settings:
         return Settings.model_validate(
             {
                 "kafka": {
@@ -47,6 +49,7 @@ class Stack:
                 "redis": {"url": self.redis_url, "key_prefix": f"test-{self.tag}"},
                 "model": {"dir": str(self.model_dir)},
                 "worker": {"scorer_threads": 1, **worker},
+                "review": review or {},
             }
         )
 
@@ -54,10 +57,18 @@ class Stack:
         asyncio.run(ensure_topics(self.bootstrap_servers, self.topics.all(), self.partitions))
 
     def start_worker(
-        self, name: str, *, wait: bool = True, app_id: str | None = None, **worker: Any
+        self,
+        name: str,
+        *,
+        wait: bool = True,
+        app_id: str | None = None,
+        review: dict[str, Any] | None = None,
+        **worker: Any,
     ) -> WorkerProcess:
         process = start_worker(
-            self.settings(app_id, adapter_cache_dir=str(self.tmp / f"{name}-cache"), **worker),
+            self.settings(
+                app_id, review, adapter_cache_dir=str(self.tmp / f"{name}-cache"), **worker
+            ),
             f"{name}-{self.tag}",
             self.tmp / f"{name}.log",
             wait=wait,
