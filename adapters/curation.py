@@ -11,8 +11,8 @@ Choices (the paper publishes none of them; these are ours, measured by the bench
   metric (so "two balls overlap" means something), and it is what KMeans minimises.
 - Clusters: KMeans per predicted class (``p >= threshold`` is violating), ``k = ceil(sqrt(n/2))``
   capped at ``MAX_CLUSTERS_PER_CLASS`` and at the number of distinct rows. A side with one item is
-  one cluster of radius 0 (a lone item inside the other class is a boundary case); an empty side
-  means no boundary, so ``[]``.
+  one cluster of radius 0 (a lone item inside a cluster of the other class is a boundary case); an
+  empty side means no boundary, so ``[]``.
 - Overlap: a cluster's radius is the 90th percentile of its members' distances to its centroid
   (robust to a stray member). Clusters V and B overlap when ``|c_V - c_B| <= r_V + r_B``; the
   depth ``r_V + r_B - |c_V - c_B|`` ranks the overlaps and breaks ties between equally close pairs.
@@ -409,7 +409,7 @@ def boundary_pairs(
     Deterministic for a seed (it seeds KMeans).
 
     >>> x = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
-    >>> pairs = boundary_pairs(list("abcd"), x, np.array([0.1, 0.3, 0.6, 0.9]), max_pairs=2)
+    >>> pairs = boundary_pairs(list("abcd"), x, np.array([0.1, 0.3, 0.6, 0.9]), max_pairs=1)
     >>> [(c.item_id, c.pair_item_id, round(c.priority, 3)) for c in pairs]
     [('c', 'b', 0.859), ('b', 'c', 0.859)]
     """
@@ -634,19 +634,20 @@ def prioritise(candidates: Iterable[Candidate]) -> list[Candidate]:
     [('a', 'boundary'), ('b', 'boundary'), ('c', 'audit')]
     """
     items = list(candidates)
-    partner_of: dict[tuple[str, str], int] = {}
+    # Pair up BOUNDARY candidates that name each other, in input order; the rest are singles.
+    waiting: dict[tuple[str, str], list[int]] = {}
+    units: list[list[int]] = []
     for i, c in enumerate(items):
-        if c.pair_item_id is not None and c.pair_item_id != c.item_id:
-            partner_of.setdefault((c.item_id, c.pair_item_id), i)
-    units: list[tuple[int, ...]] = []
-    in_unit: set[int] = set()
-    for i, c in enumerate(items):
-        if i in in_unit:
+        mate = c.pair_item_id
+        if mate is None or mate == c.item_id:
+            units.append([i])
             continue
-        mate = None if c.pair_item_id is None else partner_of.get((c.pair_item_id, c.item_id))
-        unit: tuple[int, ...] = (i,) if mate is None or mate in in_unit or mate == i else (i, mate)
-        in_unit.update(unit)
-        units.append(unit)
+        partner = waiting.get((mate, c.item_id))
+        if partner:
+            units[partner.pop(0)].append(i)
+        else:
+            waiting.setdefault((c.item_id, mate), []).append(len(units))
+            units.append([i])
     units.sort(key=lambda u: -max(items[i].priority for i in u))  # stable: first seen wins ties
     out: list[Candidate] = []
     claimed: set[str] = set()

@@ -53,6 +53,8 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
         votes = await store.all_votes(policy)
         excluded = await store.excluded()
         report = agreement_report(votes, min_shared=review.min_shared)
+        trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}
+        ceiling = agreement_report(trusted, min_shared=review.min_shared).mean_pairwise_kappa
         open_now = await store.open_count(policy)
         labels = sum(len(v) for v in votes.values())
         decided = [consensus(i, v, exclude=excluded) for i, v in votes.items()]
@@ -65,7 +67,7 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
             f"labels: {labels} on {len(votes)} items; consensus on "
             f"{sum(1 for c in decided if c.label is not None)}; "
             f"multi-rater {_fmt(report.multi_rater)} over {report.multi_rater_items} items; "
-            f"expert pairwise kappa (ceiling) {_fmt(report.mean_pairwise_kappa)}"
+            f"expert pairwise kappa without excluded reviewers (the ceiling) {_fmt(ceiling)}"
         )
         print()
         print(f"{'reviewer':<20} {'labels':>6} {'compared':>8} {'agree':>6} {'kappa':>6}  state")
