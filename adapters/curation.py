@@ -10,9 +10,10 @@ Choices (the paper publishes none of them; these are ours, measured by the bench
   ``sqrt(2 * (1 - cos))``. It orders neighbours exactly as cosine distance does, it is a true
   metric (so "two balls overlap" means something), and it is what KMeans minimises.
 - Clusters: KMeans per predicted class (``p >= threshold`` is violating), ``k = ceil(sqrt(n/2))``
-  capped at ``MAX_CLUSTERS_PER_CLASS`` and at the number of distinct rows. A side with one item is
-  one cluster of radius 0 (a lone item inside a cluster of the other class is a boundary case); an
-  empty side means no boundary, so ``[]``.
+  capped at ``MAX_CLUSTERS_PER_CLASS``; any k (an explicit one too) is capped at half the distinct
+  rows, so clusters have members to measure a radius from. A side with one item is one cluster of
+  radius 0 (a lone item inside a cluster of the other class is a boundary case); an empty side
+  means no boundary, so ``[]``.
 - Overlap: a cluster's radius is the 90th percentile of its members' distances to its centroid
   (robust to a stray member). Clusters V and B overlap when ``|c_V - c_B| <= r_V + r_B``; the
   depth ``r_V + r_B - |c_V - c_B|`` ranks the overlaps and breaks ties between equally close pairs.
@@ -314,7 +315,8 @@ def _cluster_side(
     wanted = clusters_per_class or min(
         MAX_CLUSTERS_PER_CLASS, max(1, math.ceil(math.sqrt(rows.size / 2)))
     )
-    k = min(wanted, np.unique(side, axis=0).shape[0])  # never more clusters than distinct rows
+    # at most half as many clusters as distinct rows: a cluster needs two members for a radius
+    k = min(wanted, max(1, np.unique(side, axis=0).shape[0] // 2))
     km = KMeans(n_clusters=k, n_init=_KMEANS_INITS, random_state=seed).fit(side)
     clusters = []
     for label, centroid in enumerate(km.cluster_centers_):

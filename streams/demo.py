@@ -10,6 +10,7 @@ those parts land; today it shows the first half of the loop: classify and route 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -20,14 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from adapters.agreement import kappa
+from adapters.agreement import agreement_report, kappa
 from adapters.dataset import LabeledItem, read_jsonl, sample
+from adapters.labels import LabelStore
+from adapters.simulation import DEFAULT_PANEL, SimulatedReviewer, parse_panel
 from models.manifest import ManifestError, ModelManifest
 from streams.launcher import WorkerProcess, start_worker
+from streams.panel import run_simulated_panel
 from streams.replay import open_reader, replay_items
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -48,6 +53,10 @@ class DemoState:
     review_requests: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     workers: Counter[str] = field(default_factory=Counter)
+    labels: int = 0
+    excluded: set[str] = field(default_factory=set)
+    agreement: dict[str, float] = field(default_factory=dict)
+    ceiling: float | None = None
 
     def on_message(self, topic_kind: str, doc: dict[str, Any]) -> None:
         if topic_kind == "decision":
@@ -80,6 +89,15 @@ class DemoState:
             "review requests", ", ".join(f"{k} {v}" for k, v in self.review_requests.items()) or "0"
         )
         t.add_row("dead letters", str(sum(self.dead_letters.values())))
+        t.add_row("expert labels collected", str(self.labels))
+        t.add_row(
+            "reviewer kappa vs consensus",
+            ", ".join(
+                f"{r} {k:.2f}{' (excluded)' if r in self.excluded else ''}"
+                for r, k in sorted(self.agreement.items())
+            )
+            or "not enough shared items yet",
+        )
         t.add_row("workers", ", ".join(f"{w} {n}" for w, n in sorted(self.workers.items())))
         k = self.kappa(truth)
         t.add_row("kappa vs corpus labels", "undefined" if k is None else f"{k:.3f}")
@@ -198,12 +216,27 @@ def run_demo(
                 )
             )
             stack.callback(procs[-1].stop)
-        for p in procs:
+        collector = start_worker(
+            settings,
+            "collector",
+            out / "collector.log",
+            metrics_port=(settings.metrics.port + workers) if settings.metrics.port else None,
+            wait=False,
+            role="collector",
+        )
+        stack.callback(collector.stop)
+        panel = parse_panel(DEFAULT_PANEL)
+        asyncio.run(_register(settings, [r.reviewer_id for r in panel]))
+        for p in [*procs, collector]:
             p.wait_ready()
-        console.print(f"{workers} workers ready; replaying {len(stream)} items at {rate:g}/s")
+        console.print(
+            f"{workers} workers and the label collector ready; SIMULATED expert panel "
+            f"{', '.join(r.reviewer_id for r in panel)}; "
+            f"replaying {len(stream)} items at {rate:g}/s"
+        )
         state = DemoState()
         try:
-            asyncio.run(_drive(settings, stream, rate, state, truth, live, console))
+            asyncio.run(_drive(settings, stream, rate, state, truth, live, console, panel))
         except KeyboardInterrupt:
             console.print("interrupted: stopping workers and services")
         summary: dict[str, Any] = {
@@ -213,6 +246,9 @@ def run_demo(
             "actions": dict(state.actions()),
             "review_requests": dict(state.review_requests),
             "dead_letters": sum(state.dead_letters.values()),
+            "labels_collected": state.labels,
+            "reviewers_excluded": sorted(state.excluded),
+            "expert_pairwise_kappa": state.ceiling,
             "decisions_per_s": round(state.rate(), 2),
             "kappa_vs_corpus_labels": state.kappa(truth),
             "workers": dict(state.workers),
@@ -224,6 +260,40 @@ def run_demo(
     return 0 if len(state.decisions) >= state.items_in else 1
 
 
+async def _register(settings: Settings, reviewer_ids: list[str]) -> None:
+    assert settings.redis.url is not None
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    try:
+        await LabelStore(redis, settings.redis.key_prefix).register_reviewers(reviewer_ids)
+    finally:
+        await redis.aclose()
+
+
+async def _follow_labels(settings: Settings, state: DemoState, stop: asyncio.Event) -> None:
+    assert settings.redis.url is not None
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    store = LabelStore(redis, settings.redis.key_prefix)
+    policy = settings.policy.version
+    try:
+        while not stop.is_set():
+            votes = await store.all_votes(policy)
+            state.labels = sum(len(v) for v in votes.values())
+            state.excluded = await store.excluded()
+            trusted = {
+                i: {r: v for r, v in iv.items() if r not in state.excluded}
+                for i, iv in votes.items()
+            }
+            report = agreement_report(votes, min_shared=settings.review.min_shared)
+            state.agreement = {r.reviewer: r.kappa for r in report.reviewers if r.kappa is not None}
+            state.ceiling = agreement_report(
+                trusted, min_shared=settings.review.min_shared
+            ).mean_pairwise_kappa
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+    finally:
+        await redis.aclose()
+
+
 async def _drive(
     settings: Settings,
     stream: list[LabeledItem],
@@ -232,10 +302,24 @@ async def _drive(
     truth: dict[str, int],
     live: bool,
     console: Console,
+    panel: list[SimulatedReviewer],
 ) -> None:
     assert settings.kafka.bootstrap_servers
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(settings, state, stop))
+    labels_view = asyncio.create_task(_follow_labels(settings, state, stop))
+    corpus_truth = {i: ("violating" if y else "benign") for i, y in truth.items()}
+    experts = asyncio.create_task(
+        run_simulated_panel(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            panel,
+            corpus_truth,
+            per_item=2,
+            seed=settings.review.seed,
+            stop=stop,
+        )
+    )
     state.items_in = len(stream)
     state.started = time.time()
     producer = asyncio.create_task(
@@ -267,5 +351,6 @@ async def _drive(
         if view:
             view.update(state.table(truth))
             view.stop()
+        await asyncio.sleep(3)  # the panel's last answers and the collector catch up
         stop.set()
-        await watcher
+        await asyncio.gather(watcher, labels_view, experts)

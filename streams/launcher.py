@@ -104,8 +104,10 @@ def start_worker(
     metrics_port: int | None = None,
     extra_env: dict[str, str] | None = None,
     wait: bool = True,
+    role: str = "worker",
 ) -> WorkerProcess:
-    """Start ``borderline worker --id worker_id`` with ``settings``; wait until it is ready."""
+    """Start ``borderline ROLE --id worker_id`` (a classify ``worker`` or the ``collector``)
+    with ``settings``; wait until it is ready."""
     port = free_port() if metrics_port is None else metrics_port
     env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
     env.update(settings_env(settings))
@@ -114,7 +116,7 @@ def start_worker(
     env.update(extra_env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--id", worker_id],
+        [sys.executable, "-m", "streams.cli", role, "--id", worker_id],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -108,7 +108,7 @@ class ReviewSettings(BaseModel):
     agreement_threshold: float = Field(
         default=0.8, ge=0, le=1, description="reviewers below it are excluded from training"
     )
-    min_shared: int = Field(default=10, ge=1, description="shared items before kappa counts")
+    min_shared: int = Field(default=25, ge=1, description="shared items before kappa counts")
     eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
     seed: int = 0
 

@@ -7,9 +7,6 @@ the consensus labels is the same after a restart."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +18,7 @@ from redis.asyncio import Redis
 from adapters.dataset import read_jsonl, sample
 from adapters.labels import LabelStore
 from adapters.simulation import parse_panel
-from streams.launcher import settings_env
+from streams.launcher import WorkerProcess, start_worker
 from streams.messages import ReviewLabel, encode
 from streams.panel import PanelStats, run_simulated_panel
 from streams.replay import read_topic, replay_items, replay_raw
@@ -53,16 +50,9 @@ def _store_call(stack: Stack, fn: Any) -> Any:
     return asyncio.run(run())
 
 
-def _start_collector(stack: Stack, name: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
-    env.update(settings_env(stack.settings(review=REVIEW)))
-    env.update({"PYTHONUNBUFFERED": "1", "BORDERLINE_METRICS__PORT": "0"})
-    log = (stack.tmp / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "collector", "--id", name],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+def _start_collector(stack: Stack, name: str) -> WorkerProcess:
+    return start_worker(
+        stack.settings(review=REVIEW), name, stack.tmp / f"{name}.log", role="collector"
     )
 
 
@@ -156,8 +146,7 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         assert train and evaluation
         assert not {e.item_id for e in train} & {e.item_id for e in evaluation}
     finally:
-        collector.terminate()
-        collector.wait(20)
+        collector.stop()
 
     # a restart of the collector changes nothing about the split
     again = _start_collector(stack, "collector-2")
@@ -166,5 +155,4 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         train_2 = _store_call(stack, lambda s: s.dataset("v1", "train"))
         assert [e.item_id for e in train_2] == [e.item_id for e in train]
     finally:
-        again.terminate()
-        again.wait(20)
+        again.stop()
