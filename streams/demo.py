@@ -315,7 +315,7 @@ async def _drive(
             settings.kafka.topics,
             panel,
             corpus_truth,
-            per_item=2,
+            per_item=3,
             seed=settings.review.seed,
             stop=stop,
         )
