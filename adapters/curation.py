@@ -44,8 +44,10 @@ from sklearn.neighbors import NearestNeighbors
 from models.errors import BorderlineError
 
 __all__ = [
+    "AUDIT_PRIORITY",
     "MAX_CLUSTERS_PER_CLASS",
     "POOL_FACTOR",
+    "RADIUS_PERCENTILE",
     "Candidate",
     "CurationError",
     "CurationWindow",
@@ -121,7 +123,7 @@ def _probabilities(p_violating: np.ndarray, n: int) -> np.ndarray:
         raise CurationError(f"p_violating has shape {p.shape}, expected ({n},) for {n} item ids")
     bad = ~((p >= 0.0) & (p <= 1.0))  # also catches NaN
     if bad.any():
-        raise CurationError(f"p_violating {p[bad][0]!r} is not a probability in [0, 1]")
+        raise CurationError(f"p_violating {float(p[bad][0])!r} is not a probability in [0, 1]")
     return p
 
 
@@ -177,7 +179,7 @@ def uncertainty_scores(
 
 
 def _uncertain_candidate(item_id: str, p: float) -> Candidate:
-    priority = min(1.0, max(0.0, 1.0 - abs(p - 0.5) * 2.0))
+    priority = min(1.0, max(0.0, 1.0 - abs(2.0 * p - 1.0)))  # the margin score
     return Candidate(item_id, Reason.UNCERTAIN, priority, p)
 
 
@@ -475,6 +477,8 @@ class CurationWindow:
             raise CurationError(
                 f"embeddings have shape {x.shape}, expected ({n}, {self._embeddings.shape[1]})"
             )
+        if n:  # refuse bad rows here, where the caller can dead-letter them, not at mining time
+            _unit_rows(x, n)
         for i, item_id in enumerate(item_ids):
             if item_id in self._slot:
                 continue

@@ -390,6 +390,11 @@ def test_window_keeps_the_newest_of_a_big_batch_and_returns_copies() -> None:
     assert w.snapshot()[2].tolist() == pytest.approx(np.linspace(0, 1, 10)[-4:].tolist())
     with pytest.raises(CurationError, match="shape"):
         w.add(["x"], np.ones((1, 2)), np.array([0.5]))
+    with pytest.raises(CurationError, match="all zeros"):
+        w.add(["x"], np.zeros((1, 3)), np.array([0.5]))
+    with pytest.raises(CurationError, match="probability"):
+        w.add(["x"], np.ones((1, 3)), np.array([np.nan]))
+    assert "x" not in w.snapshot()[0]
 
 
 def test_window_mine() -> None:
