@@ -450,8 +450,8 @@ def boundary_pairs(
 class CurationWindow:
     """A sliding window over recent scored items, for boundary mining on a stream.
 
-    A ring buffer of `size` items: the newest replace the oldest; an id already in the window is
-    ignored when added again (at-least-once delivery redelivers).
+    A ring buffer of `size` items (read it back as `.size`): the newest replace the oldest; an id
+    already in the window is ignored when added again (at-least-once delivery redelivers).
 
     >>> w = CurationWindow(size=2, dim=2)
     >>> w.add(["a", "b", "a", "c"], np.eye(2)[[0, 1, 0, 1]], np.array([0.1, 0.9, 0.1, 0.8]))

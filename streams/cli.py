@@ -155,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     swap.add_argument("--json", type=Path, default=None)
     swap.add_argument("--seed", type=int, default=0)
 
+    policy = sub.add_parser("policy", help="versioned moderation policies")
+    policy_sub = policy.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p_publish = policy_sub.add_parser("publish", help="validate, record and announce a policy")
+    p_publish.add_argument("file", type=_existing_file)
+    p_publish.add_argument("--actor", default=None, help="who (default: $USER@host)")
+    p_show = policy_sub.add_parser("show", help="the active policy (or --version) as YAML")
+    p_show.add_argument("--version", default=None)
+    policy_sub.add_parser("history", help="one line per publication")
+
     demo = sub.add_parser("demo", help="the main job on the embedded services")
     demo.add_argument("--items", type=_positive_int, default=1000)
     demo.add_argument("--rate", type=_positive_float, default=50.0)
@@ -431,6 +440,12 @@ def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(adapters_command(args, _connected(settings)))
 
 
+def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.policy_commands import policy_command
+
+    return asyncio.run(policy_command(args, _connected(settings)))
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
@@ -459,6 +474,7 @@ _COMMANDS = {
     "panel": _cmd_panel,
     "bench": _cmd_bench,
     "adapters": _cmd_adapters,
+    "policy": _cmd_policy,
     "demo": _cmd_demo,
 }
 
