@@ -41,8 +41,8 @@ Labels = Mapping[str, Mapping[str, str]]
 
 
 def kappa(
-    a: Sequence[int] | np.ndarray,
-    b: Sequence[int] | np.ndarray,
+    a: Sequence[int] | Sequence[str] | np.ndarray,
+    b: Sequence[int] | Sequence[str] | np.ndarray,
     sample_weight: Sequence[float] | np.ndarray | None = None,
 ) -> float | None:
     """Cohen's kappa of two labelings of the same items, or None where it is undefined.

@@ -56,6 +56,7 @@ __all__ = [
     "ReviewBudget",
     "audit_sample",
     "boundary_pairs",
+    "near_examples",
     "nearest_labelled",
     "prioritise",
     "random_sample",
@@ -83,6 +84,7 @@ class Reason(StrEnum):
     UNCERTAIN = "uncertain"
     BOUNDARY = "boundary"
     AUDIT = "audit"
+    POLICY_CHANGE = "policy_change"
 
 
 @dataclass(frozen=True)
@@ -663,4 +665,43 @@ def prioritise(candidates: Iterable[Candidate]) -> list[Candidate]:
             continue
         claimed |= ids
         out.extend(items[i] for i in unit)
+    return out
+
+
+def near_examples(
+    item_ids: Sequence[str],
+    embeddings: np.ndarray,
+    p_violating: np.ndarray,
+    examples: np.ndarray,
+    *,
+    budget: int,
+    min_similarity: float = 0.5,
+) -> list[Candidate]:
+    """After a policy change: the items most similar (cosine) to the policy's examples of what
+    changed, at least ``min_similarity``, most similar first; at most ``budget``. These are often
+    items the old model calls benign with confidence, which no uncertainty measure would pick.
+
+    >>> e = np.eye(3, dtype=np.float32)
+    >>> [c.item_id for c in near_examples(["a", "b", "c"], e, np.array([0.1, 0.2, 0.9]),
+    ...                                   e[[1]], budget=2)]
+    ['b']
+    """
+    n = len(item_ids)
+    if n == 0 or budget <= 0 or len(examples) == 0:
+        return []
+    rows = _unit_rows(embeddings, n)
+    ex = np.asarray(examples, dtype=np.float64)
+    ex = ex / np.clip(np.linalg.norm(ex, axis=1, keepdims=True), 1e-12, None)
+    similarity = (rows @ ex.T).max(axis=1)
+    p = _probabilities(p_violating, n)
+    order = np.argsort(-similarity, kind="stable")
+    out = []
+    for i in order[:budget]:
+        if similarity[i] < min_similarity:
+            break
+        out.append(
+            Candidate(
+                item_ids[i], Reason.POLICY_CHANGE, float(np.clip(similarity[i], 0, 1)), float(p[i])
+            )
+        )
     return out

@@ -268,8 +268,9 @@ def test_weights(y_test: np.ndarray, prevalence: float) -> np.ndarray:
     return np.asarray(w * labels.size, dtype=np.float64)
 
 
-def seed_labels(y_pool: np.ndarray, *, count: int, positives: int, seed: int, prevalence: float
-                ) -> np.ndarray:
+def seed_labels(
+    y_pool: np.ndarray, *, count: int, positives: int, seed: int, prevalence: float
+) -> np.ndarray:
     """Positions in the pool of the seed labels (see the module's notes), in draw order."""
     labels = _labels(y_pool)
     if labels.sum() < positives or (labels == 0).sum() < count - positives:
@@ -313,8 +314,9 @@ class Split:
         }
 
 
-def make_split(y: np.ndarray, test: np.ndarray, prevalence: float, seed: int,
-               config: BenchConfig) -> Split:
+def make_split(
+    y: np.ndarray, test: np.ndarray, prevalence: float, seed: int, config: BenchConfig
+) -> Split:
     pool = draw_pool(
         y,
         prevalence=prevalence,
@@ -411,7 +413,9 @@ def label_schedule(start: int, checkpoints: Sequence[int], rounds_per_checkpoint
     for cp in checkpoints:
         prev = out[-1]
         steps = np.linspace(prev, cp, rounds_per_checkpoint + 1)[1:]
-        out.extend(int(round(v)) for v in steps if int(round(v)) > out[-1])
+        for n in (round(float(v)) for v in steps):
+            if n > out[-1]:
+                out.append(n)
     return out
 
 
@@ -510,8 +514,9 @@ def frozen_head(embeddings: np.ndarray, y: np.ndarray, head: Head = logistic_hea
     return train_and_decide
 
 
-def lora_epochs(examples: int, batch_size: int = 16, min_steps: int = 16, max_epochs: int = 3
-                ) -> int:
+def lora_epochs(
+    examples: int, batch_size: int = 16, min_steps: int = 16, max_epochs: int = 3
+) -> int:
     """Epochs for a fine-tune on `examples`: enough for `min_steps` optimiser steps, between 1
     and `max_epochs` (a few labels get a few passes; the whole pool gets one).
 
@@ -650,7 +655,13 @@ def run_benchmark(
                 log(f"P={prevalence} seed={seed} {strategy}: rounds")
                 plan = schedule + (tail if strategy == "random" else [])
                 trace = run_rounds(
-                    strategy, x_pool, y_pool, split.initial, plan, seed=seed, head=head,
+                    strategy,
+                    x_pool,
+                    y_pool,
+                    split.initial,
+                    plan,
+                    seed=seed,
+                    head=head,
                     prevalence=prevalence,
                 )
                 rounds[f"{strategy}/seed{seed}"] = trace.rounds
@@ -702,17 +713,24 @@ def _summarise(
     refs = {source: full["kappa"], FROZEN: full_f["kappa"]}
     to_95 = {s: labels_to_target(curves[s], refs) for s in config.strategies}
     to_95_cheap = {s: labels_to_target(curves_cheap[s], refs) for s in config.strategies}
-    top_ups = sum(r["topped_up"] for key, rs in rounds.items() if key.startswith("boundary/")
-                  for r in rs)
+    top_ups = sum(
+        r["topped_up"] for key, rs in rounds.items() if key.startswith("boundary/") for r in rs
+    )
     return {
         "splits": splits,
         "curves": curves,
         "full_data_kappa": full["kappa"],
         "full_data": {
-            source: {**full, "per_seed": [_round(v) for v in full_main.values()],
-                     "seeds": list(full_main)},
-            FROZEN: {**full_f, "per_seed": [_round(v) for v in full_cheap.values()],
-                     "seeds": list(full_cheap)},
+            source: {
+                **full,
+                "per_seed": [_round(v) for v in full_main.values()],
+                "seeds": list(full_main),
+            },
+            FROZEN: {
+                **full_f,
+                "per_seed": [_round(v) for v in full_cheap.values()],
+                "seeds": list(full_cheap),
+            },
         },
         "labels_to_95pct": to_95,
         "multiplier_95": multiplier(to_95),

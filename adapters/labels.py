@@ -153,6 +153,11 @@ class LabelStore:
             for i in await self.redis.zrange(f"{self.prefix}:labels:{policy}:items", 0, -1)
         ]
 
+    async def labelled_since(self, policy: str, since: float) -> list[str]:
+        """Items whose first label arrived after ``since`` (epoch seconds)."""
+        raw = await self.redis.zrangebyscore(f"{self.prefix}:labels:{policy}:items", since, "+inf")
+        return [_s(i) for i in raw]  # type: ignore[arg-type]
+
     async def all_votes(self, policy: str) -> dict[str, dict[str, str]]:
         items = await self.labelled_items(policy)
         async with self.redis.pipeline(transaction=False) as pipe:

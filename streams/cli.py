@@ -155,6 +155,23 @@ def _parser() -> argparse.ArgumentParser:
     swap.add_argument("--json", type=Path, default=None)
     swap.add_argument("--seed", type=int, default=0)
 
+    eff = bench_sub.add_parser("label-efficiency", help="expert labels each strategy needs")
+    eff.add_argument("--data", type=_existing_file, default=None, help="JSONL with text, label")
+    eff.add_argument("--json", type=Path, default=Path("out/label-efficiency.json"))
+    eff.add_argument("--prevalence", type=_positive_float, action="append", default=None)
+    eff.add_argument("--seeds", type=_positive_int, default=None, help="default 3 (quick: 1)")
+    eff.add_argument("--pool-size", type=_positive_int, default=None)
+    eff.add_argument("--cache-dir", type=Path, default=Path(".borderline/cache"))
+    eff.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed, for tests")
+
+    trainer = sub.add_parser("trainer", help="train, gate and promote adapters as labels arrive")
+    trainer.add_argument("--interval", type=_positive_float, default=15.0, help="seconds")
+    trainer.add_argument("--min-new-labels", type=_positive_int, default=100)
+    trainer.add_argument("--min-kappa", type=float, default=0.7)
+    trainer.add_argument("--margin", type=float, default=0.02)
+    trainer.add_argument("--min-eval-items", type=_positive_int, default=50)
+    trainer.add_argument("--once", action="store_true", help="one forced round, then exit")
+
     policy = sub.add_parser("policy", help="versioned moderation policies")
     policy_sub = policy.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p_publish = policy_sub.add_parser("publish", help="validate, record and announce a policy")
@@ -415,6 +432,19 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "label-efficiency":
+        from streams.efficiency_bench import bench_label_efficiency
+
+        bench_label_efficiency(
+            _corpus(settings, args.data),
+            args.json,
+            prevalences=args.prevalence,
+            seeds=args.seeds,
+            quick=args.quick,
+            cache_dir=args.cache_dir,
+            pool_size=args.pool_size,
+        )
+        return 0
     if args.action == "swap":
         from streams.swap_bench import bench_swap
 
@@ -438,6 +468,23 @@ def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
     from streams.adapter_commands import adapters_command
 
     return asyncio.run(adapters_command(args, _connected(settings)))
+
+
+def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.gate import GateConfig
+    from streams.trainer import run_trainer
+
+    gate = GateConfig(
+        min_kappa=args.min_kappa, margin=args.margin, min_eval_items=args.min_eval_items
+    )
+    run_trainer(
+        _connected(settings),
+        interval_s=args.interval,
+        min_new_labels=args.min_new_labels,
+        gate=gate,
+        once=args.once,
+    )
+    return 0
 
 
 def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
@@ -475,13 +522,23 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "adapters": _cmd_adapters,
     "policy": _cmd_policy,
+    "trainer": _cmd_trainer,
     "demo": _cmd_demo,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    chatty = args.command in {"worker", "collector", "panel", "demo", "bench", "model", "data"}
+    chatty = args.command in {
+        "worker",
+        "collector",
+        "panel",
+        "demo",
+        "bench",
+        "model",
+        "data",
+        "trainer",
+    }
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else (logging.INFO if chatty else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -22,6 +22,7 @@ from adapters.curation import (
     Candidate,
     CurationWindow,
     ReviewBudget,
+    near_examples,
     nearest_labelled,
     prioritise,
     uncertain,
@@ -165,6 +166,22 @@ class Curator:
             _LabelledIndex(store, policy.version, evidence_refresh_s) if store is not None else None
         )
         self.deduplicated = 0
+        self._examples: np.ndarray | None = None
+
+    def start_transition(
+        self,
+        policy: RoutingPolicy,
+        *,
+        audit_rate: float | None,
+        example_embeddings: np.ndarray | None,
+    ) -> None:
+        """A new policy version: route and request under it, audit at its rate, and look for
+        live items near its examples of what changed at every mining."""
+        self.policy = policy
+        if audit_rate is not None:
+            self.audit_rate = audit_rate
+        self._examples = example_embeddings
+        self._since_mined = self.mine_every  # mine at the next batch
 
     def _remember(self, items: Sequence[IncomingItem], batch: ScoreBatch, p: np.ndarray) -> None:
         for row, item in enumerate(items):
@@ -192,6 +209,11 @@ class Curator:
                     audit_rate=self.audit_rate,
                     seed=self.seed + self._minings,
                 )
+                if self._examples is not None:
+                    w_ids, w_emb, w_p = self.window.snapshot()
+                    candidates += near_examples(
+                        w_ids, w_emb, w_p, self._examples, budget=2 * self.max_pairs
+                    )
         candidates = [c for c in prioritise(candidates) if c.item_id in self._recent]
         if not candidates:
             return []

@@ -91,6 +91,7 @@ class ReviewReason(StrEnum):
     BOUNDARY = "boundary"  # one of a cross-label pair where the classes' clusters overlap
     AUDIT = "audit"  # a small random sample, so the evaluation set is not only hard items
     SECOND_OPINION = "second_opinion"  # experts disagreed on this item
+    POLICY_CHANGE = "policy_change"  # near the new policy's examples of what changed
 
 
 class Evidence(BaseModel):

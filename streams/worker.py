@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.curation import CurationWindow
 from adapters.labels import LabelStore
+from adapters.policy import PolicyStore
 from adapters.registry import AdapterRegistry
 from adapters.routing import RoutingPolicy
 from models.scorer import Scorer
@@ -26,6 +27,7 @@ from streams.collect import Collector
 from streams.curate import Curator, RedisReviewBudget
 from streams.ledger import RedisReviewLedger
 from streams.metrics import Metrics
+from streams.policy_follow import PolicyFollower
 from streams.retry import retry
 from streams.settings import Settings
 from streams.swap import AdapterSwapper
@@ -118,6 +120,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
                 "uncertain": review.share_uncertain,
                 "boundary": review.share_boundary,
                 "audit": review.share_audit,
+                "policy_change": review.share_boundary,
             },
         ),
         window=CurationWindow(review.window_size, scorer.embedding_dim),
@@ -153,9 +156,25 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         batch_wait_s=settings.worker.batch_max_wait_s,
     )
 
+    follower = PolicyFollower(
+        store=PolicyStore(redis, settings.redis.key_prefix),
+        redis=redis,
+        classifier=classifier,
+        swapper=swapper,
+        scorer=scorer,
+        metrics=metrics,
+        poll_interval_s=settings.worker.adapter_poll_s,
+    )
+    # a published policy overrides the configured default, before any traffic
+    loop.run_until_complete(follower.sync())
+
     @app.task
     async def follow_registry() -> None:
         await swapper.run()
+
+    @app.task
+    async def follow_policy() -> None:
+        await follower.run()
 
     log.info(
         "worker %s serving model %s adapter %s policy %s",

@@ -1,0 +1,259 @@
+"""`borderline trainer`: the adaptation loop as its own process (it may run on a GPU machine).
+It watches for a trigger (a policy version that has no adapter yet, enough new consensus labels,
+or a drift flag a worker raised), trains a candidate LoRA adapter from the active one on the
+training split of the current policy's consensus labels, registers it, judges it on the held-out
+evaluation split and in shadow through the product's scorer, and promotes it only when the kappa
+gate passes. Every verdict is kept in Redis with its report and announced on the adapter-events
+topic; a promoted adapter whose kappa on fresh expert labels falls below the gate's minimum is
+rolled back automatically."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from adapters.agreement import agreement_report, kappa
+from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.gate import GateConfig, GateReport, evaluate, should_roll_back
+from adapters.labels import LabelStore
+from adapters.policy import PolicyStore
+from adapters.registry import AdapterRegistry, RegistryError
+from models.manifest import ModelManifest
+from models.scorer import Scorer
+from streams.messages import AdapterEvent, encode
+from streams.settings import Settings
+
+__all__ = ["TrainerState", "run_trainer", "trainer_step"]
+
+log = logging.getLogger(__name__)
+ACTOR = "borderline trainer"
+
+
+@dataclass
+class TrainerState:
+    trained_on: dict[str, int] = field(default_factory=dict)  # policy -> train labels used
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _announce(settings: Settings, event: AdapterEvent) -> None:
+    assert settings.kafka.bootstrap_servers
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.kafka.topics.adapter_events, encode(event), key=event.adapter_id.encode()
+        )
+    finally:
+        await producer.stop()
+
+
+async def trainer_step(
+    settings: Settings,
+    redis: Redis,
+    scorer: Scorer,
+    state: TrainerState,
+    *,
+    min_new_labels: int,
+    gate: GateConfig,
+    out_dir: Path,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """One look at the world; trains and judges a candidate when triggered. Returns the report."""
+    from adapters.candidate import judge, train_candidate  # torch: only when training
+
+    prefix = settings.redis.key_prefix
+    registry = AdapterRegistry(redis, prefix)
+    labels = LabelStore(redis, prefix)
+    policy = await PolicyStore(redis, prefix).active()
+    version = policy.version if policy else settings.policy.version
+    active = await registry.active(version)
+    train = await labels.dataset(version, "train", eval_share=settings.review.eval_share)
+    evaluation = await labels.dataset(version, "eval", eval_share=settings.review.eval_share)
+    drift = await redis.smembers(f"{prefix}:drift:flags")
+    new_labels = len(train) - state.trained_on.get(version, 0)
+    triggers = []
+    if active is None and policy is not None:
+        triggers.append("policy_change")
+    if new_labels >= min_new_labels:
+        triggers.append("new_labels")
+    if drift:
+        names = sorted(d.decode() if isinstance(d, bytes) else str(d) for d in drift)
+        triggers.append("drift:" + ",".join(names))
+    if force:
+        triggers.append("forced")
+
+    # automatic rollback: the live adapter against fresh expert labels
+    if active is not None and active.action == "promote" and active.actor == ACTOR:
+        since = set(await labels.labelled_since(version, active.at))
+        fresh = [e for e in evaluation if e.item_id in since]  # never trained on, labelled since
+        if fresh:
+            decided = await judge_live(scorer, active.adapter_id, fresh, registry, settings)
+            live_kappa = kappa([e.label for e in fresh], decided)
+            if live_kappa is not None and should_roll_back(
+                live_kappa,
+                min_kappa=gate.min_kappa,
+                min_items=gate.min_eval_items,
+                items=len(fresh),
+            ):
+                reason = f"live kappa {live_kappa:.3f} < {gate.min_kappa} on {len(fresh)} labels"
+                record = await registry.rollback(version, actor=ACTOR, reason=reason)
+                await _announce(
+                    settings,
+                    AdapterEvent(
+                        event="rolled_back",
+                        adapter_id=record.adapter_id,
+                        policy_version=version,
+                        actor=ACTOR,
+                        reason=record.reason,
+                        at=time.time(),
+                    ),
+                )
+                return {"event": "rolled_back", "to": record.adapter_id, "live_kappa": live_kappa}
+    if not triggers or len(train) < 20:
+        return None
+
+    manifest = ModelManifest.read(settings.model.dir, verify=False)
+    start = None
+    if active is not None:
+        start = AdapterArtifact.from_files(
+            await registry.files(active.adapter_id),
+            out_dir / active.adapter_id,
+            expected_base=manifest.model_version,
+        )
+    elif (settings.model.dir / BOOTSTRAP_ARTIFACT).is_dir():
+        start = AdapterArtifact.load(
+            settings.model.dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+        )
+    incumbent_id = active.adapter_id if active else scorer.adapter_version
+    if incumbent_id not in scorer.loaded_adapters and start is not None:
+        scorer.load_adapter(start.adapter_id, start.path)
+    started = time.time()
+    candidate = await asyncio.to_thread(
+        train_candidate,
+        settings.model.dir,
+        train,
+        out_dir,
+        start_from=start,
+        policy_version=version,
+        seed=settings.review.seed,
+        progress=True,
+    )
+    state.trained_on[version] = len(train)
+    await registry.register(candidate)
+    verdict = await asyncio.to_thread(judge, scorer, candidate, incumbent_id, evaluation, [])
+    votes = await labels.all_votes(version)
+    excluded = await labels.excluded()
+    trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}
+    ceiling = agreement_report(trusted, min_shared=settings.review.min_shared).mean_pairwise_kappa
+    report: GateReport = evaluate(
+        verdict.expert,
+        verdict.candidate,
+        verdict.incumbent,
+        config=gate,
+        expert_ceiling=ceiling,
+        shadow_agreement=verdict.shadow_agreement,
+    )
+    doc = {
+        "adapter_id": candidate.adapter_id,
+        "policy_version": version,
+        "triggers": triggers,
+        "train_labels": len(train),
+        "eval_labels": len(evaluation),
+        "train_seconds": round(time.time() - started, 1),
+        **report.as_dict(),
+    }
+    await redis.set(f"{prefix}:gate:{candidate.adapter_id}", json.dumps(doc))
+    await redis.rpush(f"{prefix}:gate:reports", json.dumps(doc))
+    if report.passed:
+        with_reason = (
+            f"gate passed: kappa {report.candidate_kappa:.3f} >= {report.required_kappa:.3f}"
+        )
+        try:
+            await registry.promote(candidate.adapter_id, actor=ACTOR, reason=with_reason)
+        except RegistryError as exc:
+            log.warning("promotion of %s failed: %s", candidate.adapter_id, exc)
+        await redis.delete(f"{prefix}:drift:flags")
+    await _announce(
+        settings,
+        AdapterEvent(
+            event="promoted" if report.passed else "refused",
+            adapter_id=candidate.adapter_id,
+            policy_version=version,
+            actor=ACTOR,
+            reason=report.reason,
+            at=time.time(),
+        ),
+    )
+    state.reports.append(doc)
+    log.info("candidate %s: %s", candidate.adapter_id, report.reason)
+    return doc
+
+
+async def judge_live(
+    scorer: Scorer,
+    adapter_id: str,
+    examples: list[Any],
+    registry: AdapterRegistry,
+    settings: Settings,
+) -> list[str]:
+    manifest = ModelManifest.read(settings.model.dir, verify=False)
+    if adapter_id not in scorer.loaded_adapters:
+        artifact = AdapterArtifact.from_files(
+            await registry.files(adapter_id),
+            settings.worker.adapter_cache_dir / adapter_id,
+            expected_base=manifest.model_version,
+        )
+        scorer.load_adapter(adapter_id, artifact.path)
+    out: list[str] = []
+    texts = [e.text for e in examples]
+    for i in range(0, len(texts), 32):
+        probs = scorer.score(texts[i : i + 32], adapter_id=adapter_id).probabilities
+        out += [scorer.labels[j] for j in probs.argmax(axis=1)]
+    return out
+
+
+def run_trainer(
+    settings: Settings,
+    *,
+    interval_s: float,
+    min_new_labels: int,
+    gate: GateConfig,
+    once: bool = False,
+) -> None:
+    assert settings.redis.url is not None
+
+    async def main() -> None:
+        assert settings.redis.url is not None
+        redis = Redis.from_url(settings.redis.url.get_secret_value())
+        scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)
+        state = TrainerState()
+        out_dir = settings.worker.adapter_cache_dir / "candidates"
+        try:
+            while True:
+                report = await trainer_step(
+                    settings,
+                    redis,
+                    scorer,
+                    state,
+                    min_new_labels=min_new_labels,
+                    gate=gate,
+                    out_dir=out_dir,
+                    force=once,
+                )
+                if report is not None:
+                    print(json.dumps(report), flush=True)
+                if once:
+                    return
+                await asyncio.sleep(interval_s)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
