@@ -82,6 +82,31 @@ def _bonferroni(pvalues: FloatArray | Sequence[float]) -> float:
     return float(min(1.0, values.min() * values.size))
 
 
+def _as_rows(data: npt.ArrayLike, dims: int | None) -> FloatArray:
+    """Embeddings as rows x dims floats, checked: 1-D is one row; `dims` None takes any width."""
+    rows = np.asarray(data, dtype=np.float64)
+    if rows.ndim == 1:
+        rows = rows[np.newaxis, :]
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        raise DriftError(f"embeddings must be one row or rows x dims, got shape {rows.shape}")
+    if dims is not None and rows.shape[1] != dims:
+        raise DriftError(f"embeddings have {rows.shape[1]} dims, the reference {dims}")
+    if not np.isfinite(rows).all():
+        raise DriftError("embeddings hold NaN or infinite values")
+    return rows
+
+
+def _as_scores(p_violating: float | npt.ArrayLike) -> FloatArray:
+    """Scores as a 1-D float array, each checked to lie in [0, 1]."""
+    scores = np.atleast_1d(np.asarray(p_violating, dtype=np.float64))
+    if scores.ndim != 1:
+        raise DriftError(f"scores must be a number or 1-D, got shape {scores.shape}")
+    valid = np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0)
+    if not valid.all():
+        raise DriftError(f"scores must lie in [0, 1], got {scores[~valid][0]!r}")
+    return scores
+
+
 class InputDrift:
     """Has the distribution of the embeddings moved? A recent window against a reference.
 
@@ -94,17 +119,19 @@ class InputDrift:
 
     Why this test: KS per direction with Bonferroni is the standard univariate-tests detector
     for embeddings (alibi-detect's KSDrift, Rabanser et al. 2019 "Failing Loudly"); it needs no
-    permutations, so a check on windows of 500 and 1,000 rows costs about 10 ms with 64
-    projections where all 384 coordinates would take over 100 ms. Random directions see a
-    shift spread over many coordinates (how a new topic moves a sentence embedding) better
-    than the coordinates do, and the Bonferroni penalty grows only with their number; a shift
-    confined to one coordinate is seen worse. `projections=None`, or at least as many
-    projections as the embedding has dimensions, tests the coordinates themselves.
+    permutations, so a check of a 500-row window against a 1,000-row reference of 384-dim
+    embeddings costs about 5 ms with 32 projections (9 ms with 64), where all 384 coordinates
+    take about 50 ms. Random directions see a shift spread over many coordinates (how a new
+    topic moves a sentence embedding) as well as the coordinates do, with a far smaller
+    Bonferroni penalty; a shift confined to a few coordinates is seen somewhat later. 32 and
+    64 projections found a dense shift equally fast in our replays. `projections=None`, or at
+    least as many projections as the embedding has dimensions, tests the coordinates.
 
     Bonferroni bounds each check's false-alarm chance by `threshold`, so a stationary stream
     raises an alarm in a run of C checks with probability at most C x `threshold` (checks on
-    overlapping windows are correlated, and KS is conservative here: the measured rate is
-    lower). The default 1e-3 keeps 50 checks (5,000 rows) under 5%.
+    overlapping windows are correlated, and Bonferroni over correlated projections is
+    conservative). With the defaults, measured on 100 stationary replays of 5,000 rows (36
+    checks each, so a bound of 3.6%): 2% of runs raised an alarm.
 
     >>> rng = np.random.default_rng(0)
     >>> detector = InputDrift(reference_size=200, window_size=100, seed=0)
@@ -166,6 +193,11 @@ class InputDrift:
     def has_reference(self) -> bool:
         return self._reference is not None
 
+    @property
+    def dims(self) -> int | None:
+        """The embedding width, fixed by the first rows or the reference; None before."""
+        return self._dims
+
     def reset(self, *, keep_reference: bool = False) -> None:
         """Forget the window and the result; and the reference, unless `keep_reference`
         (without it the next `reference_size` rows make the new reference)."""
@@ -183,8 +215,8 @@ class InputDrift:
 
     def set_reference(self, reference: npt.ArrayLike) -> Self:
         """Use these rows (2-D: rows x dims) as the reference; the window starts empty."""
-        rows = self._rows(reference, adopt_dims=True)
-        if rows.ndim != 2 or rows.shape[0] == 0:
+        rows = _as_rows(reference, None)
+        if rows.shape[0] == 0:
             raise DriftError(f"a reference needs one row or more, got shape {rows.shape}")
         self.reset()
         self._adopt(rows.shape[1])
@@ -193,7 +225,7 @@ class InputDrift:
 
     def update(self, embedding: npt.ArrayLike) -> Self:
         """Add one embedding (1-D) or a batch (2-D: rows x dims); test if a check is due."""
-        rows = self._rows(embedding, adopt_dims=self._dims is None)
+        rows = _as_rows(embedding, self._dims)
         if self._dims is None:
             self._adopt(rows.shape[1])
         projected = self._project(rows)
@@ -211,18 +243,6 @@ class InputDrift:
             self._check()
         return self
 
-    def _rows(self, data: npt.ArrayLike, *, adopt_dims: bool) -> FloatArray:
-        rows = np.asarray(data, dtype=np.float64)
-        if rows.ndim == 1:
-            rows = rows[np.newaxis, :]
-        if rows.ndim != 2 or rows.shape[1] == 0:
-            raise DriftError(f"embeddings must be one row or rows x dims, got shape {rows.shape}")
-        if not adopt_dims and rows.shape[1] != self._dims:
-            raise DriftError(f"embeddings have {rows.shape[1]} dims, the reference {self._dims}")
-        if not np.isfinite(rows).all():
-            raise DriftError("embeddings hold NaN or infinite values")
-        return rows
-
     def _adopt(self, dims: int) -> None:
         self._dims = dims
         if self._projections is None or self._projections >= dims:
@@ -237,8 +257,8 @@ class InputDrift:
     def _check(self) -> None:
         assert self._reference is not None  # the window fills only after the reference
         window = np.asarray(self._window)
-        # one KS test per column, vectorised by scipy; asymptotic p-values (exact ones cost
-        # twice as much and differ little at these sizes)
+        # one KS test per column (scipy loops over the axis); asymptotic p-values: the exact
+        # ones cost more and differ little at these sizes
         pvalues = stats.ks_2samp(self._reference, window, axis=0, method="asymp").pvalue
         self._statistic = _bonferroni(np.atleast_1d(pvalues))
         self._drift = self._statistic < self._threshold
@@ -258,6 +278,10 @@ class PredictionDrift:
     is `statistic < threshold`; the single p-values and both rates are readable too. KS sees a
     change of shape at a steady rate; Fisher sees a change of rate that moves few scores (1% to
     10% violating moves the score distribution by only ~0.09 in KS distance).
+
+    Measured with the defaults: 0.3% of 300 stationary replays of 5,000 scores at 1%
+    violating raised an alarm; a rise from 1% to 10% was found 100 to 400 scores after it
+    (median 200, 50 replays, scores fed in batches of 50).
 
     >>> rng = np.random.default_rng(0)
     >>> detector = PredictionDrift(reference_size=400, window_size=200)
@@ -344,13 +368,7 @@ class PredictionDrift:
 
     def update(self, p_violating: float | npt.ArrayLike) -> Self:
         """Add one score or a batch of scores, each P(violating) in [0, 1]."""
-        scores = np.atleast_1d(np.asarray(p_violating, dtype=np.float64))
-        if scores.ndim != 1:
-            raise DriftError(f"scores must be a number or 1-D, got shape {scores.shape}")
-        if not (np.isfinite(scores).all() and (scores >= 0.0).all() and (scores <= 1.0).all()):
-            bad = scores[~(np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0))]
-            raise DriftError(f"scores must lie in [0, 1], got {bad[0]!r}")
-        values = scores.tolist()
+        values = _as_scores(p_violating).tolist()
         if self._reference is None:
             need = self._reference_size - len(self._reference_scores)
             self._reference_scores.extend(values[:need])
@@ -389,8 +407,10 @@ class ConceptDrift:
     window of at least `min_items`. The level rule catches a model that was poor from the
     start, where ADWIN sees no change; `min_items` keeps it from firing on the first few
     items. Set `threshold` well above the normal disagreement rate on reviewed items (they are
-    the hard ones). Measured over 2,000 stationary items, 200 runs, defaults: no alarm at a 5%
-    or 10% baseline, 5% of runs at 15% (the level rule, early, on a short window).
+    the hard ones). Measured with the defaults over 2,000 stationary items: no alarm in 1,000
+    runs at a 5% baseline nor in 200 at 10%, 5% of 200 runs at 15% (the level rule, early, on
+    a short window). A rise from 5% to 40% was found 24 to 88 items after it (median 56, 50
+    runs): ADWIN tests for a change every 32 items (its `clock`).
 
     >>> detector = ConceptDrift(threshold=0.25)
     >>> for disagree in [False] * 19 + [True]:
@@ -495,13 +515,12 @@ class DriftMonitor:
         }
 
     def update_batch(self, embeddings: npt.ArrayLike, p_violating: npt.ArrayLike) -> Self:
-        """One batch of scored items: embeddings (rows x dims) and their P(violating)."""
-        rows = np.asarray(embeddings, dtype=np.float64)
-        scores = np.atleast_1d(np.asarray(p_violating, dtype=np.float64))
-        if len(np.atleast_2d(rows)) != len(scores):
-            raise DriftError(
-                f"{len(np.atleast_2d(rows))} embeddings but {len(scores)} scores in one batch"
-            )
+        """One batch of scored items: embeddings (rows x dims) and their P(violating). Both
+        are checked before either detector moves, so a bad batch leaves them as they were."""
+        rows = _as_rows(embeddings, self.input_drift.dims)
+        scores = _as_scores(p_violating)
+        if len(rows) != len(scores):
+            raise DriftError(f"{len(rows)} embeddings but {len(scores)} scores in one batch")
         self.input_drift.update(rows)
         self.prediction_drift.update(scores)
         return self

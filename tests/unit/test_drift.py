@@ -247,8 +247,9 @@ def test_prediction_rates_and_statistic_come_from_scipy() -> None:
     fisher = stats.fisher_exact([[hits, 200 - hits], [ref_hits, 400 - ref_hits]]).pvalue
     assert detector.ks_pvalue == pytest.approx(ks)
     assert detector.rate_pvalue == pytest.approx(fisher)
-    assert detector.statistic == pytest.approx(min(1.0, 2 * min(ks, fisher)))
-    assert detector.drift_detected == (detector.statistic < detector.threshold)
+    statistic = detector.statistic
+    assert statistic is not None and statistic == pytest.approx(min(1.0, 2 * min(ks, fisher)))
+    assert detector.drift_detected == (statistic < detector.threshold)
 
     detector.reset()
     assert detector.statistic is None and detector.rate is None and not detector.drift_detected
@@ -396,6 +397,25 @@ def test_monitor_reports_signals_and_triggers() -> None:
 def test_monitor_rejects_a_batch_of_mismatched_lengths() -> None:
     with pytest.raises(DriftError, match="3 embeddings but 2 scores"):
         _small_monitor().update_batch(np.zeros((3, 8)), [0.1, 0.2])
+
+
+def test_monitor_bad_batch_moves_neither_detector() -> None:
+    rng = np.random.default_rng(13)
+    monitor = _small_monitor()
+    monitor.update_batch(rng.normal(size=(140, 8)), _scores(rng, 140, 0.05))
+    bad_scores = np.append(_scores(rng, 9, 0.05), np.nan)
+    with pytest.raises(DriftError, match="scores"):
+        monitor.update_batch(rng.normal(size=(10, 8)), bad_scores)
+    bad_rows = rng.normal(size=(10, 8))
+    bad_rows[3, 2] = np.inf
+    with pytest.raises(DriftError, match="NaN or infinite"):
+        monitor.update_batch(bad_rows, _scores(rng, 10, 0.05))
+    with pytest.raises(DriftError, match="7 dims, the reference 8"):
+        monitor.update_batch(rng.normal(size=(10, 7)), _scores(rng, 10, 0.05))
+    assert monitor.input_drift.checks == 0  # a good 10-row batch would have been the first check
+    monitor.update_batch(rng.normal(size=(10, 8)), _scores(rng, 10, 0.05))
+    assert monitor.input_drift.checks == 1
+    assert monitor.signals()["prediction"] is not None
 
 
 def test_monitor_builds_defaults_from_the_seed() -> None:
