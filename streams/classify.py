@@ -60,6 +60,7 @@ class Classifier:
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,
         clock: Callable[[], float] = time.time,
+        on_scored: Callable[[ScoreBatch], Awaitable[None]] | None = None,
     ) -> None:
         self.score = score
         self.executor = executor
@@ -74,6 +75,7 @@ class Classifier:
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
         self.clock = clock
+        self.on_scored = on_scored
 
     async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
         return await retry(
@@ -135,6 +137,8 @@ class Classifier:
                 "redis", lambda: self.curator.select(items, batch, now)
             )
             result.deduplicated = self.curator.deduplicated - before
+            if self.on_scored is not None:
+                await self.on_scored(batch)
             self.metrics.batch_size.observe(len(items))
             self.metrics.scoring_seconds.observe(scoring_s)
 

@@ -12,7 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from adapters.agreement import agreement_report, excluded_by_peeling, needs_another_opinion
+from adapters.agreement import (
+    agreement_report,
+    consensus,
+    excluded_by_peeling,
+    needs_another_opinion,
+)
 from adapters.labels import LabelStore
 from streams.messages import (
     DeadLetter,
@@ -54,6 +59,7 @@ class Collector:
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,
         clock: Callable[[], float] = time.time,
+        on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -67,6 +73,8 @@ class Collector:
         self.retry_backoff_s = retry_backoff_s
         self.clock = clock
         self._since_recompute = 0
+        self.on_feedback = on_feedback
+        self._settled: set[tuple[str, str]] = set()
 
     async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
         return await retry(
@@ -113,6 +121,8 @@ class Collector:
                 result.duplicates += 1
         if touched:
             result.second_opinions = await self._second_opinions(touched)
+            if self.on_feedback is not None:
+                await self.on_feedback(await self._disagreements(touched))
         await self._deliver(result)
         self._count(result)
         self._since_recompute += len(result.stored)
@@ -153,6 +163,24 @@ class Collector:
                     already_labeled_by=sorted(votes),
                 )
             )
+        return out
+
+    async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
+        """For items whose consensus just settled: did the model's decision disagree with it?"""
+        excluded: set[str] = await self._retry("redis", self.store.excluded)  # type: ignore[assignment]
+        fresh = [key for key in touched if key not in self._settled]
+        out = []
+        for policy, item_id in fresh:
+            votes = await self.store.votes(policy, item_id)
+            verdict = consensus(item_id, votes, exclude=excluded)
+            if verdict.label is None or verdict.votes < 2:
+                continue
+            reviewed = (await self.store.reviewed_items([item_id])).get(item_id)
+            if reviewed is None:
+                continue
+            self._settled.add((policy, item_id))
+            model = "violating" if reviewed.p_violating >= 0.5 else "benign"
+            out.append(model != verdict.label)
         return out
 
     async def recompute(self, policy: str) -> set[str]:

@@ -117,6 +117,18 @@ class Metrics:
             "Review requests sent and not yet answered",
             registry=r,
         )
+        self.drift_statistic = Gauge(
+            "borderline_drift_statistic",
+            "Current drift statistic per signal (input, prediction: p-value; concept: rate)",
+            ["signal"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "borderline_drift_detected",
+            "1 when a drift detector fired at its last check",
+            ["signal"],
+            registry=r,
+        )
         self.model_info = Info(
             "borderline_model", "Model, adapter and policy version being served", registry=r
         )

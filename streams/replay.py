@@ -6,6 +6,7 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from adapters.dataset import LabeledItem
 from streams.messages import IncomingItem, encode
 
-__all__ = ["ReplayReport", "open_reader", "read_topic", "replay_items", "replay_raw"]
+__all__ = [
+    "ReplayReport",
+    "open_reader",
+    "read_recent",
+    "read_topic",
+    "replay_items",
+    "replay_raw",
+]
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,33 @@ async def open_reader(bootstrap_servers: str, topics: Sequence[str]) -> AIOKafka
         await consumer.stop()
         raise
     return consumer
+
+
+async def read_recent(bootstrap_servers: str, topic: str, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` messages of ``topic`` (about n / partitions from each partition)."""
+    consumer = await open_reader(bootstrap_servers, [topic])
+    try:
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        per = max(1, n // max(1, len(partitions)))
+        wanted = 0
+        for tp in partitions:
+            start = max(0, ends[tp] - per)
+            consumer.seek(tp, start)
+            wanted += ends[tp] - start
+        out: list[dict[str, Any]] = []
+        while len(out) < wanted:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if not batch:
+                break
+            for records in batch.values():
+                for record in records:
+                    if record.value is not None:
+                        with contextlib.suppress(ValueError):
+                            out.append(json.loads(record.value))
+        return out
+    finally:
+        await consumer.stop()
 
 
 async def read_topic(

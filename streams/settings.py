@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.topics import TopicNames
 
 __all__ = [
+    "DriftSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ModelSettings",
@@ -113,6 +114,17 @@ class ReviewSettings(BaseModel):
     seed: int = 0
 
 
+class DriftSettings(BaseModel):
+    reference_size: int = Field(default=1000, ge=50, description="items in the reference window")
+    window_size: int = Field(default=500, ge=50, description="items in the recent window")
+    input_threshold: float = Field(default=1e-3, gt=0, lt=1, description="p-value (Bonferroni)")
+    prediction_threshold: float = Field(default=1e-3, gt=0, lt=1, description="p-value")
+    concept_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="disagreement rate with expert consensus"
+    )
+    seed: int = 0
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
     host: str = "127.0.0.1"
@@ -138,6 +150,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     data_dir: Path = Field(default=Path(".borderline/data"), description="corpus cache")

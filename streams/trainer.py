@@ -29,6 +29,7 @@ from adapters.registry import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.messages import AdapterEvent, encode
+from streams.replay import read_recent
 from streams.settings import Settings
 
 __all__ = ["TrainerState", "run_trainer", "trainer_step"]
@@ -148,7 +149,12 @@ async def trainer_step(
     )
     state.trained_on[version] = len(train)
     await registry.register(candidate)
-    verdict = await asyncio.to_thread(judge, scorer, candidate, incumbent_id, evaluation, [])
+    assert settings.kafka.bootstrap_servers
+    recent = await read_recent(settings.kafka.bootstrap_servers, settings.kafka.topics.items, 300)
+    recent_texts = [m["text"] for m in recent if isinstance(m.get("text"), str)]
+    verdict = await asyncio.to_thread(
+        judge, scorer, candidate, incumbent_id, evaluation, recent_texts
+    )
     votes = await labels.all_votes(version)
     excluded = await labels.excluded()
     trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}

@@ -25,6 +25,7 @@ from streams.app import FaustSink, add_batch_agent, make_app
 from streams.classify import Classifier
 from streams.collect import Collector
 from streams.curate import Curator, RedisReviewBudget
+from streams.drift_watch import DriftWatch
 from streams.ledger import RedisReviewLedger
 from streams.metrics import Metrics
 from streams.policy_follow import PolicyFollower
@@ -147,6 +148,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         retry_attempts=settings.worker.retry_attempts,
         retry_backoff_s=settings.worker.retry_backoff_s,
     )
+    drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
+    classifier.on_scored = drift.observe
     add_batch_agent(
         app,
         topic=settings.kafka.topics.items,
@@ -215,6 +218,9 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         retry_attempts=settings.worker.retry_attempts,
         retry_backoff_s=settings.worker.retry_backoff_s,
     )
+    collector.on_feedback = DriftWatch(
+        redis, settings.redis.key_prefix, metrics, settings.drift
+    ).feedback
     add_batch_agent(
         app,
         topic=settings.kafka.topics.review_labels,
