@@ -2,7 +2,7 @@
 that every label of the pool gives (the published method's headline, DESIGN.md). Pure: the data
 arrive as arrays (labels, embeddings), every random draw takes its seed as an argument, and the
 expensive model (the product's LoRA fine-tune) is passed in as a function, so the whole loop runs
-in milliseconds in tests with a head on synthetic embeddings.
+in a second in tests with a head on synthetic embeddings.
 
 How one run goes (choices documented here, measured by `borderline bench label-efficiency`):
 
@@ -18,7 +18,12 @@ How one run goes (choices documented here, measured by `borderline bench label-e
 - Rounds: each gap between checkpoints is covered in ``rounds_per_checkpoint`` equal rounds. Each
   round the cheap selection model (logistic regression, class_weight balanced, on the frozen
   embeddings) is refitted on the labels so far, scores the pool, and the strategy picks the
-  round's budget among the unlabelled items; the labels come from the data.
+  round's budget among the unlabelled items; the labels come from the data. Strategies:
+  ``boundary`` (the published method: `boundary_pairs` over every unlabelled pool item,
+  ``max_pairs = budget // 2``), ``uncertainty`` (`top_uncertain`), ``uncertainty+diversity``
+  (`uncertainty_diversity`) and ``random`` (`random_sample`). When boundary pairs fall short of
+  the budget (an odd budget; few items predicted violating, so few pairs), the rest is topped up
+  with the most uncertain items, and the top-ups are counted in the output.
 - Checkpoints: the labels so far train the evaluated model (the caller's function: LoRA in the
   benchmark) and its decisions on the test set give the kappa. The random strategy goes on in
   coarse steps (x2 up to the whole pool), scored by the frozen head only.
@@ -61,6 +66,7 @@ __all__ = [
     "Trace",
     "TrainFn",
     "aggregate",
+    "check_feasible",
     "draw_pool",
     "draw_test",
     "frozen_head",
@@ -70,11 +76,12 @@ __all__ = [
     "lora_epochs",
     "make_split",
     "multiplier",
+    "prevalence_weights",
     "run_benchmark",
     "run_rounds",
+    "seed_labels",
     "select",
     "tail_points",
-    "test_weights",
 ]
 
 STRATEGIES = ("boundary", "uncertainty", "uncertainty+diversity", "random")
@@ -252,11 +259,11 @@ def draw_pool(
     return np.sort(picked)
 
 
-def test_weights(y_test: np.ndarray, prevalence: float) -> np.ndarray:
+def prevalence_weights(y_test: np.ndarray, prevalence: float) -> np.ndarray:
     """Sample weights that give the test set's violating items the share `prevalence` of the
     total weight, scaled so the weights average 1.
 
-    >>> w = test_weights(np.array([1, 1, 0, 0, 0, 0]), 0.1)
+    >>> w = prevalence_weights(np.array([1, 1, 0, 0, 0, 0]), 0.1)
     >>> round(float(w[:2].sum() / w.sum()), 6)
     0.1
     """
@@ -337,7 +344,19 @@ def make_split(
         seed=seed,
         prevalence=prevalence,
     )
-    return Split(prevalence, seed, test, pool, test_weights(y[test], prevalence), initial)
+    return Split(prevalence, seed, test, pool, prevalence_weights(y[test], prevalence), initial)
+
+
+def check_feasible(y: np.ndarray, config: BenchConfig) -> None:
+    """Draw every test set and pool the configuration asks for, raising the first that the data
+    cannot supply: cheap, so a run fails before any embedding or training."""
+    labels = _labels(y)
+    for seed in config.seed_list:
+        test = draw_test(
+            labels, positives=config.test_positives, negatives=config.test_negatives, seed=seed
+        )
+        for prevalence in config.prevalences:
+            make_split(labels, test, prevalence, seed, config)
 
 
 # --- the selection model and the strategies -------------------------------------------------------
@@ -514,17 +533,17 @@ def frozen_head(embeddings: np.ndarray, y: np.ndarray, head: Head = logistic_hea
     return train_and_decide
 
 
-def lora_epochs(
-    examples: int, batch_size: int = 16, min_steps: int = 16, max_epochs: int = 3
-) -> int:
-    """Epochs for a fine-tune on `examples`: enough for `min_steps` optimiser steps, between 1
-    and `max_epochs` (a few labels get a few passes; the whole pool gets one).
+def lora_epochs(examples: int, target_examples: int = 400, max_epochs: int = 8) -> int:
+    """Epochs for a fine-tune on `examples` labels: about `target_examples` examples seen, at
+    least one epoch and at most `max_epochs` (a fixed compute per checkpoint, so a small set gets
+    several passes and the whole pool one).
 
     >>> [lora_epochs(n) for n in (50, 100, 200, 400, 4000)]
-    [3, 3, 2, 1, 1]
+    [8, 4, 2, 1, 1]
     """
-    steps_per_epoch = max(1, math.ceil(examples / batch_size))
-    return max(1, min(max_epochs, math.ceil(min_steps / steps_per_epoch)))
+    if examples < 1:
+        raise EfficiencyError(f"cannot train on {examples} examples")
+    return max(1, min(max_epochs, round(target_examples / examples)))
 
 
 # --- curves ---------------------------------------------------------------------------------------
@@ -713,9 +732,7 @@ def _summarise(
     refs = {source: full["kappa"], FROZEN: full_f["kappa"]}
     to_95 = {s: labels_to_target(curves[s], refs) for s in config.strategies}
     to_95_cheap = {s: labels_to_target(curves_cheap[s], refs) for s in config.strategies}
-    top_ups = sum(
-        r["topped_up"] for key, rs in rounds.items() if key.startswith("boundary/") for r in rs
-    )
+    boundary_rounds = [r for key, rs in rounds.items() if key.startswith("boundary/") for r in rs]
     return {
         "splits": splits,
         "curves": curves,
@@ -740,7 +757,8 @@ def _summarise(
             "labels_to_95pct": to_95_cheap,
             "multiplier_95": multiplier(to_95_cheap),
         },
-        "boundary_topped_up_labels": top_ups,
+        "boundary_labels_picked": sum(r["picked"] for r in boundary_rounds),
+        "boundary_topped_up_labels": sum(r["topped_up"] for r in boundary_rounds),
         "rounds": rounds,
     }
 

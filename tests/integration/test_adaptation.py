@@ -37,8 +37,13 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PANEL = "alice:0.02:0.1,bob:0.03:0.1,carol:0.03:0.1"
-REVIEW = {"labels_per_hour": 1e6, "max_open": 5000, "mine_every": 100, "audit_rate": 0.1,
-          "min_shared": 8}
+REVIEW = {
+    "labels_per_hour": 1e6,
+    "max_open": 5000,
+    "mine_every": 100,
+    "audit_rate": 0.1,
+    "min_shared": 8,
+}
 
 
 def v2_truth(item_id: str, policy: str, corpus_label: str) -> str:
@@ -60,8 +65,9 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     stack: Stack, corpus: Path, tmp_path: Path
 ) -> None:
     manifest = ModelManifest.read(stack.model_dir)
-    boot = AdapterArtifact.load(stack.model_dir / BOOTSTRAP_ARTIFACT,
-                                expected_base=manifest.model_version)
+    boot = AdapterArtifact.load(
+        stack.model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
     panel = parse_panel(PANEL)
 
     async def setup(redis: Redis, prefix: str) -> None:
@@ -81,9 +87,14 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     stream = [stream[k] for k in rng.permutation(len(stream))]
 
     worker = stack.start_worker("w", review=REVIEW)
-    collector = start_worker(stack.settings(review=REVIEW), f"c-{stack.tag}",
-                             stack.tmp / "collector.log", role="collector")
+    collector = start_worker(
+        stack.settings(review=REVIEW),
+        f"c-{stack.tag}",
+        stack.tmp / "collector.log",
+        role="collector",
+    )
     try:
+
         async def publish_v2(redis: Redis, prefix: str) -> None:
             await PolicyStore(redis, prefix).publish(
                 load_policy(REPO / "deploy/policies/v2.yaml"), actor="test", now=time.time()
@@ -92,9 +103,19 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
         async def loop() -> PanelStats:
             stop = asyncio.Event()
             stats = PanelStats()
-            experts = asyncio.create_task(run_simulated_panel(
-                stack.bootstrap_servers, stack.topics, panel, truth, per_item=3, seed=7,
-                stop=stop, stats=stats, truth_for=v2_truth))
+            experts = asyncio.create_task(
+                run_simulated_panel(
+                    stack.bootstrap_servers,
+                    stack.topics,
+                    panel,
+                    truth,
+                    per_item=3,
+                    seed=7,
+                    stop=stop,
+                    stats=stats,
+                    truth_for=v2_truth,
+                )
+            )
             await _with(stack, publish_v2)
             await asyncio.sleep(3)  # workers follow the policy within a poll
             await replay_items(stack.bootstrap_servers, stack.topics.items, stream, rate=50)
@@ -104,11 +125,25 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
             return stats
 
         stats = asyncio.run(loop())
-        decisions = asyncio.run(read_topic(stack.bootstrap_servers, stack.topics.decisions,
-                                           until=lambda m: False, timeout_s=5, idle_s=2))
+        decisions = asyncio.run(
+            read_topic(
+                stack.bootstrap_servers,
+                stack.topics.decisions,
+                until=lambda m: False,
+                timeout_s=5,
+                idle_s=2,
+            )
+        )
         assert Counter(d["policy_version"] for d in decisions)["v2"] == len(decisions)
-        requests = asyncio.run(read_topic(stack.bootstrap_servers, stack.topics.review_requests,
-                                          until=lambda m: False, timeout_s=5, idle_s=2))
+        requests = asyncio.run(
+            read_topic(
+                stack.bootstrap_servers,
+                stack.topics.review_requests,
+                until=lambda m: False,
+                timeout_s=5,
+                idle_s=2,
+            )
+        )
         reasons = Counter(r["reason"] for r in requests)
         print(f"v2 review requests: {dict(reasons)}; panel {stats}")
         assert {"audit", "policy_change"} <= set(reasons)
@@ -118,7 +153,11 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
             settings = stack.settings(review=REVIEW)
             scorer = Scorer.from_dir(stack.model_dir, threads=2)
             return await trainer_step(
-                settings, redis, scorer, TrainerState(), min_new_labels=10,
+                settings,
+                redis,
+                scorer,
+                TrainerState(),
+                min_new_labels=10,
                 gate=GateConfig(min_kappa=0.5, margin=0.02, min_eval_items=30),
                 out_dir=tmp_path / "candidates",
             )
@@ -136,13 +175,19 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
         renamed = [type(i)(f"again-{i.item_id}", i.text, i.label) for i in again]
         asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, renamed))
         ids = {i.item_id for i in renamed}
-        after = asyncio.run(read_topic(
-            stack.bootstrap_servers, stack.topics.decisions,
-            until=lambda m: ids <= {d["item_id"] for d in m}, timeout_s=60))
+        after = asyncio.run(
+            read_topic(
+                stack.bootstrap_servers,
+                stack.topics.decisions,
+                until=lambda m: ids <= {d["item_id"] for d in m},
+                timeout_s=60,
+            )
+        )
         by_id = {d["item_id"]: d for d in after}
         before_p = np.mean([by_id[i.item_id]["probabilities"]["violating"] for i in again])
-        after_p = np.mean([by_id[f"again-{i.item_id}"]["probabilities"]["violating"]
-                           for i in again])
+        after_p = np.mean(
+            [by_id[f"again-{i.item_id}"]["probabilities"]["violating"] for i in again]
+        )
         adapters = {by_id[f"again-{i.item_id}"]["adapter_version"] for i in again}
         print(f"hard-ham P(violating): before {before_p:.3f}, after {after_p:.3f}")
         assert adapters == {report["adapter_id"]}

@@ -82,7 +82,11 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
                 stats=stats,
             )
         )
-        await replay_items(stack.bootstrap_servers, stack.topics.items, items, rate=60)
+        # in two halves: by the second, the first half's labels are in and the workers' index
+        # of labelled neighbours (refreshed every 5 s) has them as evidence
+        await replay_items(stack.bootstrap_servers, stack.topics.items, items[:300], rate=60)
+        await asyncio.sleep(8)
+        await replay_items(stack.bootstrap_servers, stack.topics.items, items[300:], rate=60)
         # an unregistered reviewer, and one label sent twice
         mallory = ReviewLabel(
             item_id=items[0].item_id,
