@@ -7,10 +7,9 @@ switched per run), next to the incumbent's. Needs the ``[train]`` extra for trai
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -37,29 +36,6 @@ def _items(examples: Sequence[LabeledExample], labels: Sequence[str]) -> list[La
     return [LabeledItem(e.item_id, e.text, index[e.label]) for e in examples]
 
 
-def _load_into(
-    model: Any, graph_params: Mapping[str, np.ndarray], layout: Mapping[str, bool]
-) -> None:
-    """Set a peft model's adapter tensors from an adapter file's (graph layout) tensors."""
-    import torch
-
-    by_stable: dict[str, np.ndarray] = {
-        name: (a.T if layout[name] else a) for name, a in graph_params.items()
-    }
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            stable = (
-                name.removeprefix("base_model.model.")
-                .replace(".modules_to_save.default", "")
-                .replace(".default.weight", "")
-            )
-            if stable not in by_stable:
-                raise CandidateError(f"the starting adapter has no tensor {stable}")
-            param.copy_(torch.from_numpy(np.ascontiguousarray(by_stable[stable])))
-
-
 def train_candidate(
     model_dir: Path,
     examples: Sequence[LabeledExample],
@@ -73,7 +49,13 @@ def train_candidate(
     created_by: str = "borderline trainer",
 ) -> AdapterArtifact:
     """Train an adapter on ``examples`` (consensus labels, training split) and write it."""
-    from adapters.training import TrainConfig, adapter_tensors, build_lora_model, train
+    from adapters.training import (
+        TrainConfig,
+        adapter_tensors,
+        build_lora_model,
+        set_adapter_tensors,
+        train,
+    )
     from models.base import base_model
     from models.scorer import TOKENIZER_FILE, load_tokenizer
 
@@ -84,7 +66,9 @@ def train_candidate(
     config = TrainConfig(**{**manifest.training.get("config", {}), "seed": seed, "epochs": epochs})
     model = build_lora_model(base_model(), len(manifest.labels), config)
     if start_from is not None:
-        _load_into(model, read_adapter_file(start_from.path), manifest.adapter_layout)
+        layout = manifest.adapter_layout
+        graph = read_adapter_file(start_from.path)  # graph layout: transpose back where needed
+        set_adapter_tensors(model, {n: (a.T if layout[n] else a) for n, a in graph.items()})
     tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE, manifest.max_length)
     report = train(
         model,

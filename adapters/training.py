@@ -27,6 +27,8 @@ __all__ = [
     "adapter_tensors",
     "build_lora_model",
     "predict",
+    "set_adapter_tensors",
+    "stable_name",
     "train",
 ]
 
@@ -78,21 +80,36 @@ def build_lora_model(base: BaseModelRef, num_labels: int, config: TrainConfig) -
     return get_peft_model(network, lora)
 
 
+def stable_name(param_name: str) -> str:
+    """peft's parameter name -> the adapter tensor's stable name
+    (``encoder.encoder.layer.0.attention.self.query.lora_A``, ``classifier.weight``)."""
+    return (
+        param_name.removeprefix("base_model.model.")
+        .replace(".modules_to_save.default", "")
+        .replace(".default.weight", "")
+    )
+
+
 def adapter_tensors(model: PeftModel) -> dict[str, np.ndarray]:
-    """The adapter's own tensors under stable names, as peft holds them: every LoRA matrix
-    (``encoder.encoder.layer.0.attention.self.query.lora_A``) and the head
-    (``classifier.weight``, ``classifier.bias``)."""
-    out: dict[str, np.ndarray] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        stable = (
-            name.removeprefix("base_model.model.")
-            .replace(".modules_to_save.default", "")
-            .replace(".default.weight", "")
-        )
-        out[stable] = param.detach().cpu().numpy().astype(np.float32, copy=True)
-    return out
+    """The adapter's own tensors (every LoRA matrix and the head) under stable names, as peft
+    holds them."""
+    return {
+        stable_name(name): param.detach().cpu().numpy().astype(np.float32, copy=True)
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def set_adapter_tensors(model: PeftModel, tensors: dict[str, np.ndarray]) -> None:
+    """The inverse of `adapter_tensors`: start training from an existing adapter."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            stable = stable_name(name)
+            if stable not in tensors:
+                raise TrainingError(f"the starting adapter has no tensor {stable}")
+            param.copy_(torch.from_numpy(np.ascontiguousarray(tensors[stable])))
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:

@@ -67,6 +67,14 @@ async def _prepare(settings: Settings, redis: Redis) -> None:
     )
 
 
+def _serve_metrics(settings: Settings) -> Metrics:
+    metrics = Metrics()
+    if settings.metrics.port:
+        port = metrics.serve(settings.metrics.port, settings.metrics.host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    return metrics
+
+
 def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:
     """Run until stopped. ``settings`` must name the broker and Redis (resolved by the CLI)."""
     assert settings.redis.url is not None
@@ -76,10 +84,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         max_length=settings.model.max_length,
         threads=settings.worker.scorer_threads,
     )
-    metrics = Metrics()
-    if settings.metrics.port:
-        port = metrics.serve(settings.metrics.port, settings.metrics.host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    metrics = _serve_metrics(settings)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -197,10 +202,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     """Run the label collector until stopped."""
     assert settings.redis.url is not None
     worker_id = worker_id or f"collector-{default_worker_id()}"
-    metrics = Metrics()
-    if settings.metrics.port:
-        port = metrics.serve(settings.metrics.port, settings.metrics.host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    metrics = _serve_metrics(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     redis = Redis.from_url(settings.redis.url.get_secret_value())
