@@ -147,7 +147,10 @@ def train(
         w = np.zeros(num_labels)
         w[present] = len(y) / (present.sum() * counts[present])
         weight = torch.tensor(w, dtype=torch.float32)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    # summed and divided by the batch size, not averaged over the batch's weights: with the
+    # weighted mean, a batch without a violating item cancels its own weights, so on a 1% pool
+    # the class balancing would mostly be undone (measured: kappa 0.000 vs 0.202 on a full pool)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, reduction="sum")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
@@ -168,7 +171,7 @@ def train(
                     input_ids=torch.from_numpy(enc["input_ids"]),
                     attention_mask=torch.from_numpy(enc["attention_mask"]),
                 )
-                loss = loss_fn(logits, torch.from_numpy(y[idx]))
+                loss = loss_fn(logits, torch.from_numpy(y[idx])) / len(idx)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
