@@ -21,7 +21,7 @@ from models.errors import BorderlineError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 
-__all__ = ["CandidateError", "Judgement", "judge", "train_candidate"]
+__all__ = ["CandidateError", "Judgement", "decisions", "judge", "train_candidate"]
 
 
 class CandidateError(BorderlineError):
@@ -102,6 +102,15 @@ def train_candidate(
     )
 
 
+def decisions(scorer: Scorer, adapter_id: str, texts: Sequence[str]) -> list[str]:
+    """The label each text gets from ``adapter_id`` (argmax), scored in batches of 32."""
+    out: list[str] = []
+    for i in range(0, len(texts), 32):
+        probs = scorer.score(texts[i : i + 32], adapter_id=adapter_id).probabilities
+        out += [scorer.labels[j] for j in probs.argmax(axis=1)]
+    return out
+
+
 @dataclass(frozen=True)
 class Judgement:
     expert: list[str]
@@ -121,14 +130,9 @@ def judge(
     switched per run), and the recent live texts in shadow with both."""
     scorer.load_adapter(candidate.adapter_id, candidate.path)
     texts = [e.text for e in evaluation]
-    labels = scorer.labels
 
     def decide(adapter_id: str, batch_texts: Sequence[str]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(batch_texts), 32):
-            probs = scorer.score(batch_texts[i : i + 32], adapter_id=adapter_id).probabilities
-            out += [labels[j] for j in probs.argmax(axis=1)]
-        return out
+        return decisions(scorer, adapter_id, batch_texts)
 
     shadow = None
     if recent_texts:

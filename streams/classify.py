@@ -29,7 +29,7 @@ from streams.messages import (
 )
 from streams.metrics import Metrics
 from streams.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
-from streams.retry import retry
+from streams.retry import Retrying
 from streams.topics import TopicNames
 
 __all__ = ["BatchResult", "Classifier"]
@@ -72,19 +72,9 @@ class Classifier:
         self.model_version = model_version
         self.worker = worker
         self.max_text_bytes = max_text_bytes
-        self.retry_attempts = retry_attempts
-        self.retry_backoff_s = retry_backoff_s
+        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
         self.clock = clock
         self.on_scored = on_scored
-
-    async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
-        return await retry(
-            operation,
-            target=target,
-            attempts=self.retry_attempts,
-            backoff_s=self.retry_backoff_s,
-            on_retry=lambda t: self.metrics.retries.labels(target=t).inc(),
-        )
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[IncomingItem], list[DeadLetter]]:
         items, dead = [], []
@@ -133,7 +123,7 @@ class Classifier:
                     )
                 )
             before = self.curator.deduplicated
-            result.review_requests = await self._retry(  # type: ignore[assignment]
+            result.review_requests = await self._retry(
                 "redis", lambda: self.curator.select(items, batch, now)
             )
             result.deduplicated = self.curator.deduplicated - before

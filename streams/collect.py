@@ -30,7 +30,7 @@ from streams.messages import (
 )
 from streams.metrics import Metrics
 from streams.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
-from streams.retry import retry
+from streams.retry import Retrying
 from streams.topics import TopicNames
 
 __all__ = ["CollectResult", "Collector"]
@@ -69,25 +69,15 @@ class Collector:
         self.agreement_threshold = agreement_threshold
         self.min_shared = min_shared
         self.recompute_every = recompute_every
-        self.retry_attempts = retry_attempts
-        self.retry_backoff_s = retry_backoff_s
+        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
         self.clock = clock
         self._since_recompute = 0
         self.on_feedback = on_feedback
         self._settled: set[tuple[str, str]] = set()
 
-    async def _retry(self, target: str, operation: Callable[[], Awaitable[object]]) -> object:
-        return await retry(
-            operation,
-            target=target,
-            attempts=self.retry_attempts,
-            backoff_s=self.retry_backoff_s,
-            on_retry=lambda t: self.metrics.retries.labels(target=t).inc(),
-        )
-
     async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
         result = CollectResult()
-        registered: set[str] = await self._retry("redis", self.store.registered)  # type: ignore[assignment]
+        registered: set[str] = await self._retry("redis", self.store.registered)
         touched: dict[tuple[str, str], ReviewLabel] = {}
         for record in records:
             try:
@@ -135,16 +125,16 @@ class Collector:
     async def _second_opinions(
         self, touched: dict[tuple[str, str], ReviewLabel]
     ) -> list[ReviewRequest]:
-        excluded: set[str] = await self._retry("redis", self.store.excluded)  # type: ignore[assignment]
+        excluded: set[str] = await self._retry("redis", self.store.excluded)
         out = []
         for (policy, item_id), _label in touched.items():
-            votes: dict[str, str] = await self._retry(  # type: ignore[assignment]
+            votes: dict[str, str] = await self._retry(
                 "redis", partial(self.store.votes, policy, item_id)
             )
             if not needs_another_opinion(votes, exclude=excluded):
                 continue
             reviewed = await self._retry("redis", partial(self.store.reviewed_items, [item_id]))
-            item = reviewed.get(item_id)  # type: ignore[attr-defined]
+            item = reviewed.get(item_id)
             if item is None:
                 continue  # not requested through borderline: nothing to show a reviewer
             digest = hashlib.sha256(
@@ -167,7 +157,7 @@ class Collector:
 
     async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
         """For items whose consensus just settled: did the model's decision disagree with it?"""
-        excluded: set[str] = await self._retry("redis", self.store.excluded)  # type: ignore[assignment]
+        excluded: set[str] = await self._retry("redis", self.store.excluded)
         fresh = [key for key in touched if key not in self._settled]
         out = []
         for policy, item_id in fresh:

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from models.errors import BorderlineError
+from streams.metrics import Metrics
 
-__all__ = ["InfrastructureError", "retry"]
+__all__ = ["InfrastructureError", "Retrying", "retry"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,3 +48,21 @@ async def retry(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
     raise AssertionError("unreachable")
+
+
+class Retrying:
+    """`retry` with a handler's settings bound, counting every retry in the metrics."""
+
+    def __init__(self, *, attempts: int, backoff_s: float, metrics: Metrics) -> None:
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.metrics = metrics
+
+    async def __call__(self, target: str, operation: Callable[[], Awaitable[T]]) -> T:
+        return await retry(
+            operation,
+            target=target,
+            attempts=self.attempts,
+            backoff_s=self.backoff_s,
+            on_retry=lambda t: self.metrics.retries.labels(target=t).inc(),
+        )

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from adapters.agreement import agreement_report, kappa
 from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.candidate import decisions
 from adapters.gate import GateConfig, GateReport, evaluate, should_roll_back
 from adapters.labels import LabelStore
 from adapters.policy import PolicyStore
@@ -218,12 +219,7 @@ async def judge_live(
             expected_base=manifest.model_version,
         )
         scorer.load_adapter(adapter_id, artifact.path)
-    out: list[str] = []
-    texts = [e.text for e in examples]
-    for i in range(0, len(texts), 32):
-        probs = scorer.score(texts[i : i + 32], adapter_id=adapter_id).probabilities
-        out += [scorer.labels[j] for j in probs.argmax(axis=1)]
-    return out
+    return decisions(scorer, adapter_id, [e.text for e in examples])
 
 
 def run_trainer(
