@@ -155,7 +155,8 @@ def test_promote_then_rollback_while_two_workers_stream(
     texts = {i.item_id: i.text for i in items}
     base_p = scorer.score([texts[d["item_id"]] for d in flipped]).violating()
     got = np.array([d["probabilities"]["violating"] for d in flipped])
-    np.testing.assert_allclose(got, 1.0 - base_p, atol=0.03)
+    # dynamic int8: batch mates move a probability by a few hundredths (see test_bootstrap)
+    np.testing.assert_allclose(got, 1.0 - base_p, atol=0.05)
 
     late_decisions = sorted(
         (d for d in decisions if d["worker"] == late.worker_id), key=lambda d: d["decided_at"]
