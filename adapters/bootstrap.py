@@ -124,8 +124,10 @@ def bootstrap_model(
             "steps": report.steps,
             "final_loss": round(report.final_loss, 6),
             "seconds": round(report.seconds, 2),
+            "device": report.device,
             "trainable_params": report.trainable_params,
             "config": config.as_dict(),
+            "item_ids": sorted(i.item_id for i in train_items),  # lineage: never replay these
         }
         # the base's own adapter, as an artifact: promoting it back is a rollback to the start
         write_artifact(

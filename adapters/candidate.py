@@ -95,6 +95,7 @@ def train_candidate(
             "epochs": epochs,
             "steps": report.steps,
             "seconds": round(report.seconds, 2),
+            "device": report.device,
             "final_loss": round(report.final_loss, 6),
             "started_from": start_from.adapter_id if start_from else "base",
         },

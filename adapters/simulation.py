@@ -20,14 +20,35 @@ from models.errors import BorderlineError
 
 __all__ = [
     "DEFAULT_PANEL",
+    "PROMOTIONAL_GROUP",
     "PanelSpecError",
     "SimulatedReviewer",
     "choose_reviewers",
     "parse_panel",
+    "policy_truth",
 ]
 
 # three careful experts and one who answers at random (error rate 0.5)
 DEFAULT_PANEL = "alice:0.03,bob:0.05,carol:0.05,randy:0.5"
+
+
+# the corpus group that policy v2 (deploy/policies/v2.yaml) makes violating: promotional mail
+PROMOTIONAL_GROUP = "hard-ham"
+_FORBID_PROMOTION = frozenset({"v2"})
+
+
+def policy_truth(item_id: str, policy_version: str, corpus_label: str) -> str:
+    """The simulated experts' reading of the shipped policies: under v2, unsolicited promotional
+    mail (the corpus's hard-ham group) violates; otherwise the corpus label stands. A run tag
+    may prefix the corpus id (``tag:hard-ham-1/00001``).
+
+    >>> [policy_truth("hard-ham-1/00007", v, "benign") for v in ("v1", "v2")]
+    ['benign', 'violating']
+    """
+    corpus_id = item_id.rsplit(":", 1)[-1]
+    if policy_version in _FORBID_PROMOTION and corpus_id.startswith(PROMOTIONAL_GROUP):
+        return "violating"
+    return corpus_label
 
 
 class PanelSpecError(BorderlineError):

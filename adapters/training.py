@@ -30,6 +30,7 @@ __all__ = [
     "set_adapter_tensors",
     "stable_name",
     "train",
+    "training_device",
 ]
 
 
@@ -50,6 +51,7 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 0
     balance_classes: bool = True
+    device: str = "auto"  # "auto": CUDA when present, else CPU; or "cpu", "cuda", "cuda:1"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,6 +66,7 @@ class TrainReport:
     final_loss: float
     seconds: float
     trainable_params: int
+    device: str = "cpu"
 
 
 def build_lora_model(base: BaseModelRef, num_labels: int, config: TrainConfig) -> PeftModel:
@@ -112,6 +115,23 @@ def set_adapter_tensors(model: PeftModel, tensors: dict[str, np.ndarray]) -> Non
             param.copy_(torch.from_numpy(np.ascontiguousarray(tensors[stable])))
 
 
+def training_device(requested: str = "auto") -> torch.device:
+    """Where training runs: ``auto`` picks the first CUDA device when torch sees one.
+
+    >>> training_device("cpu").type
+    'cpu'
+    """
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise TrainingError(f"unknown training device {requested!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"training device {requested!r} asked for, but torch sees no CUDA")
+    return device
+
+
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
     order = rng.permutation(n) if rng is not None else np.arange(n)
     return [order[i : i + size] for i in range(0, n, size)]
@@ -147,6 +167,10 @@ def train(
         w = np.zeros(num_labels)
         w[present] = len(y) / (present.sum() * counts[present])
         weight = torch.tensor(w, dtype=torch.float32)
+    device = training_device(config.device)
+    model.to(device)
+    if weight is not None:
+        weight = weight.to(device)
     # summed and divided by the batch size, not averaged over the batch's weights: with the
     # weighted mean, a batch without a violating item cancels its own weights, so on a 1% pool
     # the class balancing would mostly be undone (measured: kappa 0.000 vs 0.202 on a full pool)
@@ -168,10 +192,10 @@ def train(
             for idx in _batches(len(y), config.batch_size, rng):
                 enc = encode_texts(tokenizer, [texts[i] for i in idx])
                 logits = model(
-                    input_ids=torch.from_numpy(enc["input_ids"]),
-                    attention_mask=torch.from_numpy(enc["attention_mask"]),
+                    input_ids=torch.from_numpy(enc["input_ids"]).to(device),
+                    attention_mask=torch.from_numpy(enc["attention_mask"]).to(device),
                 )
-                loss = loss_fn(logits, torch.from_numpy(y[idx])) / len(idx)
+                loss = loss_fn(logits, torch.from_numpy(y[idx]).to(device)) / len(idx)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -181,12 +205,14 @@ def train(
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 bar.update(1)
     model.eval()
+    model.to("cpu")  # export, tensors and the scorer's parity checks all work on the CPU copy
     return TrainReport(
         steps=steps,
         examples=len(y),
         final_loss=loss_value,
         seconds=time.perf_counter() - started,
         trainable_params=sum(p.numel() for p in trainable),
+        device=str(device),
     )
 
 

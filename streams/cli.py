@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {value}")
+    return value
+
+
 def _existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -164,6 +171,14 @@ def _parser() -> argparse.ArgumentParser:
     eff.add_argument("--cache-dir", type=Path, default=Path(".borderline/cache"))
     eff.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed, for tests")
 
+    adapt = bench_sub.add_parser("adapt", help="policy v2: labels and seconds to promotion")
+    adapt.add_argument("--json", type=Path, default=Path("out/bench-adapt.json"))
+    adapt.add_argument("--out", type=Path, default=Path("out/bench-adapt"), help="demo report")
+    adapt.add_argument("--items", type=_positive_int, default=1000)
+    adapt.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--min-eval-items", type=_positive_int, default=50)
+
     trainer = sub.add_parser("trainer", help="train, gate and promote adapters as labels arrive")
     trainer.add_argument("--interval", type=_positive_float, default=15.0, help="seconds")
     trainer.add_argument("--min-new-labels", type=_positive_int, default=100)
@@ -181,13 +196,29 @@ def _parser() -> argparse.ArgumentParser:
     p_show.add_argument("--version", default=None)
     policy_sub.add_parser("history", help="one line per publication")
 
-    demo = sub.add_parser("demo", help="the main job on the embedded services")
-    demo.add_argument("--items", type=_positive_int, default=1000)
-    demo.add_argument("--rate", type=_positive_float, default=50.0)
-    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo = sub.add_parser("demo", help="the whole loop on the real corpus, with one command")
+    demo.add_argument("--items", type=_positive_int, default=1000, help="items in the stream")
+    demo.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")
+    demo.add_argument("--workers", type=_positive_int, default=2, help="classify workers")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", type=Path, default=Path("out/demo"))
-    demo.add_argument("--no-live", action="store_true", help="plain log lines")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="report folder")
+    demo.add_argument("--no-live", action="store_true", help="plain log lines, for CI and pipes")
+    demo.add_argument(
+        "--no-policy-change", action="store_true", help="do not publish policy v2 partway"
+    )
+    demo.add_argument(
+        "--change-at", type=_share, default=0.25, help="share of the stream before v2 (0-1)"
+    )
+    demo.add_argument(
+        "--panel", default=None, help="SIMULATED reviewers id:error_rate[:delay_s],..."
+    )
+    demo.add_argument("--min-kappa", type=float, default=0.7, help="the gate's floor")
+    demo.add_argument(
+        "--min-eval-items", type=_positive_int, default=50, help="the gate's evidence minimum"
+    )
+    demo.add_argument(
+        "--settle", type=_positive_float, default=300.0, help="seconds to wait after the stream"
+    )
     return parser
 
 
@@ -445,6 +476,19 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             pool_size=args.pool_size,
         )
         return 0
+    if args.action == "adapt":
+        from streams.adapt_bench import bench_adapt
+
+        bench_adapt(
+            settings,
+            json_path=args.json,
+            out=args.out,
+            items=args.items,
+            rate=args.rate,
+            seed=args.seed,
+            min_eval_items=args.min_eval_items,
+        )
+        return 0
     if args.action == "swap":
         from streams.swap_bench import bench_swap
 
@@ -494,17 +538,23 @@ def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.demo import run_demo
+    from streams.demo import DemoOptions, run_demo
 
-    return run_demo(
-        settings,
+    options = DemoOptions(
         items=args.items,
         rate=args.rate,
         workers=args.workers,
         seed=args.seed,
         out=args.out,
         live=not args.no_live,
+        policy_change=not args.no_policy_change,
+        change_at=args.change_at,
+        min_kappa=args.min_kappa,
+        min_eval_items=args.min_eval_items,
+        settle_s=args.settle,
+        **({"panel": args.panel} if args.panel else {}),
     )
+    return run_demo(settings, options)
 
 
 _COMMANDS = {

@@ -22,6 +22,7 @@ from streams.settings import Settings
 __all__ = ["LaunchError", "WorkerProcess", "free_port", "settings_env", "start_worker"]
 
 READY_MARK = "[^Worker]: Ready"
+TRAINER_READY = "borderline trainer: ready"  # the line `borderline trainer` prints when ready
 
 
 class LaunchError(BorderlineError):
@@ -58,12 +59,13 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log: Path
     metrics_port: int
+    ready_mark: str = READY_MARK
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
-            if READY_MARK in text:
+            if self.ready_mark in text:
                 return
             if self.process.poll() is not None:
                 raise LaunchError(
@@ -105,9 +107,11 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     wait: bool = True,
     role: str = "worker",
+    args: tuple[str, ...] = (),
 ) -> WorkerProcess:
-    """Start ``borderline ROLE --id worker_id`` (a classify ``worker`` or the ``collector``)
-    with ``settings``; wait until it is ready."""
+    """Start ``borderline ROLE --id worker_id [ARGS]`` (a classify ``worker``, the label
+    ``collector``, or the ``trainer``, which takes no id) with ``settings``; wait until it is
+    ready."""
     port = free_port() if metrics_port is None else metrics_port
     env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
     env.update(settings_env(settings))
@@ -116,13 +120,21 @@ def start_worker(
     env.update(extra_env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", role, "--id", worker_id],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            role,
+            *(() if role == "trainer" else ("--id", worker_id)),
+            *args,
+        ],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    worker = WorkerProcess(worker_id, process, log, port)
+    mark = TRAINER_READY if role == "trainer" else READY_MARK
+    worker = WorkerProcess(worker_id, process, log, port, mark)
     if wait:
         worker.wait_ready()
     return worker

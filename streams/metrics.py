@@ -18,7 +18,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "serve_metrics"]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SCORING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -129,6 +129,41 @@ class Metrics:
             ["signal"],
             registry=r,
         )
+        self.candidates = Counter(
+            "borderline_candidates_total",
+            "Candidate adapters the trainer judged, by verdict (promoted, refused)",
+            ["verdict"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "borderline_adapter_rollbacks_total",
+            "Promoted adapters rolled back automatically after failing on fresh expert labels",
+            registry=r,
+        )
+        self.gate_kappa = Gauge(
+            "borderline_gate_kappa",
+            "The gate's last verdict: Cohen's kappa of the candidate and the incumbent, the "
+            "kappa required, and the experts' own pairwise kappa (the ceiling)",
+            ["role"],
+            registry=r,
+        )
+        self.live_kappa = Gauge(
+            "borderline_live_kappa",
+            "The promoted adapter's Cohen's kappa on expert labels given since its promotion",
+            registry=r,
+        )
+        self.training_seconds = Histogram(
+            "borderline_training_seconds",
+            "Seconds to train one candidate adapter",
+            buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.training_labels = Gauge(
+            "borderline_training_labels",
+            "Consensus labels of the current policy, by split (train, eval)",
+            ["split"],
+            registry=r,
+        )
         self.model_info = Info(
             "borderline_model", "Model, adapter and policy version being served", registry=r
         )
@@ -137,3 +172,14 @@ class Metrics:
         """Serve /metrics on a background thread; return the bound port (port 0 picks one)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port)
+
+
+def serve_metrics(port: int, host: str, what: str) -> Metrics:
+    """A process's `Metrics`, served on ``host:port`` unless the port is 0 (off)."""
+    import logging
+
+    metrics = Metrics()
+    if port:
+        bound = metrics.serve(port, host)
+        logging.getLogger(__name__).info("%s metrics on http://%s:%d/metrics", what, host, bound)
+    return metrics

@@ -27,13 +27,14 @@ from adapters.policy import (
     PolicyError,
     PolicyRecord,
     PolicyStore,
+    Publication,
     load_policy,
     to_message,
 )
 from streams.messages import PolicyUpdate, encode
 from streams.settings import Settings
 
-__all__ = ["announce", "policy_command"]
+__all__ = ["announce", "policy_command", "publish_policy"]
 
 SEND_TIMEOUT_S = 30.0
 
@@ -76,6 +77,20 @@ async def announce(bootstrap_servers: str, topic: str, message: PolicyUpdate) ->
     return sent.partition, sent.offset
 
 
+async def publish_policy(
+    settings: Settings, store: PolicyStore, policy: Policy, actor: str
+) -> tuple[Publication, int, int]:
+    """Record ``policy`` in Redis, then announce it on the policy topic (Redis first, so that
+    publishing the same document again is safe). Returns the publication, partition, offset."""
+    assert settings.kafka.bootstrap_servers is not None
+    publication = await store.publish(policy, actor=actor, now=time.time())
+    message = PolicyUpdate.model_validate(to_message(policy, now=publication.record.at))
+    partition, offset = await announce(
+        settings.kafka.bootstrap_servers, settings.kafka.topics.policy_updates, message
+    )
+    return publication, partition, offset
+
+
 def _summary(policy: Policy) -> str:
     band = policy.review_band
     audit = f", audit {policy.audit_rate:g}" if policy.audit_rate is not None else ""
@@ -102,12 +117,11 @@ async def policy_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "publish":
             policy = load_policy(args.file)  # before any connection: a bad file touches nothing
-            assert settings.kafka.bootstrap_servers is not None
-            publication = await store.publish(policy, actor=_actor(args), now=time.time())
+            publication, partition, offset = await publish_policy(
+                settings, store, policy, _actor(args)
+            )
             record = publication.record
-            message = PolicyUpdate.model_validate(to_message(policy, now=record.at))
             topic = settings.kafka.topics.policy_updates
-            partition, offset = await announce(settings.kafka.bootstrap_servers, topic, message)
             if publication.changed:
                 was = f" (was {record.previous})" if record.previous else ""
                 head = f"{record.action} policy {policy.version}{was} by {record.actor}"

@@ -44,8 +44,10 @@ async def replay_raw(
     records: Iterable[tuple[bytes | None, bytes]],
     *,
     rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> ReplayReport:
-    """Produce (key, value) records, at ``rate`` per second when given; wait for delivery."""
+    """Produce (key, value) records, at ``rate`` per second when given; wait for delivery.
+    ``on_sent(count)`` follows progress (records handed to the producer so far)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
     await producer.start()
     started = time.perf_counter()
@@ -60,6 +62,8 @@ async def replay_raw(
                     await asyncio.sleep(delay)
             pending.append(await producer.send(topic, value=value, key=key))
             count += 1
+            if on_sent is not None:
+                on_sent(count)
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -76,6 +80,7 @@ async def replay_items(
     *,
     rate: float | None = None,
     clock: Callable[[], float] = time.time,
+    on_sent: Callable[[int], None] | None = None,
 ) -> ReplayReport:
     """Produce labelled items as `IncomingItem`s (the label stays behind: the stream is blind)."""
 
@@ -84,7 +89,7 @@ async def replay_items(
             message = IncomingItem(item_id=item.item_id, text=item.text, produced_at=clock())
             yield item.item_id.encode(), encode(message)
 
-    return await replay_raw(bootstrap_servers, topic, records(), rate=rate)
+    return await replay_raw(bootstrap_servers, topic, records(), rate=rate, on_sent=on_sent)
 
 
 async def open_reader(bootstrap_servers: str, topics: Sequence[str]) -> AIOKafkaConsumer:

@@ -29,7 +29,9 @@ from adapters.policy import PolicyStore
 from adapters.registry import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
+from streams.launcher import TRAINER_READY
 from streams.messages import AdapterEvent, encode
+from streams.metrics import Metrics, serve_metrics
 from streams.replay import read_recent
 from streams.settings import Settings
 
@@ -37,6 +39,7 @@ __all__ = ["TrainerState", "run_trainer", "trainer_step"]
 
 log = logging.getLogger(__name__)
 ACTOR = "borderline trainer"
+MIN_TRAIN_LABELS = 20
 
 
 @dataclass
@@ -67,6 +70,7 @@ async def trainer_step(
     gate: GateConfig,
     out_dir: Path,
     force: bool = False,
+    metrics: Metrics | None = None,
 ) -> dict[str, Any] | None:
     """One look at the world; trains and judges a candidate when triggered. Returns the report."""
     from adapters.candidate import judge, train_candidate  # torch: only when training
@@ -80,6 +84,9 @@ async def trainer_step(
     train = await labels.dataset(version, "train", eval_share=settings.review.eval_share)
     evaluation = await labels.dataset(version, "eval", eval_share=settings.review.eval_share)
     drift = await redis.smembers(f"{prefix}:drift:flags")
+    if metrics is not None:
+        metrics.training_labels.labels(split="train").set(len(train))
+        metrics.training_labels.labels(split="eval").set(len(evaluation))
     new_labels = len(train) - state.trained_on.get(version, 0)
     triggers = []
     if active is None and policy is not None:
@@ -99,6 +106,8 @@ async def trainer_step(
         if fresh:
             decided = await judge_live(scorer, active.adapter_id, fresh, registry, settings)
             live_kappa = kappa([e.label for e in fresh], decided)
+            if metrics is not None and live_kappa is not None:
+                metrics.live_kappa.set(live_kappa)
             if live_kappa is not None and should_roll_back(
                 live_kappa,
                 min_kappa=gate.min_kappa,
@@ -107,6 +116,8 @@ async def trainer_step(
             ):
                 reason = f"live kappa {live_kappa:.3f} < {gate.min_kappa} on {len(fresh)} labels"
                 record = await registry.rollback(version, actor=ACTOR, reason=reason)
+                if metrics is not None:
+                    metrics.rollbacks.inc()
                 await _announce(
                     settings,
                     AdapterEvent(
@@ -119,8 +130,18 @@ async def trainer_step(
                     ),
                 )
                 return {"event": "rolled_back", "to": record.adapter_id, "live_kappa": live_kappa}
-    if not triggers or len(train) < 20:
+    if not triggers or len(train) < MIN_TRAIN_LABELS:
         return None
+    if len(evaluation) < gate.min_eval_items:
+        # a candidate that cannot be judged is not worth the training time: wait for labels
+        log.info(
+            "triggered (%s) but %d evaluation labels < %d: waiting for expert labels",
+            ",".join(triggers),
+            len(evaluation),
+            gate.min_eval_items,
+        )
+        return None
+    votes = await labels.all_votes(version)
 
     manifest = ModelManifest.read(settings.model.dir, verify=False)
     start = None
@@ -156,7 +177,6 @@ async def trainer_step(
     verdict = await asyncio.to_thread(
         judge, scorer, candidate, incumbent_id, evaluation, recent_texts
     )
-    votes = await labels.all_votes(version)
     excluded = await labels.excluded()
     trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}
     ceiling = agreement_report(trusted, min_shared=settings.review.min_shared).mean_pairwise_kappa
@@ -172,11 +192,23 @@ async def trainer_step(
         "adapter_id": candidate.adapter_id,
         "policy_version": version,
         "triggers": triggers,
+        "expert_labels": sum(len(v) for v in votes.values()),  # every reviewer's, so far
         "train_labels": len(train),
         "eval_labels": len(evaluation),
         "train_seconds": round(time.time() - started, 1),
         **report.as_dict(),
     }
+    if metrics is not None:
+        metrics.training_seconds.observe(doc["train_seconds"])
+        metrics.candidates.labels(verdict="promoted" if report.passed else "refused").inc()
+        for role, value in (
+            ("candidate", report.candidate_kappa),
+            ("incumbent", report.incumbent_kappa),
+            ("required", report.required_kappa),
+            ("ceiling", report.expert_ceiling),
+        ):
+            if value is not None:
+                metrics.gate_kappa.labels(role=role).set(value)
     await redis.set(f"{prefix}:gate:{candidate.adapter_id}", json.dumps(doc))
     await redis.rpush(f"{prefix}:gate:reports", json.dumps(doc))
     if report.passed:
@@ -236,8 +268,10 @@ def run_trainer(
         assert settings.redis.url is not None
         redis = Redis.from_url(settings.redis.url.get_secret_value())
         scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)
+        metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer")
         state = TrainerState()
         out_dir = settings.worker.adapter_cache_dir / "candidates"
+        print(TRAINER_READY, flush=True)
         try:
             while True:
                 report = await trainer_step(
@@ -249,9 +283,12 @@ def run_trainer(
                     gate=gate,
                     out_dir=out_dir,
                     force=once,
+                    metrics=metrics,
                 )
                 if report is not None:
                     print(json.dumps(report), flush=True)
+                elif once:
+                    print("no candidate: nothing triggered, or too few expert labels", flush=True)
                 if once:
                     return
                 await asyncio.sleep(interval_s)

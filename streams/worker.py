@@ -27,7 +27,7 @@ from streams.collect import Collector
 from streams.curate import Curator, RedisReviewBudget
 from streams.drift_watch import DriftWatch
 from streams.ledger import RedisReviewLedger
-from streams.metrics import Metrics
+from streams.metrics import Metrics, serve_metrics
 from streams.policy_follow import PolicyFollower
 from streams.retry import retry
 from streams.settings import Settings
@@ -68,11 +68,7 @@ async def _prepare(settings: Settings, redis: Redis) -> None:
 
 
 def _serve_metrics(settings: Settings) -> Metrics:
-    metrics = Metrics()
-    if settings.metrics.port:
-        port = metrics.serve(settings.metrics.port, settings.metrics.host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
-    return metrics
+    return serve_metrics(settings.metrics.port, settings.metrics.host, "worker")
 
 
 def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:

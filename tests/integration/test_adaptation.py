@@ -23,34 +23,19 @@ from adapters.gate import GateConfig
 from adapters.labels import LabelStore
 from adapters.policy import PolicyStore, load_policy
 from adapters.registry import AdapterRegistry
-from adapters.simulation import parse_panel
+from adapters.simulation import parse_panel, policy_truth
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.launcher import start_worker
-from streams.panel import PanelStats, run_simulated_panel
+from streams.panel import PanelStats
 from streams.replay import read_topic, replay_items
 from streams.trainer import TrainerState, trainer_step
 
-from .conftest import Stack
+from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PANEL = "alice:0.02:0.1,bob:0.03:0.1,carol:0.03:0.1"
-REVIEW = {
-    "labels_per_hour": 1e6,
-    "max_open": 5000,
-    "mine_every": 100,
-    "audit_rate": 0.1,
-    "min_shared": 8,
-}
-
-
-def v2_truth(item_id: str, policy: str, corpus_label: str) -> str:
-    """Under v2, unsolicited promotional mail (hard-ham) violates the policy."""
-    if policy == "v2" and item_id.startswith("hard-ham"):
-        return "violating"
-    return corpus_label
 
 
 async def _with(stack: Stack, fn: Any) -> Any:
@@ -68,7 +53,7 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     boot = AdapterArtifact.load(
         stack.model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
     )
-    panel = parse_panel(PANEL)
+    panel = parse_panel(LOOP_PANEL)
 
     async def setup(redis: Redis, prefix: str) -> None:
         await LabelStore(redis, prefix).register_reviewers(r.reviewer_id for r in panel)
@@ -86,9 +71,9 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     rng = np.random.default_rng(3)
     stream = [stream[k] for k in rng.permutation(len(stream))]
 
-    worker = stack.start_worker("w", review=REVIEW)
+    worker = stack.start_worker("w", review=LOOP_REVIEW)
     collector = start_worker(
-        stack.settings(review=REVIEW),
+        stack.settings(review=LOOP_REVIEW),
         f"c-{stack.tag}",
         stack.tmp / "collector.log",
         role="collector",
@@ -104,16 +89,8 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
             stop = asyncio.Event()
             stats = PanelStats()
             experts = asyncio.create_task(
-                run_simulated_panel(
-                    stack.bootstrap_servers,
-                    stack.topics,
-                    panel,
-                    truth,
-                    per_item=3,
-                    seed=7,
-                    stop=stop,
-                    stats=stats,
-                    truth_for=v2_truth,
+                stack.simulated_panel(
+                    panel, truth, per_item=3, seed=7, stop=stop, stats=stats, truth_for=policy_truth
                 )
             )
             await _with(stack, publish_v2)
@@ -150,7 +127,7 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
         assert all(r["policy_version"] == "v2" for r in requests)
 
         async def step(redis: Redis, prefix: str) -> dict[str, Any] | None:
-            settings = stack.settings(review=REVIEW)
+            settings = stack.settings(review=LOOP_REVIEW)
             scorer = Scorer.from_dir(stack.model_dir, threads=2)
             return await trainer_step(
                 settings,

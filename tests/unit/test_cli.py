@@ -40,6 +40,8 @@ def _one_line(text: str) -> str:
         (["produce", "--data", "/nonexistent"], "no such file: /nonexistent"),
         (["bench", "stream", "--items", "abc"], "'abc'"),
         (["demo", "--rate", "fast"], "'fast'"),
+        (["demo", "--change-at", "1.5"], "between 0 and 1"),
+        (["bench", "adapt", "--items", "0"], "above 0"),
         (["nope"], "invalid choice: 'nope'"),
         (["services", "sideways"], "invalid choice: 'sideways'"),
         ([], "command"),

@@ -1,0 +1,141 @@
+"""The README's main command, `borderline demo`, run as a user runs it (its own embedded broker and
+redis-server, the real corpus, worker, collector and trainer processes, the simulated panel), with
+the stream reduced: the loop must close (every item decided, labels collected, an adapter for
+policy v2 promoted), the report and plots must be written, and nothing may be left running. A
+second run, interrupted with Ctrl-C, must stop cleanly too, and still write its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streams.demo_report import PLOTS
+from streams.launcher import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(model_dir: Path, tmp: Path, marker: str, metrics_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "BORDERLINE_MODEL__DIR": str(model_dir),
+            "BORDERLINE_DATA_DIR": str(REPO / ".borderline" / "data"),
+            "BORDERLINE_WORKER__ADAPTER_CACHE_DIR": str(tmp / "adapters"),
+            "BORDERLINE_METRICS__PORT": str(metrics_port),
+            "BL_DEMO_TEST_RUN": marker,  # every process the demo starts inherits it
+        }
+    )
+    return env
+
+
+def _left_behind(marker: str) -> list[str]:
+    """Processes still carrying this run's marker in their environment."""
+    found = []
+    needle = f"BL_DEMO_TEST_RUN={marker}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()!r}")
+        except OSError:
+            continue
+    return found
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _demo(out: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "streams.cli", "demo", "--no-live", "--out", str(out), *options]
+
+
+def test_demo_closes_the_loop_and_leaves_nothing_behind(model_dir: Path, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    base = free_port()
+    out = tmp_path / "demo"
+    options = ("--items", "500", "--rate", "12", "--min-eval-items", "30", "--settle", "300")
+    started = time.monotonic()
+    done = subprocess.run(
+        _demo(out, *options),
+        env=_env(model_dir, tmp_path, marker, base),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    elapsed = time.monotonic() - started
+    tail = (done.stdout + done.stderr)[-6000:]
+    assert done.returncode == 0, tail
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"demo ran {elapsed:.0f}s: " + json.dumps(summary))
+    assert summary["items_in"] == 500
+    assert summary["items_decided"] == summary["items_in"]
+    assert summary["labels_collected"] > 0
+    assert summary["promotions_after_policy_change"] >= 1
+    assert summary["final_policy"] == "v2"
+    assert summary["final_adapter"] != summary["first_adapter"]
+    assert summary["labels_to_promotion"] is not None
+    assert summary["final_kappa"] is not None and summary["kappa_before"] is not None
+    assert summary["final_kappa"] > summary["kappa_before"]  # the v2 adapter is better on v2
+    assert summary["dead_letters"] == 0
+    report = (out / "report.md").read_text()
+    assert "policy v2 published" in report and "promoted" in report
+    for name in PLOTS:
+        assert (out / name).stat().st_size > 10_000, name
+        assert f"]({name})" in report
+    assert _left_behind(marker) == []
+    assert not any(_listening(base + k) for k in range(4))
+
+
+def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    base = free_port()
+    out = tmp_path / "interrupted"
+    log = (tmp_path / "demo.log").open("w+")
+    proc = subprocess.Popen(
+        _demo(out, "--items", "2000", "--rate", "10"),
+        env=_env(model_dir, tmp_path, marker, base),
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a terminal of its own: Ctrl-C reaches its process group
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while "replaying" not in Path(log.name).read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(8)  # mid-stream
+        assert _listening(base), "worker-1 serves /metrics while the demo runs"
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = Path(log.name).read_text()
+    assert code == 130, text[-3000:]
+    assert "interrupted" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert 0 < summary["items_decided"] <= summary["items_in"] < 2000
+    assert (out / "report.md").is_file()
+    assert _left_behind(marker) == []
+    assert not any(_listening(base + k) for k in range(4))
