@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,14 @@ from models.errors import BorderlineError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 
-__all__ = ["CandidateError", "Judgement", "decisions", "judge", "train_candidate"]
+__all__ = [
+    "CandidateError",
+    "Judgement",
+    "candidate_epochs",
+    "decisions",
+    "judge",
+    "train_candidate",
+]
 
 
 class CandidateError(BorderlineError):
@@ -36,6 +43,24 @@ def _items(examples: Sequence[LabeledExample], labels: Sequence[str]) -> list[La
     return [LabeledItem(e.item_id, e.text, index[e.label]) for e in examples]
 
 
+SMALL_SET = 400
+"""Below this many labels an update trains in batches of 8, not the manifest's: a few hundred
+labels in batches of 16 are too few optimiser steps to move the head."""
+
+
+def candidate_epochs(examples: int, *, target: int = 600, least: int = 3, most: int = 10) -> int:
+    """Epochs of an incremental update on ``examples`` labels: about ``target`` examples seen,
+    so that the first few dozen labels after a policy change get several passes; at least
+    ``least``, at most ``most``.
+
+    >>> [candidate_epochs(n) for n in (50, 70, 120, 200, 400, 2000)]
+    [10, 9, 5, 3, 3, 3]
+    """
+    if examples < 1:
+        raise CandidateError(f"cannot train on {examples} examples")
+    return max(least, min(most, round(target / examples)))
+
+
 def train_candidate(
     model_dir: Path,
     examples: Sequence[LabeledExample],
@@ -44,11 +69,12 @@ def train_candidate(
     start_from: AdapterArtifact | None,
     policy_version: str,
     seed: int = 0,
-    epochs: int = 3,
+    epochs: int | None = None,
     progress: bool = True,
     created_by: str = "borderline trainer",
 ) -> AdapterArtifact:
-    """Train an adapter on ``examples`` (consensus labels, training split) and write it."""
+    """Train an adapter on ``examples`` (consensus labels, training split) and write it;
+    ``epochs`` defaults to `candidate_epochs`."""
     from adapters.training import (
         TrainConfig,
         adapter_tensors,
@@ -63,7 +89,10 @@ def train_candidate(
     items = _items(examples, manifest.labels)
     if len({i.label for i in items}) < 2:
         raise CandidateError(f"{len(items)} training labels, all one class: not enough to train")
+    epochs = epochs or candidate_epochs(len(items))
     config = TrainConfig(**{**manifest.training.get("config", {}), "seed": seed, "epochs": epochs})
+    if len(items) < SMALL_SET:
+        config = replace(config, batch_size=min(config.batch_size, 8))
     model = build_lora_model(base_model(), len(manifest.labels), config)
     if start_from is not None:
         layout = manifest.adapter_layout

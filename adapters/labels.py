@@ -140,7 +140,8 @@ class LabelStore:
             pipe.hsetnx(key, reviewer_id, value)
             pipe.zadd(f"{self.prefix}:labels:{policy}:items", {item_id: at}, nx=True)
             pipe.zrem(f"{self.prefix}:review:open:{policy}", item_id)
-            stored, _, _ = await pipe.execute()
+            pipe.sadd(f"{self.prefix}:labels:policies", policy)
+            stored, _, _, _ = await pipe.execute()
         return "stored" if stored else "duplicate"
 
     async def votes(self, policy: str, item_id: str) -> dict[str, str]:
@@ -168,6 +169,20 @@ class LabelStore:
             item_id: {_s(r): json.loads(v)["label"] for r, v in raw.items()}
             for item_id, raw in zip(items, raws, strict=True)
         }
+
+    async def policies(self) -> set[str]:
+        """Every policy version that has labels."""
+        return {_s(p) for p in await self.redis.smembers(f"{self.prefix}:labels:policies")}
+
+    async def votes_every_policy(self) -> dict[str, dict[str, str]]:
+        """Every label of every policy, keyed ``policy/item``: what reviewer agreement is
+        measured on (a reviewer's reliability is theirs whatever the policy; items are only
+        compared under the same policy)."""
+        out = {}
+        for policy in sorted(await self.policies()):
+            for item_id, votes in (await self.all_votes(policy)).items():
+                out[f"{policy}/{item_id}"] = votes
+        return out
 
     async def dataset(
         self, policy: str, split: Literal["train", "eval"], *, eval_share: float = 0.4

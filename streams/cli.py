@@ -593,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else (logging.INFO if chatty else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in {"demo", "bench"} and not args.verbose:
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)  # group joins: not news here
     try:
         settings = _load_settings()
         return _COMMANDS[args.command](args, settings)

@@ -118,8 +118,7 @@ class Collector:
         self._since_recompute += len(result.stored)
         if self._since_recompute >= self.recompute_every:
             self._since_recompute = 0
-            for policy in {p for p, _ in touched}:
-                await self.recompute(policy)
+            await self.recompute()
         return result
 
     async def _second_opinions(
@@ -173,9 +172,11 @@ class Collector:
             out.append(model != verdict.label)
         return out
 
-    async def recompute(self, policy: str) -> set[str]:
-        """Reviewer agreement over every label of ``policy``; store who is excluded."""
-        votes = await self.store.all_votes(policy)
+    async def recompute(self) -> set[str]:
+        """Reviewer agreement over every label of every policy (items compared under the same
+        policy only); store who is excluded. One set for all policies: measured per policy,
+        the last policy measured would overwrite the others' verdict."""
+        votes = await self.store.votes_every_policy()
         cleared = await self.store.cleared()
         # peel off the worst reviewer below the threshold and recompute, until none is: a
         # random reviewer drags the consensus others are measured against (see agreement.py)

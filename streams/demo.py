@@ -640,10 +640,11 @@ async def _follow(
             active = await registry.active(policy)
             if active is not None:
                 state.adapter = active.adapter_id
-            for version in {v for _, v in state.policy_events}:
-                votes = await store.all_votes(version)
-                state.labels[version] = sum(len(v) for v in votes.values())
-            votes = await store.all_votes(policy)
+            votes = await store.votes_every_policy()  # keyed policy/item, as the collector
+            counts: Counter[str] = Counter()
+            for key, item_votes in votes.items():
+                counts[key.split("/", 1)[0]] += len(item_votes)
+            state.labels = dict(counts)
             state.excluded = await store.excluded()
             state.open_requests = await store.open_count(policy)
             report = agreement_report(votes, min_shared=settings.review.min_shared)
@@ -790,7 +791,7 @@ async def _drive(
                 view.update(state.table(truth))
             elif time.time() - last_line >= 5:
                 last_line = time.time()
-                console.print(state.log_line())
+                print(state.log_line(), flush=True)
         if not closed():
             console.print("the loop did not close before the deadline; reporting what happened")
         await asyncio.sleep(2 * SAMPLE_EVERY_S)  # one more look at Redis and the metrics
@@ -799,7 +800,7 @@ async def _drive(
             view.update(state.table(truth))
             view.stop()
         else:
-            console.print(state.log_line())
+            print(state.log_line(), flush=True)
         stop.set()
         producer.cancel()
         await asyncio.gather(*tasks, producer, return_exceptions=True)

@@ -230,8 +230,10 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
 
     @app.timer(10.0)
     async def recompute_agreement() -> None:
-        await collector.recompute(settings.policy.version)
-        metrics.review_open.set(await collector.store.open_count(settings.policy.version))
+        await collector.recompute()
+        active = await PolicyStore(redis, settings.redis.key_prefix).active_version()
+        policy = active or settings.policy.version
+        metrics.review_open.set(await collector.store.open_count(policy))
 
     log.info("collector %s on %s", worker_id, settings.kafka.topics.review_labels)
     faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()
