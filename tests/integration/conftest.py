@@ -6,20 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.simulation import SimulatedReviewer
 from streams.launcher import WorkerProcess, free_port, start_worker
+from streams.panel import PanelStats, run_simulated_panel
 from streams.settings import Settings
 from streams.topics import TopicNames, ensure_topics
 
-__all__ = ["Stack", "free_port"]
+__all__ = ["LOOP_PANEL", "LOOP_REVIEW", "Stack", "free_port"]
 
 pytestmark = pytest.mark.integration
+
+# The labelling loop of the adaptation tests: review without a budget to speak of (every item
+# worth a label is requested at once) and three careful simulated reviewers answering in 0.1 s.
+LOOP_PANEL = "alice:0.02:0.1,bob:0.03:0.1,carol:0.03:0.1"
+LOOP_REVIEW: dict[str, Any] = {
+    "labels_per_hour": 1e6,
+    "max_open": 5000,
+    "mine_every": 100,
+    "audit_rate": 0.1,
+    "min_shared": 8,
+}
 
 
 @dataclass
@@ -36,7 +49,11 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def settings(
-        self, app_id: str | None = None, review: dict[str, Any] | None = None, **worker: Any
+        self,
+        app_id: str | None = None,
+        review: dict[str, Any] | None = None,
+        drift: dict[str, Any] | None = None,
+        **worker: Any,
     ) -> Settings:
         return Settings.model_validate(
             {
@@ -50,7 +67,32 @@ class Stack:
                 "model": {"dir": str(self.model_dir)},
                 "worker": {"scorer_threads": 1, **worker},
                 "review": review or {},
+                "drift": drift or {},
             }
+        )
+
+    def simulated_panel(
+        self,
+        panel: Sequence[SimulatedReviewer],
+        truth: Mapping[str, str],
+        *,
+        per_item: int,
+        seed: int,
+        stop: asyncio.Event,
+        stats: PanelStats,
+        **options: Any,
+    ) -> Coroutine[Any, Any, PanelStats]:
+        """The simulated expert panel on this test's topics: run it as a task, set `stop`."""
+        return run_simulated_panel(
+            self.bootstrap_servers,
+            self.topics,
+            panel,
+            truth,
+            per_item=per_item,
+            seed=seed,
+            stop=stop,
+            stats=stats,
+            **options,
         )
 
     def create_topics(self) -> None:
@@ -63,11 +105,12 @@ class Stack:
         wait: bool = True,
         app_id: str | None = None,
         review: dict[str, Any] | None = None,
+        drift: dict[str, Any] | None = None,
         **worker: Any,
     ) -> WorkerProcess:
         process = start_worker(
             self.settings(
-                app_id, review, adapter_cache_dir=str(self.tmp / f"{name}-cache"), **worker
+                app_id, review, drift, adapter_cache_dir=str(self.tmp / f"{name}-cache"), **worker
             ),
             f"{name}-{self.tag}",
             self.tmp / f"{name}.log",

@@ -20,7 +20,7 @@ from adapters.labels import LabelStore
 from adapters.simulation import parse_panel
 from streams.launcher import WorkerProcess, start_worker
 from streams.messages import ReviewLabel, encode
-from streams.panel import PanelStats, run_simulated_panel
+from streams.panel import PanelStats
 from streams.replay import read_topic, replay_items, replay_raw
 
 from .conftest import Stack
@@ -71,16 +71,7 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         stats = PanelStats()
         panel_task = asyncio.create_task(
             # every reviewer labels every item: enough shared items to judge each reviewer
-            run_simulated_panel(
-                stack.bootstrap_servers,
-                stack.topics,
-                panel,
-                truth,
-                per_item=4,
-                seed=5,
-                stop=stop,
-                stats=stats,
-            )
+            stack.simulated_panel(panel, truth, per_item=4, seed=5, stop=stop, stats=stats)
         )
         # in two halves: by the second, the first half's labels are in and the workers' index
         # of labelled neighbours (refreshed every 5 s) has them as evidence
