@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     adapt = bench_sub.add_parser("adapt", help="policy v2: labels and seconds to promotion")
     adapt.add_argument("--json", type=Path, default=Path("out/bench-adapt.json"))
     adapt.add_argument("--out", type=Path, default=Path("out/bench-adapt"), help="demo report")
-    adapt.add_argument("--items", type=_positive_int, default=1000)
+    adapt.add_argument("--items", type=_positive_int, default=1500)
     adapt.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--min-eval-items", type=_positive_int, default=50)
@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     policy_sub.add_parser("history", help="one line per publication")
 
     demo = sub.add_parser("demo", help="the whole loop on the real corpus, with one command")
-    demo.add_argument("--items", type=_positive_int, default=1000, help="items in the stream")
+    demo.add_argument("--items", type=_positive_int, default=1500, help="items in the stream")
     demo.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")
     demo.add_argument("--workers", type=_positive_int, default=2, help="classify workers")
     demo.add_argument("--seed", type=int, default=0)

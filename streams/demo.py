@@ -81,7 +81,7 @@ class DemoError(BorderlineError):
 
 @dataclass(frozen=True)
 class DemoOptions:
-    items: int = 1000
+    items: int = 1500
     rate: float = 8.0
     workers: int = 2
     seed: int = 0
