@@ -26,6 +26,7 @@ __all__ = [
     "TrainingError",
     "adapter_tensors",
     "build_lora_model",
+    "class_balance",
     "predict",
     "set_adapter_tensors",
     "stable_name",
@@ -137,6 +138,30 @@ def training_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def class_balance(y: np.ndarray, num_labels: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """How to balance the classes of ``y``: (loss weights per class, None), or, when a class holds
+    less than `RESAMPLE_BELOW` of the examples, (None, a sampling probability per example) that
+    gives every present class the same share of each epoch. Weights of 50x and more on the few
+    batches that hold a rare example make the steps spike; balanced batches give the same
+    expected gradient with far less variance.
+
+    >>> w, draw = class_balance(np.array([0, 0, 0, 1]), 2)
+    >>> w.round(2).tolist(), draw
+    ([0.67, 2.0], None)
+    >>> w, draw = class_balance(np.array([0] * 19 + [1]), 2)
+    >>> w, round(float(draw[-1]), 2), round(float(draw[:-1].sum()), 2)
+    (None, 0.5, 0.5)
+    """
+    counts = np.bincount(y, minlength=num_labels).astype(np.float64)
+    present = counts > 0
+    if counts[present].min() < RESAMPLE_BELOW * len(y):
+        per_example = 1.0 / counts[y]
+        return None, per_example / per_example.sum()
+    w = np.zeros(num_labels)
+    w[present] = len(y) / (present.sum() * counts[present])
+    return w, None
+
+
 def _batches(
     n: int, size: int, rng: np.random.Generator | None, order: np.ndarray | None = None
 ) -> list[np.ndarray]:
@@ -171,18 +196,9 @@ def train(
     weight = None
     draw: np.ndarray | None = None  # per-example sampling probabilities, when resampling
     if config.balance_classes:
-        counts = np.bincount(y, minlength=num_labels).astype(np.float64)
-        present = counts > 0
-        if counts[present].min() < RESAMPLE_BELOW * len(y):
-            # a rare class: weights of 50x and more on the few batches that hold one of its
-            # examples make the steps spike; drawing balanced batches instead gives the same
-            # expected gradient with far less variance
-            per_example = 1.0 / counts[y]
-            draw = per_example / per_example.sum()
-        else:
-            w = np.zeros(num_labels)
-            w[present] = len(y) / (present.sum() * counts[present])
-            weight = torch.tensor(w, dtype=torch.float32)
+        class_weights, draw = class_balance(y, num_labels)
+        if class_weights is not None:
+            weight = torch.tensor(class_weights, dtype=torch.float32)
     device = training_device(config.device)
     model.to(device)
     if weight is not None:
