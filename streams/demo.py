@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
@@ -144,6 +145,7 @@ class DemoState:
     adapter: str = "?"
     first_adapter: str = "?"
     consensus: dict[str, dict[str, str]] = field(default_factory=dict)  # policy -> item -> label
+    run_items: set[str] = field(default_factory=set)  # this run's item ids
     policy_events: list[tuple[float, str]] = field(default_factory=list)
     adapter_events: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[GateVerdict] = field(default_factory=list)
@@ -481,6 +483,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                 tag=tag,
             )
             truth = {i.item_id: ("violating" if i.label else "benign") for i in stream}
+            state.run_items = set(truth)
             asyncio.run(
                 ensure_topics(
                     settings.kafka.bootstrap_servers,
@@ -582,17 +585,20 @@ def _summary(
     }
 
 
-async def _watch(settings: Settings, state: DemoState, stop: asyncio.Event) -> None:
+def _kinds(settings: Settings) -> dict[str, str]:
     topics = settings.kafka.topics
-    kinds = {
+    return {
         topics.decisions: "decision",
         topics.review_requests: "review",
         topics.items_dlq: "dead",
         topics.review_labels_dlq: "dead",
         topics.adapter_events: "adapter",
     }
-    assert settings.kafka.bootstrap_servers
-    consumer = await open_reader(settings.kafka.bootstrap_servers, list(kinds))
+
+
+async def _watch(
+    consumer: AIOKafkaConsumer, kinds: dict[str, str], state: DemoState, stop: asyncio.Event
+) -> None:
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
@@ -643,7 +649,9 @@ async def _follow(
             votes = await store.votes_every_policy()  # keyed policy/item, as the collector
             counts: Counter[str] = Counter()
             for key, item_votes in votes.items():
-                counts[key.split("/", 1)[0]] += len(item_votes)
+                policy_of, item_id = key.split("/", 1)
+                if item_id in state.run_items:  # not an earlier run's, on shared services
+                    counts[policy_of] += len(item_votes)
             state.labels = dict(counts)
             state.excluded = await store.excluded()
             state.open_requests = await store.open_count(policy)
@@ -726,8 +734,12 @@ async def _drive(
     servers = settings.kafka.bootstrap_servers
     stop = asyncio.Event()
     stats = PanelStats()
+    kinds = _kinds(settings)
+    # positioned at the end before anything is produced: on shared services, nothing from an
+    # earlier run is counted and nothing from this one is missed
+    consumer = await open_reader(servers, list(kinds), from_end=True)
     tasks = [
-        asyncio.create_task(_watch(settings, state, stop)),
+        asyncio.create_task(_watch(consumer, kinds, state, stop)),
         asyncio.create_task(_follow(settings, state, procs, stop)),
         asyncio.create_task(
             run_simulated_panel(

@@ -92,9 +92,12 @@ async def replay_items(
     return await replay_raw(bootstrap_servers, topic, records(), rate=rate, on_sent=on_sent)
 
 
-async def open_reader(bootstrap_servers: str, topics: Sequence[str]) -> AIOKafkaConsumer:
-    """A started consumer that reads every partition of ``topics`` from the beginning. No
-    consumer group: nothing to join (a join costs seconds), nothing committed."""
+async def open_reader(
+    bootstrap_servers: str, topics: Sequence[str], *, from_end: bool = False
+) -> AIOKafkaConsumer:
+    """A started consumer that reads every partition of ``topics`` from the beginning, or only
+    what arrives after this call (``from_end``: the end offsets are fixed before it returns).
+    No consumer group: nothing to join (a join costs seconds), nothing committed."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
@@ -111,7 +114,11 @@ async def open_reader(bootstrap_servers: str, topics: Sequence[str]) -> AIOKafka
                 raise ValueError(f"topic {topic!r} does not exist")
             partitions += [TopicPartition(topic, p) for p in sorted(ids)]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        if from_end:
+            for tp, offset in (await consumer.end_offsets(partitions)).items():
+                consumer.seek(tp, offset)
+        else:
+            await consumer.seek_to_beginning(*partitions)
     except BaseException:
         await consumer.stop()
         raise
