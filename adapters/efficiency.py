@@ -533,13 +533,13 @@ def frozen_head(embeddings: np.ndarray, y: np.ndarray, head: Head = logistic_hea
     return train_and_decide
 
 
-def lora_epochs(examples: int, target_examples: int = 400, max_epochs: int = 8) -> int:
+def lora_epochs(examples: int, target_examples: int = 800, max_epochs: int = 8) -> int:
     """Epochs for a fine-tune on `examples` labels: about `target_examples` examples seen, at
     least one epoch and at most `max_epochs` (a fixed compute per checkpoint, so a small set gets
     several passes and the whole pool one).
 
     >>> [lora_epochs(n) for n in (50, 100, 200, 400, 4000)]
-    [8, 4, 2, 1, 1]
+    [8, 8, 4, 2, 1]
     """
     if examples < 1:
         raise EfficiencyError(f"cannot train on {examples} examples")

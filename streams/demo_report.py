@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PLOTS", "consensus_labels", "decided_label", "final_figures", "write_report"]
 
+MIN_EXPERT_PAIRS = 20
 PLOTS = ("kappa.png", "reviews.png", "throughput.png", "drift.png")
 _REASON_COLOURS = {
     "uncertain": "#4c72b0",
@@ -129,16 +130,22 @@ def kappa_series(state: DemoState, truth: dict[str, str]) -> list[dict[str, Any]
                 (policy_truth(item_id, d["policy_version"], truth[item_id]), got)
             )
     out = []
+    # a bin's expert-labelled decisions are few: carry them into the next bins until there are
+    # MIN_EXPERT_PAIRS, so that each point rests on enough items (truth covers every item)
+    carried: dict[str, list[tuple[str, str]]] = {"expert": [], "truth": []}
     for b, row in enumerate(rows):
         point: dict[str, Any] = {"t": (b + 0.5) * width}
-        for key in ("expert", "truth"):
-            pairs = row[key]
+        for key, least in (("expert", MIN_EXPERT_PAIRS), ("truth", 5)):
+            pairs = carried[key] + row[key]
             k = None
-            if len(pairs) >= 5:
+            if len(pairs) >= least:
                 a, c = zip(*pairs, strict=True)
                 k = kappa(list(a), list(c))
+                carried[key] = []
+            else:
+                carried[key] = pairs
             point[key] = k
-            point[f"{key}_n"] = len(pairs)
+            point[f"{key}_n"] = len(pairs) if k is not None else 0
         out.append(point)
     return out
 

@@ -365,7 +365,7 @@ def bench_label_efficiency(
             "path": "adapters.training: build_lora_model + train (the product's training path)",
             "train_config": {
                 "max_length": lora_max_length,
-                "epochs": "lora_epochs(n) = clamp(round(400 / n), 1, 8): about 400 examples "
+                "epochs": "lora_epochs(n) = clamp(round(800 / n), 1, 8): about 800 examples "
                 "seen per fine-tune; the full-data reference gets 1 epoch",
                 "batch_size": LORA_BATCH_SIZE,
                 "learning_rate": LORA_LEARNING_RATE,
