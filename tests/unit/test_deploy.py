@@ -291,8 +291,13 @@ def test_every_job_the_rules_and_the_dashboard_select_is_scraped() -> None:
     dashboard = _dashboard()
     variables = [json.dumps(v.get("query", "")) for v in dashboard["templating"]["list"]]
     texts = [rule["expr"] for rule in _rules()] + _dashboard_exprs() + variables
-    selected = {job for text in texts for job in JOB_SELECTOR.findall(text.replace('\\"', '"'))}
-    assert {"borderline-workers", "borderline-trainer"} <= selected
+    selected = {
+        job
+        for text in texts
+        for found in JOB_SELECTOR.findall(text.replace('\\"', '"'))
+        for job in found.split("|")  # job=~"a|b" selects both
+    }
+    assert {"borderline-workers", "borderline-trainer", "borderline-collector"} <= selected
     assert not selected - scraped, f"selected but never scraped: {sorted(selected - scraped)}"
 
 
