@@ -56,6 +56,13 @@ class DriftWatch:
             await self.redis.sadd(flags_key(self.prefix), *fired)
             self.monitor.reset()
 
+    def adapter_changed(self, previous: str, current: str) -> None:
+        """A new adapter serves: its scores and embeddings differ by design, so input and
+        prediction drift measure against a fresh reference from here on."""
+        self.monitor.input_drift.reset()
+        self.monitor.prediction_drift.reset()
+        log.info("drift reference restarted: adapter %s -> %s", previous, current)
+
     async def observe(self, batch: ScoreBatch) -> None:
         if len(batch) == 0:
             return

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -50,6 +51,9 @@ class AdapterSwapper:
         self.poll_interval_s = poll_interval_s
         self.epoch = 0
         self._refused: set[str] = set()
+        # called with (previous, new) after every swap: the drift detectors start a fresh
+        # reference, since a new adapter moves the scores and embeddings on purpose
+        self.on_swap: Callable[[str, str], None] | None = None
         self._lock = asyncio.Lock()
 
     def _set_info(self) -> None:
@@ -100,6 +104,8 @@ class AdapterSwapper:
             self.metrics.adapter_swaps.labels(result=record.action).inc()
             self.metrics.adapter_swap_seconds.observe(swap_s)
             self._set_info()
+            if self.on_swap is not None:
+                self.on_swap(previous, target)
             log.info(
                 "adapter swap worker=%s from=%s to=%s action=%s epoch=%d swap_ms=%.2f "
                 "received=%.6f",

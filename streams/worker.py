@@ -151,6 +151,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     )
     drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     classifier.on_scored = drift.observe
+    swapper.on_swap = drift.adapter_changed
     add_batch_agent(
         app,
         topic=settings.kafka.topics.items,

@@ -147,9 +147,12 @@ def test_sync_promotes_and_rolls_back(services: Any, model_dir: Path, tmp_path: 
         assert await rig.swapper.sync() is False  # already serving it
         assert rig.scorer.adapter_version == boot_id
 
+        swaps: list[tuple[str, str]] = []
+        rig.swapper.on_swap = lambda previous, current: swaps.append((previous, current))
         await rig.registry.promote(inv_id, actor="test", reason="inverted")
         assert await rig.swapper.sync() is True
         assert rig.scorer.adapter_version == inv_id
+        assert swaps == [(boot_id, inv_id)]  # the drift detectors hear of it
         assert rig.scorer.score(TEXTS).adapter_id == inv_id
         np.testing.assert_allclose(_violating(rig.scorer), 1.0 - before, atol=0.03)
         assert await rig.swapper.sync() is False  # same epoch: nothing to do
@@ -163,6 +166,7 @@ def test_sync_promotes_and_rolls_back(services: Any, model_dir: Path, tmp_path: 
         await rig.registry.rollback("v1", actor="test", reason="mirror is wrong")
         assert await rig.swapper.sync() is True
         assert rig.scorer.adapter_version == boot_id
+        assert swaps == [(boot_id, inv_id), (inv_id, boot_id)]
         np.testing.assert_allclose(_violating(rig.scorer), before, atol=1e-5)
         assert inv_id in rig.scorer.loaded_adapters  # ready for an instant re-promotion
         # the inverted adapter can still shadow-score while the bootstrap serves
