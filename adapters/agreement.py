@@ -28,6 +28,7 @@ __all__ = [
     "consensus",
     "excluded_by_peeling",
     "excluded_reviewers",
+    "expert_ceiling",
     "kappa",
     "multi_rater",
     "needs_another_opinion",
@@ -344,6 +345,20 @@ def excluded_reviewers(
 
 def _without(labels: Labels, reviewers: Container[str]) -> dict[str, dict[str, str]]:
     return {item_id: _counted(votes, reviewers) for item_id, votes in labels.items()}
+
+
+def expert_ceiling(
+    labels: Labels, excluded: Container[str] = (), *, min_shared: int = 10
+) -> float | None:
+    """The experts' own agreement, the ceiling for the model gate: the mean pairwise kappa of
+    the reviewers not in `excluded`; None when no pair has a defined kappa.
+
+    >>> votes = {f"i{n}": {"ann": "v", "bob": "v", "cy": "b"} for n in range(10)}
+    >>> votes.update({f"j{n}": {"ann": "b", "bob": "b", "cy": "v"} for n in range(10)})
+    >>> expert_ceiling(votes, {"cy"})
+    1.0
+    """
+    return agreement_report(_without(labels, excluded), min_shared=min_shared).mean_pairwise_kappa
 
 
 def excluded_by_peeling(

@@ -16,6 +16,7 @@ from adapters.agreement import (
     agreement_report,
     consensus,
     excluded_by_peeling,
+    expert_ceiling,
     needs_another_opinion,
 )
 from adapters.labels import LabelStore
@@ -190,11 +191,7 @@ class Collector:
             if value is not None:
                 self.metrics.reviewer_agreement.labels(reviewer=r.reviewer).set(value)
         self.metrics.reviewers_excluded.set(len(excluded))
-        trusted = {
-            item: {r: v for r, v in item_votes.items() if r not in excluded}
-            for item, item_votes in votes.items()
-        }
-        ceiling = agreement_report(trusted, min_shared=self.min_shared).mean_pairwise_kappa
+        ceiling = expert_ceiling(votes, excluded, min_shared=self.min_shared)
         if ceiling is not None:
             self.metrics.expert_pairwise_kappa.set(ceiling)
         return excluded

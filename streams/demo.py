@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from adapters.agreement import agreement_report, kappa
+from adapters.agreement import agreement_report, expert_ceiling
 from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.dataset import LabeledItem, read_jsonl, sample
 from adapters.labels import LabelStore
@@ -54,7 +54,7 @@ from adapters.registry import AdapterRegistry, RegistryError
 from adapters.simulation import DEFAULT_PANEL, PROMOTIONAL_GROUP, parse_panel, policy_truth
 from models.errors import BorderlineError
 from models.manifest import ManifestError, ModelManifest
-from streams.demo_report import decided_label, final_figures, write_report
+from streams.demo_report import decided_label, final_figures, pairs_kappa, write_report
 from streams.launcher import WorkerProcess, free_port, start_worker
 from streams.panel import PanelStats, run_simulated_panel
 from streams.policy_commands import publish_policy
@@ -269,10 +269,7 @@ def truth_kappa(decisions: list[dict[str, Any]], truth: dict[str, str]) -> float
         for d in decisions
         if d["item_id"] in truth
     ]
-    if not pairs:
-        return None
-    a, b = zip(*pairs, strict=True)
-    return kappa(list(a), list(b))
+    return pairs_kappa(pairs)
 
 
 def compose_stream(
@@ -657,13 +654,9 @@ async def _follow(
             state.open_requests = await store.open_count(policy)
             report = agreement_report(votes, min_shared=settings.review.min_shared)
             state.agreement = {r.reviewer: r.kappa for r in report.reviewers if r.kappa is not None}
-            trusted = {
-                i: {r: v for r, v in iv.items() if r not in state.excluded}
-                for i, iv in votes.items()
-            }
-            state.ceiling = agreement_report(
-                trusted, min_shared=settings.review.min_shared
-            ).mean_pairwise_kappa
+            state.ceiling = expert_ceiling(
+                votes, state.excluded, min_shared=settings.review.min_shared
+            )
             raw = await redis.lrange(f"{prefix}:gate:reports", seen_reports, -1)
             for item in raw:
                 doc = json.loads(item)

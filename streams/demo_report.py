@@ -22,7 +22,14 @@ from streams.trainer import judge_live
 if TYPE_CHECKING:
     from streams.demo import DemoState
 
-__all__ = ["PLOTS", "consensus_labels", "decided_label", "final_figures", "write_report"]
+__all__ = [
+    "PLOTS",
+    "consensus_labels",
+    "decided_label",
+    "final_figures",
+    "pairs_kappa",
+    "write_report",
+]
 
 MIN_EXPERT_PAIRS = 20
 PLOTS = ("kappa.png", "reviews.png", "throughput.png", "drift.png")
@@ -81,6 +88,14 @@ def decided_label(decision: dict[str, Any]) -> str:
     return "violating" if decision["probabilities"].get("violating", 0.0) >= 0.5 else "benign"
 
 
+def pairs_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's kappa of (expected, decided) label pairs; None when there are none."""
+    if not pairs:
+        return None
+    expected, decided = zip(*pairs, strict=True)
+    return kappa(list(expected), list(decided))
+
+
 def consensus_labels(votes: dict[str, dict[str, str]], excluded: set[str]) -> dict[str, str]:
     """item -> the trusted reviewers' majority label (items without one are left out)."""
     out = {}
@@ -99,11 +114,10 @@ def adapter_kappas(state: DemoState) -> dict[str, dict[str, Any]]:
         label = state.consensus.get(d["policy_version"], {}).get(item_id)
         if label is not None:
             pairs[d["adapter_version"]].append((label, decided_label(d)))
-    out = {}
-    for adapter_id, rows in pairs.items():
-        a, b = zip(*rows, strict=True)
-        out[adapter_id] = {"kappa": kappa(list(a), list(b)), "items": len(rows)}
-    return out
+    return {
+        adapter_id: {"kappa": pairs_kappa(rows), "items": len(rows)}
+        for adapter_id, rows in pairs.items()
+    }
 
 
 def _bins(state: DemoState) -> tuple[float, int]:
@@ -139,8 +153,7 @@ def kappa_series(state: DemoState, truth: dict[str, str]) -> list[dict[str, Any]
             pairs = carried[key] + row[key]
             k = None
             if len(pairs) >= least:
-                a, c = zip(*pairs, strict=True)
-                k = kappa(list(a), list(c))
+                k = pairs_kappa(pairs)
                 carried[key] = []
             else:
                 carried[key] = pairs

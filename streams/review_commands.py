@@ -7,7 +7,7 @@ import argparse
 
 from redis.asyncio import Redis
 
-from adapters.agreement import agreement_report, consensus
+from adapters.agreement import agreement_report, consensus, expert_ceiling
 from adapters.labels import LabelStore
 from streams.settings import Settings
 
@@ -53,8 +53,7 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
         votes = await store.all_votes(policy)
         excluded = await store.excluded()
         report = agreement_report(votes, min_shared=review.min_shared)
-        trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}
-        ceiling = agreement_report(trusted, min_shared=review.min_shared).mean_pairwise_kappa
+        ceiling = expert_ceiling(votes, excluded, min_shared=review.min_shared)
         open_now = await store.open_count(policy)
         labels = sum(len(v) for v in votes.values())
         decided = [consensus(i, v, exclude=excluded) for i, v in votes.items()]

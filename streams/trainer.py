@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from adapters.agreement import agreement_report, kappa
+from adapters.agreement import expert_ceiling, kappa
 from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.candidate import decisions
 from adapters.gate import GateConfig, GateReport, evaluate, should_roll_back
@@ -178,8 +178,7 @@ async def trainer_step(
         judge, scorer, candidate, incumbent_id, evaluation, recent_texts
     )
     excluded = await labels.excluded()
-    trusted = {i: {r: v for r, v in iv.items() if r not in excluded} for i, iv in votes.items()}
-    ceiling = agreement_report(trusted, min_shared=settings.review.min_shared).mean_pairwise_kappa
+    ceiling = expert_ceiling(votes, excluded, min_shared=settings.review.min_shared)
     report: GateReport = evaluate(
         verdict.expert,
         verdict.candidate,
