@@ -19,11 +19,24 @@ CACHE = REPO / ".borderline" / "test-cache"
 
 # The test model: small enough to build in about a minute on 2 cores, real enough to matter.
 MODEL_ARGS = ["--train-size", "240", "--holdout-size", "200", "--epochs", "3", "--seed", "7"]
+# Everything that decides what `model init` writes: a change to any of them rebuilds the cached
+# model, so a regression in the exported graph cannot hide behind a stale cache.
+MODEL_SOURCES = sorted(
+    str(path.relative_to(REPO))
+    for path in [
+        *(REPO / "models").rglob("*.py"),
+        REPO / "adapters" / "adapt" / "bootstrap.py",
+        REPO / "adapters" / "adapt" / "training.py",
+        REPO / "adapters" / "registry" / "artifact.py",
+        REPO / "adapters" / "labels" / "dataset.py",
+        REPO / "adapters" / "labels" / "agreement.py",
+    ]
+)
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from streams.services import EmbeddedServices
+    from streams.embedded.services import EmbeddedServices
 
     state = tmp_path_factory.mktemp("services")
     with EmbeddedServices(state_dir=state) as endpoints:
@@ -33,7 +46,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """The full SpamAssassin corpus as JSONL (fetched once into the repo's ignored cache)."""
-    from adapters.corpus import fetch_spamassassin
+    from adapters.offline.corpus import fetch_spamassassin
 
     return fetch_spamassassin(REPO / ".borderline" / "data").path
 
@@ -44,12 +57,7 @@ def model_dir(corpus: Path) -> Path:
     from models.manifest import ModelManifest
 
     key_src = json.dumps([MODEL_ARGS, corpus.stat().st_size]).encode()
-    for source in (
-        "adapters/bootstrap.py",
-        "adapters/training.py",
-        "models/network.py",
-        "models/export.py",
-    ):
+    for source in MODEL_SOURCES:
         key_src += (REPO / source).read_bytes()
     out = CACHE / f"model-{hashlib.sha256(key_src).hexdigest()[:12]}"
     try:

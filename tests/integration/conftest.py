@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from adapters.simulation import SimulatedReviewer
-from streams.launcher import WorkerProcess, free_port, start_worker
-from streams.panel import PanelStats, run_simulated_panel
-from streams.settings import Settings
-from streams.topics import TopicNames, ensure_topics
+from adapters.offline.simulation import SimulatedReviewer
+from streams.demo.panel import PanelStats, run_simulated_panel
+from streams.embedded.launcher import WorkerProcess, free_port, start_worker
+from streams.wire.settings import Settings
+from streams.wire.topics import TopicNames, ensure_topics
 
 __all__ = ["LOOP_PANEL", "LOOP_REVIEW", "Stack", "free_port"]
 

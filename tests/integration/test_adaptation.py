@@ -17,19 +17,21 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
-from adapters.dataset import read_jsonl, sample
-from adapters.gate import GateConfig
-from adapters.labels import LabelStore
-from adapters.policy import PolicyStore, load_policy
-from adapters.registry import AdapterRegistry
-from adapters.simulation import parse_panel, policy_truth
+from adapters.adapt.gate import GateConfig
+from adapters.labels.dataset import read_jsonl, sample
+from adapters.labels.store import LabelStore
+from adapters.offline.simulation import parse_panel, policy_truth
+from adapters.policy.schema import load_policy
+from adapters.policy.store import PolicyStore
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.registry.store import AdapterRegistry
 from models.manifest import ModelManifest
 from models.scorer import Scorer
-from streams.launcher import start_worker
-from streams.panel import PanelStats
-from streams.replay import read_topic, replay_items
-from streams.trainer import TrainerState, trainer_step
+from streams.demo.panel import PanelStats
+from streams.demo.replay import replay_items
+from streams.embedded.launcher import start_worker
+from streams.service.reader import read_topic
+from streams.service.trainer import TrainerState, trainer_step
 
 from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
 

@@ -21,12 +21,18 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from adapters.artifact import ADAPTER_FILE, BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
-from adapters.dataset import LabeledItem, read_jsonl, sample
-from adapters.registry import AdapterRegistry
+from adapters.labels.dataset import LabeledItem, read_jsonl, sample
+from adapters.registry.artifact import (
+    ADAPTER_FILE,
+    BOOTSTRAP_ARTIFACT,
+    AdapterArtifact,
+    write_artifact,
+)
+from adapters.registry.store import AdapterRegistry
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
-from streams.replay import read_topic, replay_items
+from streams.demo.replay import replay_items
+from streams.service.reader import read_topic
 
 from .conftest import Stack
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from adapters.dataset import LabeledItem, read_jsonl, sample
-from streams.replay import read_topic, replay_items, replay_raw
+from adapters.labels.dataset import LabeledItem, read_jsonl, sample
+from streams.demo.replay import replay_items, replay_raw
+from streams.service.reader import read_topic
 
 from .conftest import Stack
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.corpus import SPAMASSASSIN_GROUPS, SPAMASSASSIN_INTEGRITY, fetch_spamassassin
-from adapters.dataset import dataset_hash, read_jsonl
+from adapters.labels.dataset import dataset_hash, read_jsonl
+from adapters.offline.corpus import SPAMASSASSIN_GROUPS, SPAMASSASSIN_INTEGRITY, fetch_spamassassin
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo_report import PLOTS
-from streams.launcher import free_port
+from streams.demo.plots import PLOTS
+from streams.embedded.launcher import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -26,19 +26,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
-from adapters.dataset import LabeledItem, read_jsonl, sample
-from adapters.gate import GateConfig
-from adapters.labels import LabelStore
-from adapters.registry import AdapterRegistry
-from adapters.simulation import parse_panel
+from adapters.adapt.gate import GateConfig
+from adapters.labels.dataset import LabeledItem, read_jsonl, sample
+from adapters.labels.store import LabelStore
+from adapters.offline.simulation import parse_panel
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.registry.store import AdapterRegistry
 from models.manifest import ModelManifest
 from models.scorer import Scorer
-from streams.drift_watch import flags_key
-from streams.launcher import WorkerProcess, start_worker
-from streams.panel import PanelStats
-from streams.replay import read_topic, replay_items
-from streams.trainer import TrainerState, trainer_step
+from streams.demo.panel import PanelStats
+from streams.demo.replay import replay_items
+from streams.embedded.launcher import WorkerProcess, start_worker
+from streams.service.drift_watch import flags_key
+from streams.service.reader import read_topic
+from streams.service.trainer import TrainerState, trainer_step
 
 from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
 

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from adapters.agreement import split_of
-from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
-from adapters.dataset import read_jsonl, sample
-from adapters.gate import GateConfig
-from adapters.labels import LabelStore, ReviewedItem
-from adapters.registry import AdapterRegistry
+from adapters.adapt.gate import GateConfig
+from adapters.labels.consensus import split_of
+from adapters.labels.dataset import read_jsonl, sample
+from adapters.labels.store import LabelStore, ReviewedItem
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.registry.store import AdapterRegistry
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
-from streams.settings import Settings
-from streams.topics import TopicNames, ensure_topics
-from streams.trainer import ACTOR, TrainerState, trainer_step
+from streams.service.trainer import ACTOR, TrainerState, trainer_step
+from streams.wire.settings import Settings
+from streams.wire.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

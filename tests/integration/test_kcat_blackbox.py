@@ -20,9 +20,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from adapters.dataset import read_jsonl, sample
-from streams.messages import IncomingItem, encode, export_schemas
-from streams.topics import TopicNames
+from adapters.labels.dataset import read_jsonl, sample
+from streams.wire.messages import IncomingItem, encode, export_schemas
+from streams.wire.topics import TopicNames
 
 from .compat_proxy import compat_proxy
 from .conftest import Stack, free_port

@@ -18,12 +18,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from adapters.policy import Policy, PolicyError, PolicyStore, load_policy, parse_policy, to_message
-from streams.messages import PolicyUpdate
-from streams.policy_commands import policy_command
-from streams.replay import read_topic
-from streams.settings import Settings
-from streams.topics import TopicNames, ensure_topics
+from adapters.policy.message import to_message
+from adapters.policy.schema import Policy, PolicyError, load_policy, parse_policy
+from adapters.policy.store import PolicyStore
+from streams.cli.policy import policy_command
+from streams.service.reader import read_topic
+from streams.wire.messages import PolicyUpdate
+from streams.wire.settings import Settings
+from streams.wire.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from adapters.artifact import ADAPTER_FILE, AdapterArtifact, write_artifact
-from adapters.registry import ActiveRecord, AdapterRegistry, RegistryError
+from adapters.registry.artifact import ADAPTER_FILE, AdapterArtifact, write_artifact
+from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from adapters.dataset import read_jsonl, sample
-from adapters.labels import LabelStore
-from adapters.simulation import parse_panel
-from streams.launcher import WorkerProcess, start_worker
-from streams.messages import ReviewLabel, encode
-from streams.panel import PanelStats
-from streams.replay import read_topic, replay_items, replay_raw
+from adapters.labels.dataset import read_jsonl, sample
+from adapters.labels.store import LabelStore
+from adapters.offline.simulation import parse_panel
+from streams.demo.panel import PanelStats
+from streams.demo.replay import replay_items, replay_raw
+from streams.embedded.launcher import WorkerProcess, start_worker
+from streams.service.reader import read_topic
+from streams.wire.messages import ReviewLabel, encode
 
 from .conftest import Stack
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.services import (
+from streams.embedded.services import (
     EmbeddedServices,
     ServiceEndpoints,
     ServiceError,

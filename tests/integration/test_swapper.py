@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from adapters.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
-from adapters.registry import AdapterRegistry
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.registry.store import AdapterRegistry
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
-from streams.metrics import Metrics
-from streams.swap import AdapterSwapper
+from streams.service.metrics import Metrics
+from streams.service.swap import AdapterSwapper
 
 pytestmark = pytest.mark.integration
 

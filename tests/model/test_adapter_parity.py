@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.training import TrainConfig, adapter_tensors, build_lora_model
+from adapters.adapt.training import TrainConfig, adapter_tensors, build_lora_model
 from models.adapter_file import AdapterFileError, to_graph_layout, write_adapter_file
 from models.base import base_model
 from models.export import export_onnx

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.agreement import kappa
-from adapters.dataset import read_jsonl, sample
+from adapters.labels.agreement import kappa
+from adapters.labels.dataset import read_jsonl, sample
 from models.manifest import ManifestError, ModelManifest
 from models.scorer import Scorer
 
@@ -78,7 +78,7 @@ def test_changed_model_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
 
 def test_training_data_hash_matches_the_sample_the_cli_draws(model_dir: Path, corpus: Path) -> None:
     """The manifest's data hash is reproducible from the corpus, the size and the seed."""
-    from adapters.dataset import dataset_hash
+    from adapters.labels.dataset import dataset_hash
 
     m = ModelManifest.read(model_dir)
     drawn = sample(read_jsonl(corpus), 240, seed=7)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-import adapters.agreement
-from adapters.agreement import kappa
+import adapters.labels.agreement
+import adapters.labels.consensus
+from adapters.labels.agreement import kappa
 
 
 def _raters(seed: int, n: int, labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +83,12 @@ def test_shape_mismatch_raises(a: list[int], b: list[int]) -> None:
 
 
 def test_doctest() -> None:
-    result = doctest.testmod(adapters.agreement)
-    assert result.attempted > 0
-    assert result.failed == 0
+    results = [
+        doctest.testmod(m)
+        for m in (
+            adapters.labels.agreement,
+            adapters.labels.consensus,
+        )
+    ]
+    assert sum(r.attempted for r in results) > 0
+    assert sum(r.failed for r in results) == 0

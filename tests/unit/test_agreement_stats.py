@@ -13,20 +13,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from adapters.agreement import (
+from adapters.labels.agreement import (
     AgreementReport,
-    Consensus,
     ReviewerAgreement,
     agreement_report,
-    consensus,
     excluded_by_peeling,
     excluded_reviewers,
     multi_rater,
-    needs_another_opinion,
     pairwise_kappas,
     reviewer_agreement,
-    split_of,
 )
+from adapters.labels.consensus import Consensus, consensus, needs_another_opinion, split_of
 
 BINARY = ("violating", "benign")
 THREE = ("violating", "borderline", "benign")

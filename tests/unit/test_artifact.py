@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.artifact import (
+from adapters.registry.artifact import (
     ADAPTER_FILE,
     AdapterArtifact,
     AdapterManifest,

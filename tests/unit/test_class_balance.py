@@ -9,12 +9,12 @@ import doctest
 import numpy as np
 import pytest
 
-import adapters.training
-from adapters.training import RESAMPLE_BELOW, class_balance
+import adapters.adapt.training
+from adapters.adapt.training import RESAMPLE_BELOW, class_balance
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(adapters.training)
+    result = doctest.testmod(adapters.adapt.training)
     assert result.failed == 0 and result.attempted > 0
 
 

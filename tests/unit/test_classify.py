@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from adapters.routing import Action, RoutingPolicy
+from adapters.review.routing import Action, RoutingPolicy
 from models.scorer import ScoreBatch
-from streams.classify import BatchResult, Classifier
-from streams.curate import Curator, review_request_id
-from streams.messages import DeadLetter, Decision, ReviewReason, ReviewRequest, decode
-from streams.metrics import Metrics
-from streams.outbox import RawRecord
-from streams.retry import InfrastructureError
-from streams.topics import TopicNames
+from streams.service.classify import BatchResult, Classifier
+from streams.service.curate import Curator, review_request_id
+from streams.service.metrics import Metrics
+from streams.service.outbox import RawRecord
+from streams.service.retry import InfrastructureError
+from streams.wire.messages import DeadLetter, Decision, ReviewReason, ReviewRequest, decode
+from streams.wire.topics import TopicNames
 
 NOW = 1_700_000_000.0
 LABELS = ("benign", "violating")

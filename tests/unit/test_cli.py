@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
-from streams.messages import MESSAGE_TYPES
+from streams.cli.main import main
+from streams.wire.messages import MESSAGE_TYPES
 
 
 @pytest.fixture(autouse=True)

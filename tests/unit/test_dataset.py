@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.dataset import (
+from adapters.labels.dataset import (
     DatasetError,
     LabeledItem,
     dataset_hash,

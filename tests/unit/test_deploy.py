@@ -25,8 +25,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from streams.metrics import Metrics
-from streams.settings import Settings
+from streams.service.metrics import Metrics
+from streams.wire.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -234,10 +234,10 @@ def _metrics_port() -> int:
 
 def _parse_cli(args: list[str]) -> Any:
     """The arguments as `borderline` parses them; an argument it rejects fails the test."""
-    from streams.cli import _parser
+    from streams.cli.parser import build_parser
 
     try:
-        return _parser().parse_args(args)
+        return build_parser().parse_args(args)
     except SystemExit:
         pytest.fail(f"`borderline {' '.join(args)}` is rejected by the CLI")
 

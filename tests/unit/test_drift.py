@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from adapters.drift import (
+from adapters.adapt.detectors import (
     ConceptDrift,
     DriftError,
-    DriftMonitor,
     InputDrift,
     PredictionDrift,
     false_alarm_rate,
     first_alarm,
 )
+from adapters.adapt.drift import DriftMonitor
 from models.errors import BorderlineError
 
 DIMS = 384

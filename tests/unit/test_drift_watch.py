@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.drift_watch import DriftWatch
-from streams.metrics import Metrics
-from streams.settings import DriftSettings
+from streams.service.drift_watch import DriftWatch
+from streams.service.metrics import Metrics
+from streams.wire.settings import DriftSettings
 
 
 def test_an_adapter_swap_restarts_the_input_and_prediction_references() -> None:

@@ -14,31 +14,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import adapters.efficiency
-from adapters.agreement import kappa
-from adapters.efficiency import (
-    CURATED,
+import adapters.offline.curves
+import adapters.offline.draws
+import adapters.offline.efficiency
+from adapters.labels.agreement import kappa
+from adapters.offline.curves import aggregate, labels_to_target, multiplier
+from adapters.offline.draws import (
     MIN_TEST_POSITIVES,
     QUICK,
     STRATEGIES,
     BenchConfig,
     EfficiencyError,
-    aggregate,
     check_feasible,
     draw_pool,
     draw_test,
+    make_split,
+    prevalence_weights,
+)
+from adapters.offline.efficiency import (
+    CURATED,
     frozen_head,
     label_schedule,
-    labels_to_target,
-    make_split,
-    multiplier,
-    prevalence_weights,
     run_benchmark,
     run_rounds,
     select,
     tail_points,
 )
-from streams.cli import main
+from streams.cli.main import main
 
 
 @cache
@@ -55,9 +57,12 @@ def _data(n_neg: int = 1500, n_pos: int = 300, dim: int = 32) -> tuple[np.ndarra
 
 
 def test_doctest() -> None:
-    result = doctest.testmod(adapters.efficiency)
-    assert result.attempted > 0
-    assert result.failed == 0
+    results = [
+        doctest.testmod(m)
+        for m in (adapters.offline.efficiency, adapters.offline.draws, adapters.offline.curves)
+    ]
+    assert sum(r.attempted for r in results) > 0
+    assert sum(r.failed for r in results) == 0
 
 
 # --- test set and pool ----------------------------------------------------------------------------

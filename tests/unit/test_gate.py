@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from adapters.gate import GateConfig, GateError, GateReport, evaluate, should_roll_back
+from adapters.adapt.gate import GateConfig, GateError, GateReport, evaluate, should_roll_back
 from models.errors import BorderlineError
 
 V, B = "violating", "benign"

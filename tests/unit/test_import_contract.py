@@ -16,7 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 KAFKA = {"faust", "aiokafka", "mode"}
 TRAINING = {"torch", "transformers", "peft"}
-SLIM_RUNTIME = ["models/scorer.py", "streams/classify.py", "streams/app.py", "streams/worker.py"]
+SLIM_RUNTIME = [
+    "models/scorer.py",
+    "streams/service/classify.py",
+    "streams/service/app.py",
+    "streams/service/worker.py",
+]
 
 
 def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
@@ -112,9 +117,10 @@ def test_worker_runtime_modules_do_not_import_training_libraries(source: str) ->
 
 
 def test_importing_the_worker_loads_no_training_library() -> None:
-    """Transitively: everything `streams.worker` pulls in stays free of torch & co."""
+    """Transitively: everything `streams.service.worker` pulls in stays free of torch & co."""
     code = (
-        "import sys, streams.worker, streams.classify, streams.app, models.scorer\n"
+        "import sys, streams.service.worker, streams.service.classify, streams.service.app\n"
+        "import models.scorer\n"
         f"print(sorted(m for m in {sorted(TRAINING)!r} if m in sys.modules))"
     )
     done = subprocess.run(
@@ -126,9 +132,52 @@ def test_importing_the_worker_loads_no_training_library() -> None:
 
 def test_the_ast_reader_sees_imports() -> None:
     """The checks above are only as good as `_imports`: it must see what they look for."""
-    sample = REPO / "streams" / "cli.py"
+    sample = REPO / "streams" / "cli" / "main.py"
     found = set(_imports(sample))
-    assert {"argparse", "streams.settings", "streams.worker", "adapters.bootstrap"} <= found
+    assert {
+        "argparse",
+        "streams.wire.settings",
+        "streams.service.worker",
+        "adapters.adapt.bootstrap",
+    } <= found
     top = set(_imports(sample, top_level_only=True))
-    assert "streams.settings" in top
-    assert "streams.worker" not in top  # imported inside a function
+    assert "streams.wire.settings" in top
+    assert "streams.service.worker" not in top  # imported inside a function
+
+
+# --- the contracts can fail ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("streams/service/app.py", "import streams.demo.run", "streams.service is not allowed"),
+        ("adapters/review/routing.py", "import redis", "adapters.review"),
+        ("adapters/adapt/gate.py", "import torch", "adapters.adapt.gate"),
+        ("models/base.py", "import adapters.labels.agreement", "models"),
+        ("streams/wire/topics.py", "import streams.service.app", "streams.wire"),
+        ("adapters/labels/consensus.py", "import adapters.labels.store", "No circles"),
+    ],
+)
+def test_a_forbidden_import_breaks_a_contract(
+    module: str, line: str, broken: str, tmp_path: Path
+) -> None:
+    """Each contract is checked against a copy of the packages with one forbidden import added:
+    lint-imports must fail and name what broke."""
+    import shutil
+
+    for package in ("streams", "adapters", "models"):
+        shutil.copytree(REPO / package, tmp_path / package)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
+    done = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, done.stdout
+    assert broken in done.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.messages import (
+from streams.wire.messages import (
     MESSAGE_TYPES,
     Action,
     AdapterEvent,

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.policy import (
-    BENIGN,
-    Policy,
-    PolicyError,
-    load_policy,
-    parse_policy,
-    to_message,
-)
-from streams.messages import PolicyUpdate, decode, encode
-from streams.settings import PolicySettings, ReviewSettings
+from adapters.policy.message import to_message
+from adapters.policy.schema import BENIGN, Policy, PolicyError, load_policy, parse_policy
+from streams.wire.messages import PolicyUpdate, decode, encode
+from streams.wire.settings import PolicySettings, ReviewSettings
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "deploy" / "policies"

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-import adapters.routing
-from adapters.routing import Action, RoutingPolicy, route
+import adapters.review.routing
+from adapters.review.routing import Action, RoutingPolicy, route
 
 POLICY = RoutingPolicy("v1", block_threshold=0.5, review_low=0.3, review_high=0.7)
 
@@ -83,6 +83,6 @@ def test_policy_is_frozen() -> None:
 
 
 def test_doctest() -> None:
-    result = doctest.testmod(adapters.routing)
+    result = doctest.testmod(adapters.review.routing)
     assert result.attempted > 0
     assert result.failed == 0

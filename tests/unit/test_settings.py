@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streams.settings import PolicySettings, Settings
-from streams.topics import TopicNames
+from streams.wire.settings import PolicySettings, Settings
+from streams.wire.topics import TopicNames
 
 REDIS_URL = "redis://:hunter2-secret@redis.example:6379/0"
 

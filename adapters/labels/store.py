@@ -1,0 +1,204 @@
+"""The expert label store in Redis: registered reviewers, every label once per (item, reviewer)
+and policy version, the items sent to review (text, embedding, scores) so that labels can become
+training data, open requests, and which reviewers are excluded from training.
+
+Labels under different policy versions live under different keys and are never mixed. Keys
+(prefix ``p``, policy ``v``): ``p:reviewers``, ``p:reviewers:excluded``, ``p:reviewers:cleared``,
+``p:labels:{v}:{item}`` (reviewer -> label), ``p:labels:{v}:items`` (item -> first label time),
+``p:review:item:{item}``, ``p:review:open:{v}`` (item -> requested at).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from redis.asyncio import Redis
+
+from adapters.labels.consensus import consensus, split_of
+
+__all__ = ["LabelStore", "LabeledExample", "ReviewedItem"]
+
+
+@dataclass(frozen=True)
+class ReviewedItem:
+    item_id: str
+    text: str
+    embedding: np.ndarray | None
+    p_violating: float
+    reason: str
+    requested_at: float
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    item_id: str
+    text: str
+    label: str
+    votes: int
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class LabelStore:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    # --- reviewers ------------------------------------------------------------------------
+    async def register_reviewers(self, reviewer_ids: Iterable[str]) -> int:
+        ids = list(reviewer_ids)
+        return int(await self.redis.sadd(f"{self.prefix}:reviewers", *ids)) if ids else 0
+
+    async def registered(self) -> set[str]:
+        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers")}
+
+    async def is_registered(self, reviewer_id: str) -> bool:
+        return bool(await self.redis.sismember(f"{self.prefix}:reviewers", reviewer_id))
+
+    async def excluded(self) -> set[str]:
+        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers:excluded")}
+
+    async def cleared(self) -> set[str]:
+        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers:cleared")}
+
+    async def set_excluded(self, reviewer_ids: Iterable[str]) -> None:
+        key = f"{self.prefix}:reviewers:excluded"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            ids = list(reviewer_ids)
+            if ids:
+                pipe.sadd(key, *ids)
+            await pipe.execute()
+
+    async def clear(self, reviewer_id: str) -> None:
+        """A person vouches for a reviewer: their labels count for training again."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(f"{self.prefix}:reviewers:cleared", reviewer_id)
+            pipe.srem(f"{self.prefix}:reviewers:excluded", reviewer_id)
+            await pipe.execute()
+
+    # --- review requests ------------------------------------------------------------------
+    async def record_requests(
+        self, policy: str, items: Sequence[ReviewedItem], *, ttl_s: int = 30 * 24 * 3600
+    ) -> None:
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                key = f"{self.prefix}:review:item:{item.item_id}"
+                doc: dict[str, str | bytes | float] = {
+                    "text": item.text,
+                    "p_violating": item.p_violating,
+                    "reason": item.reason,
+                    "requested_at": item.requested_at,
+                }
+                if item.embedding is not None:
+                    doc["embedding"] = np.asarray(item.embedding, dtype=np.float32).tobytes()
+                pipe.hset(key, mapping=doc)  # type: ignore[arg-type]
+                pipe.expire(key, ttl_s)
+                pipe.zadd(f"{self.prefix}:review:open:{policy}", {item.item_id: item.requested_at})
+            await pipe.execute()
+
+    async def open_count(self, policy: str) -> int:
+        return int(await self.redis.zcard(f"{self.prefix}:review:open:{policy}"))
+
+    async def reviewed_items(self, item_ids: Sequence[str]) -> dict[str, ReviewedItem]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item_id in item_ids:
+                pipe.hgetall(f"{self.prefix}:review:item:{item_id}")
+            docs = await pipe.execute()
+        out = {}
+        for item_id, raw in zip(item_ids, docs, strict=True):
+            if not raw:
+                continue
+            doc = {_s(k): v for k, v in raw.items()}
+            emb = doc.get("embedding")
+            out[item_id] = ReviewedItem(
+                item_id=item_id,
+                text=_s(doc["text"]),
+                embedding=None if emb is None else np.frombuffer(emb, dtype=np.float32),
+                p_violating=float(doc["p_violating"]),
+                reason=_s(doc["reason"]),
+                requested_at=float(doc["requested_at"]),
+            )
+        return out
+
+    # --- labels ---------------------------------------------------------------------------
+    async def add_label(
+        self, policy: str, item_id: str, reviewer_id: str, label: str, at: float
+    ) -> Literal["stored", "duplicate"]:
+        """Store one label; the first label of (item, reviewer) under a policy wins."""
+        key = f"{self.prefix}:labels:{policy}:{item_id}"
+        value = json.dumps({"label": label, "at": at})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, reviewer_id, value)
+            pipe.zadd(f"{self.prefix}:labels:{policy}:items", {item_id: at}, nx=True)
+            pipe.zrem(f"{self.prefix}:review:open:{policy}", item_id)
+            pipe.sadd(f"{self.prefix}:labels:policies", policy)
+            stored, _, _, _ = await pipe.execute()
+        return "stored" if stored else "duplicate"
+
+    async def votes(self, policy: str, item_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(f"{self.prefix}:labels:{policy}:{item_id}")
+        return {_s(r): json.loads(v)["label"] for r, v in raw.items()}
+
+    async def labelled_items(self, policy: str) -> list[str]:
+        return [
+            _s(i)  # type: ignore[arg-type]
+            for i in await self.redis.zrange(f"{self.prefix}:labels:{policy}:items", 0, -1)
+        ]
+
+    async def labelled_since(self, policy: str, since: float) -> list[str]:
+        """Items whose first label arrived after ``since`` (epoch seconds)."""
+        raw = await self.redis.zrangebyscore(f"{self.prefix}:labels:{policy}:items", since, "+inf")
+        return [_s(i) for i in raw]  # type: ignore[arg-type]
+
+    async def all_votes(self, policy: str) -> dict[str, dict[str, str]]:
+        items = await self.labelled_items(policy)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item_id in items:
+                pipe.hgetall(f"{self.prefix}:labels:{policy}:{item_id}")
+            raws = await pipe.execute()
+        return {
+            item_id: {_s(r): json.loads(v)["label"] for r, v in raw.items()}
+            for item_id, raw in zip(items, raws, strict=True)
+        }
+
+    async def policies(self) -> set[str]:
+        """Every policy version that has labels."""
+        return {_s(p) for p in await self.redis.smembers(f"{self.prefix}:labels:policies")}
+
+    async def votes_every_policy(self) -> dict[str, dict[str, str]]:
+        """Every label of every policy, keyed ``policy/item``: what reviewer agreement is
+        measured on (a reviewer's reliability is theirs whatever the policy; items are only
+        compared under the same policy)."""
+        out = {}
+        for policy in sorted(await self.policies()):
+            for item_id, votes in (await self.all_votes(policy)).items():
+                out[f"{policy}/{item_id}"] = votes
+        return out
+
+    async def dataset(
+        self, policy: str, split: Literal["train", "eval"], *, eval_share: float = 0.4
+    ) -> list[LabeledExample]:
+        """Consensus-labelled items of one policy version and one split. Labels of excluded
+        reviewers are left out; items without a majority are left out."""
+        votes = await self.all_votes(policy)
+        excluded = await self.excluded()
+        chosen = [i for i in votes if split_of(i, eval_share=eval_share) == split]
+        reviewed = await self.reviewed_items(chosen)
+        out = []
+        for item_id in chosen:
+            verdict = consensus(item_id, votes[item_id], exclude=excluded)
+            if verdict.label is None or item_id not in reviewed:
+                continue
+            out.append(
+                LabeledExample(item_id, reviewed[item_id].text, verdict.label, verdict.votes)
+            )
+        return out

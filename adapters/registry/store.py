@@ -1,0 +1,256 @@
+"""The adapter registry in Redis: the adapters themselves (they are small: ~300 KB), the active
+adapter per policy version, and the history of promotions and rollbacks with who or what did
+them and why.
+
+Every change of the active adapter is one Lua script, so it is atomic: two promotions racing are
+serialised, each gets a strictly increasing epoch, and the active key always holds the last one.
+Workers are told on a pub/sub channel but never trust the message: they re-read the active key,
+so a late or lost message cannot leave two workers disagreeing for longer than one poll.
+
+Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:adapters``
+(ids by creation time), ``p:adapter:active:{policy}``, ``p:adapter:history:{policy}``,
+``p:adapter:epoch``; channel ``p:adapter:events``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterArtifact, AdapterManifest
+from models.errors import BorderlineError
+
+__all__ = ["ActiveRecord", "AdapterRegistry", "RegistryError"]
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"unexpected Redis reply {type(value).__name__}")
+
+
+class RegistryError(BorderlineError):
+    """Unknown adapter, nothing to roll back to, or a conflicting registration."""
+
+
+@dataclass(frozen=True)
+class ActiveRecord:
+    adapter_id: str
+    previous: str | None
+    epoch: int
+    action: str  # "promote" or "rollback"
+    actor: str
+    reason: str
+    at: float
+    policy_version: str
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> ActiveRecord:
+        doc = json.loads(raw)
+        return cls(
+            adapter_id=doc["adapter_id"],
+            previous=doc.get("previous") or None,
+            epoch=int(doc["epoch"]),
+            action=doc["action"],
+            actor=doc["actor"],
+            reason=doc["reason"],
+            at=float(doc["at"]),
+            policy_version=doc["policy_version"],
+        )
+
+
+# KEYS: active, history, epoch, manifest-of-target
+# ARGV: adapter_id (or "" = the current's previous), actor, reason, now, channel, policy, action
+_CHANGE_ACTIVE = """
+local target = ARGV[1]
+local cur = redis.call('GET', KEYS[1])
+local previous = false
+if cur then previous = cjson.decode(cur)['adapter_id'] end
+if target == '' then
+  if not cur then return redis.error_reply('NOACTIVE nothing is active for this policy') end
+  local prev = cjson.decode(cur)['previous']
+  if not prev or prev == cjson.null then
+    return redis.error_reply('NOPREVIOUS the active adapter has no previous one')
+  end
+  target = prev
+end
+if redis.call('EXISTS', KEYS[4] .. target .. ':manifest') == 0 then
+  return redis.error_reply('UNKNOWN ' .. target)
+end
+if target == previous then return redis.error_reply('ALREADY ' .. target) end
+local epoch = redis.call('INCR', KEYS[3])
+local rec = cjson.encode({adapter_id=target, previous=previous, epoch=epoch, actor=ARGV[2],
+  reason=ARGV[3], at=tonumber(ARGV[4]), action=ARGV[7], policy_version=ARGV[6]})
+redis.call('SET', KEYS[1], rec)
+redis.call('LPUSH', KEYS[2], rec)
+redis.call('PUBLISH', ARGV[5], rec)
+return rec
+"""
+
+
+# KEYS: manifest, file, index; ARGV: manifest bytes, file bytes, created_at, adapter_id
+_REGISTER = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  if stored == ARGV[1] then return 0 end
+  return redis.error_reply('TAKEN')
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+class AdapterRegistry:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._change = redis.register_script(_CHANGE_ACTIVE)
+        self._register = redis.register_script(_REGISTER)
+
+    # --- keys -------------------------------------------------------------------------------
+    def _adapter(self, adapter_id: str, part: str) -> str:
+        return f"{self.prefix}:adapter:{adapter_id}:{part}"
+
+    def _active(self, policy: str) -> str:
+        return f"{self.prefix}:adapter:active:{policy}"
+
+    def _history(self, policy: str) -> str:
+        return f"{self.prefix}:adapter:history:{policy}"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:adapter:events"
+
+    # --- adapters ---------------------------------------------------------------------------
+    async def register(self, artifact: AdapterArtifact) -> bool:
+        """Store an adapter; True if new. Re-registering the same bytes is a no-op; another
+        adapter under an existing id is refused."""
+        files = artifact.files()
+        adapter_id = artifact.adapter_id
+        try:
+            created = await self._register(
+                keys=[
+                    self._adapter(adapter_id, "manifest"),
+                    self._adapter(adapter_id, "file"),
+                    f"{self.prefix}:adapters",
+                ],
+                args=[
+                    files[MANIFEST_FILE],
+                    files[ADAPTER_FILE],
+                    artifact.manifest.created_at,
+                    adapter_id,
+                ],
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("TAKEN"):
+                raise RegistryError(
+                    f"adapter id {adapter_id!r} is taken by another adapter"
+                ) from None
+            raise
+        return bool(created)
+
+    async def files(self, adapter_id: str) -> dict[str, bytes]:
+        manifest, data = await self.redis.mget(
+            [self._adapter(adapter_id, "manifest"), self._adapter(adapter_id, "file")]
+        )
+        if manifest is None or data is None:
+            raise RegistryError(f"unknown adapter {adapter_id!r} (see `borderline adapters list`)")
+        return {MANIFEST_FILE: _bytes(manifest), ADAPTER_FILE: _bytes(data)}
+
+    async def manifest(self, adapter_id: str) -> AdapterManifest:
+        raw = await self.redis.get(self._adapter(adapter_id, "manifest"))
+        if raw is None:
+            raise RegistryError(f"unknown adapter {adapter_id!r} (see `borderline adapters list`)")
+        return AdapterManifest.model_validate_json(raw)
+
+    async def adapters(self) -> list[AdapterManifest]:
+        """Every registered adapter, oldest first."""
+        ids = await self.redis.zrange(f"{self.prefix}:adapters", 0, -1)
+        return [await self.manifest(_bytes(raw).decode()) for raw in ids]
+
+    # --- the active adapter -----------------------------------------------------------------
+    async def active(self, policy: str) -> ActiveRecord | None:
+        raw = await self.redis.get(self._active(policy))
+        return None if raw is None else ActiveRecord.parse(raw)
+
+    async def history(self, policy: str, limit: int = 50) -> list[ActiveRecord]:
+        if limit <= 0:
+            return []
+        return [
+            ActiveRecord.parse(r)
+            for r in await self.redis.lrange(self._history(policy), 0, limit - 1)
+        ]
+
+    async def _set_active(
+        self, target: str, policy: str, *, action: str, actor: str, reason: str, now: float | None
+    ) -> ActiveRecord:
+        try:
+            raw = await self._change(
+                keys=[
+                    self._active(policy),
+                    self._history(policy),
+                    f"{self.prefix}:adapter:epoch",
+                    f"{self.prefix}:adapter:",
+                ],
+                args=[
+                    target,
+                    actor,
+                    reason,
+                    time.time() if now is None else now,
+                    self.channel,
+                    policy,
+                    action,
+                ],
+            )
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("UNKNOWN"):
+                raise RegistryError(
+                    f"unknown adapter {message.split(' ', 1)[1]!r} (see `borderline adapters list`)"
+                ) from None
+            if message.startswith("ALREADY"):
+                raise RegistryError(
+                    f"adapter {message.split(' ', 1)[1]!r} is already active for policy {policy}"
+                ) from None
+            if message.startswith(("NOACTIVE", "NOPREVIOUS")):
+                raise RegistryError(
+                    f"nothing to roll back to for policy {policy}: {message.split(' ', 1)[1]}"
+                ) from None
+            raise
+        return ActiveRecord.parse(raw)
+
+    async def promote(
+        self,
+        adapter_id: str,
+        *,
+        actor: str,
+        reason: str,
+        policy: str | None = None,
+        now: float | None = None,
+    ) -> ActiveRecord:
+        """Make ``adapter_id`` active for its policy (or ``policy``); atomic, announced."""
+        manifest = await self.manifest(adapter_id)
+        return await self._set_active(
+            adapter_id,
+            policy or manifest.policy_version,
+            action="promote",
+            actor=actor,
+            reason=reason,
+            now=now,
+        )
+
+    async def rollback(
+        self, policy: str, *, actor: str, reason: str, now: float | None = None
+    ) -> ActiveRecord:
+        """Restore the adapter that was active before the current one (atomic, announced)."""
+        return await self._set_active(
+            "", policy, action="rollback", actor=actor, reason=reason, now=now
+        )

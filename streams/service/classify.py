@@ -1,0 +1,164 @@
+"""The classify step, one batch at a time: decode every record (bad ones become dead letters with
+their reason and original bytes), score the good ones off the event loop, route each, and produce
+one decision per item plus a review request for items in the review band that were not requested
+before. Every output is delivered before the batch returns, so the agent acks only what is done.
+
+It depends only on small interfaces (`Sink`, `ReviewLedger`, a score function), so it is tested
+without Kafka; the faust agent in `streams.app` is a thin loop around `Classifier.handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from adapters.review.routing import RoutingPolicy, route
+from models.scorer import ScoreBatch
+from streams.service.curate import Curator
+from streams.service.metrics import Metrics
+from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
+from streams.service.retry import Retrying
+from streams.wire.messages import (
+    DeadLetter,
+    Decision,
+    IncomingItem,
+    MessageError,
+    ReviewRequest,
+    decode_item,
+    encode,
+)
+from streams.wire.topics import TopicNames
+
+__all__ = ["BatchResult", "Classifier"]
+
+
+@dataclass
+class BatchResult:
+    decisions: list[Decision] = field(default_factory=list)
+    review_requests: list[ReviewRequest] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    deduplicated: int = 0
+
+
+class Classifier:
+    def __init__(
+        self,
+        *,
+        score: Callable[[Sequence[str]], ScoreBatch],
+        executor: Executor | None,
+        sink: Sink,
+        curator: Curator,
+        metrics: Metrics,
+        topics: TopicNames,
+        policy: RoutingPolicy,
+        model_version: str,
+        worker: str,
+        max_text_bytes: int,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+        on_scored: Callable[[ScoreBatch], Awaitable[None]] | None = None,
+    ) -> None:
+        self.score = score
+        self.executor = executor
+        self.sink = sink
+        self.curator = curator
+        self.metrics = metrics
+        self.topics = topics
+        self.policy = policy
+        self.model_version = model_version
+        self.worker = worker
+        self.max_text_bytes = max_text_bytes
+        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
+        self.clock = clock
+        self.on_scored = on_scored
+
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[IncomingItem], list[DeadLetter]]:
+        items, dead = [], []
+        for record in records:
+            try:
+                items.append(decode_item(record.value, self.max_text_bytes))
+            except MessageError as exc:
+                dead.append(dead_letter(record, exc, worker=self.worker, now=self.clock()))
+        return items, dead
+
+    async def _score(self, texts: list[str]) -> tuple[ScoreBatch, float]:
+        started = time.perf_counter()
+        if self.executor is None:
+            batch = self.score(texts)
+        else:
+            loop = asyncio.get_running_loop()
+            batch = await loop.run_in_executor(self.executor, self.score, texts)
+        return batch, time.perf_counter() - started
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Process one batch end to end; returns only after every output was delivered."""
+        result = BatchResult()
+        items, result.dead_letters = self._decode(records)
+        policy = self.policy
+        if items:
+            batch, scoring_s = await self._score([i.text for i in items])
+            now = self.clock()
+            violating = batch.violating()
+            for row, item in enumerate(items):
+                p = float(violating[row])
+                action = route(p, policy)
+                probabilities = batch.category_probabilities(row)
+                latency = None if item.produced_at is None else max(0.0, now - item.produced_at)
+                result.decisions.append(
+                    Decision(
+                        item_id=item.item_id,
+                        action=action,
+                        probabilities=probabilities,
+                        model_version=self.model_version,
+                        adapter_version=batch.adapter_id,
+                        policy_version=policy.version,
+                        latency_s=latency,
+                        scoring_s=round(scoring_s, 6),
+                        decided_at=now,
+                        worker=self.worker,
+                    )
+                )
+            before = self.curator.deduplicated
+            result.review_requests = await self._retry(
+                "redis", lambda: self.curator.select(items, batch, now)
+            )
+            result.deduplicated = self.curator.deduplicated - before
+            if self.on_scored is not None:
+                await self.on_scored(batch)
+            self.metrics.batch_size.observe(len(items))
+            self.metrics.scoring_seconds.observe(scoring_s)
+
+        await self._deliver(result)
+        if result.review_requests:
+            requests = result.review_requests
+            await self._retry("redis", lambda: self.curator.commit(requests))
+        self._count(result)
+        return result
+
+    async def _deliver(self, result: BatchResult) -> None:
+        outgoing = [
+            (self.topics.decisions, d.item_id.encode(), encode(d)) for d in result.decisions
+        ]
+        outgoing += [
+            (self.topics.review_requests, r.item_id.encode(), encode(r))
+            for r in result.review_requests
+        ]
+        outgoing += [dead_letter_output(dl) for dl in result.dead_letters]
+        await deliver(self.sink, outgoing, self._retry)
+
+    def _count(self, result: BatchResult) -> None:
+        m = self.metrics
+        for d in result.decisions:
+            m.items.labels(action=d.action.value).inc()
+            if d.latency_s is not None:
+                m.decision_latency.observe(d.latency_s)
+        for r in result.review_requests:
+            m.review_requests.labels(reason=r.reason.value).inc()
+        if result.deduplicated:
+            m.review_duplicates.inc(result.deduplicated)
+        for dl in result.dead_letters:
+            m.dead_letters.labels(topic=dl.source_topic, reason=dl.reason).inc()

@@ -1,0 +1,212 @@
+"""The label collector, one batch at a time: decode expert labels (bad ones and labels from
+unregistered reviewers become dead letters with their reason), store each (item, reviewer) once,
+send items whose labels disagree out for another opinion, and every so often recompute reviewer
+agreement and which reviewers are excluded from training. Like `Classifier`, it depends only on
+small interfaces and returns after every output was delivered."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from adapters.labels.agreement import agreement_report, excluded_by_peeling, expert_ceiling
+from adapters.labels.consensus import consensus, needs_another_opinion
+from adapters.labels.store import LabelStore
+from streams.service.metrics import Metrics
+from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
+from streams.service.retry import Retrying
+from streams.wire.messages import (
+    DeadLetter,
+    MessageError,
+    ReviewLabel,
+    ReviewReason,
+    ReviewRequest,
+    decode,
+    encode,
+)
+from streams.wire.topics import TopicNames
+
+__all__ = ["CollectResult", "Collector"]
+
+
+@dataclass
+class CollectResult:
+    stored: list[ReviewLabel] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    second_opinions: list[ReviewRequest] = field(default_factory=list)
+
+
+class Collector:
+    def __init__(
+        self,
+        *,
+        store: LabelStore,
+        sink: Sink,
+        metrics: Metrics,
+        topics: TopicNames,
+        worker: str,
+        agreement_threshold: float = 0.8,
+        min_shared: int = 10,
+        recompute_every: int = 50,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+        on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.metrics = metrics
+        self.topics = topics
+        self.worker = worker
+        self.agreement_threshold = agreement_threshold
+        self.min_shared = min_shared
+        self.recompute_every = recompute_every
+        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
+        self.clock = clock
+        self._since_recompute = 0
+        self.on_feedback = on_feedback
+        self._settled: set[tuple[str, str]] = set()
+
+    async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
+        result = CollectResult()
+        registered: set[str] = await self._retry("redis", self.store.registered)
+        touched: dict[tuple[str, str], ReviewLabel] = {}
+        for record in records:
+            try:
+                label = decode(record.value, ReviewLabel)
+                if label.reviewer_id not in registered:
+                    raise MessageError(
+                        "unregistered_reviewer",
+                        f"reviewer {label.reviewer_id!r} is not registered "
+                        "(borderline reviewers add ID)",
+                    )
+            except MessageError as exc:
+                result.dead_letters.append(
+                    dead_letter(record, exc, worker=self.worker, now=self.clock())
+                )
+                continue
+            outcome = await self._retry(
+                "redis",
+                partial(
+                    self.store.add_label,
+                    label.policy_version,
+                    label.item_id,
+                    label.reviewer_id,
+                    label.label,
+                    label.labeled_at,
+                ),
+            )
+            if outcome == "stored":
+                result.stored.append(label)
+                touched[(label.policy_version, label.item_id)] = label
+            else:
+                result.duplicates += 1
+        if touched:
+            result.second_opinions = await self._second_opinions(touched)
+            if self.on_feedback is not None:
+                await self.on_feedback(await self._disagreements(touched))
+        await self._deliver(result)
+        self._count(result)
+        self._since_recompute += len(result.stored)
+        if self._since_recompute >= self.recompute_every:
+            self._since_recompute = 0
+            await self.recompute()
+        return result
+
+    async def _second_opinions(
+        self, touched: dict[tuple[str, str], ReviewLabel]
+    ) -> list[ReviewRequest]:
+        excluded: set[str] = await self._retry("redis", self.store.excluded)
+        out = []
+        for (policy, item_id), _label in touched.items():
+            votes: dict[str, str] = await self._retry(
+                "redis", partial(self.store.votes, policy, item_id)
+            )
+            if not needs_another_opinion(votes, exclude=excluded):
+                continue
+            reviewed = await self._retry("redis", partial(self.store.reviewed_items, [item_id]))
+            item = reviewed.get(item_id)
+            if item is None:
+                continue  # not requested through borderline: nothing to show a reviewer
+            digest = hashlib.sha256(
+                f"{policy}\x00{item_id}\x00second\x00{len(votes)}".encode()
+            ).hexdigest()
+            out.append(
+                ReviewRequest(
+                    request_id=f"rr-{digest[:24]}",
+                    item_id=item_id,
+                    text=item.text,
+                    reason=ReviewReason.SECOND_OPINION,
+                    probabilities={"violating": round(item.p_violating, 6)},
+                    policy_version=policy,
+                    priority=0.95,  # disagreement on a label already paid for: settle it first
+                    requested_at=self.clock(),
+                    already_labeled_by=sorted(votes),
+                )
+            )
+        return out
+
+    async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
+        """For items whose consensus just settled: did the model's decision disagree with it?"""
+        excluded: set[str] = await self._retry("redis", self.store.excluded)
+        fresh = [key for key in touched if key not in self._settled]
+        out = []
+        for policy, item_id in fresh:
+            votes = await self.store.votes(policy, item_id)
+            verdict = consensus(item_id, votes, exclude=excluded)
+            if verdict.label is None or verdict.votes < 2:
+                continue
+            reviewed = (await self.store.reviewed_items([item_id])).get(item_id)
+            if reviewed is None:
+                continue
+            self._settled.add((policy, item_id))
+            model = "violating" if reviewed.p_violating >= 0.5 else "benign"
+            out.append(model != verdict.label)
+        return out
+
+    async def recompute(self) -> set[str]:
+        """Reviewer agreement over every label of every policy (items compared under the same
+        policy only); store who is excluded. One set for all policies: measured per policy,
+        the last policy measured would overwrite the others' verdict."""
+        votes = await self.store.votes_every_policy()
+        cleared = await self.store.cleared()
+        # peel off the worst reviewer below the threshold and recompute, until none is: a
+        # random reviewer drags the consensus others are measured against (see agreement.py)
+        excluded = excluded_by_peeling(
+            votes, threshold=self.agreement_threshold, cleared=cleared, min_shared=self.min_shared
+        )
+        await self.store.set_excluded(excluded)
+        report = agreement_report(votes, min_shared=self.min_shared)
+        for r in report.reviewers:
+            value = r.kappa if r.kappa is not None else r.agreement
+            if value is not None:
+                self.metrics.reviewer_agreement.labels(reviewer=r.reviewer).set(value)
+        self.metrics.reviewers_excluded.set(len(excluded))
+        ceiling = expert_ceiling(votes, excluded, min_shared=self.min_shared)
+        if ceiling is not None:
+            self.metrics.expert_pairwise_kappa.set(ceiling)
+        return excluded
+
+    async def _deliver(self, result: CollectResult) -> None:
+        outgoing = [
+            (self.topics.review_requests, r.item_id.encode(), encode(r))
+            for r in result.second_opinions
+        ]
+        outgoing += [dead_letter_output(dl) for dl in result.dead_letters]
+        await deliver(self.sink, outgoing, self._retry)
+
+    def _count(self, result: CollectResult) -> None:
+        m = self.metrics
+        if result.stored:
+            m.labels.labels(result="stored").inc(len(result.stored))
+        if result.duplicates:
+            m.labels.labels(result="duplicate").inc(result.duplicates)
+        for dl in result.dead_letters:
+            m.labels.labels(result=dl.reason).inc()
+            m.dead_letters.labels(topic=dl.source_topic, reason=dl.reason).inc()
+        for r in result.second_opinions:
+            m.review_requests.labels(reason=r.reason.value).inc()

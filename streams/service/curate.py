@@ -1,0 +1,296 @@
+"""Choosing what goes to expert review, inside the classify worker (which has the embeddings).
+Three sources (`adapters.curation`): items in the review band (uncertain), cross-label pairs
+where the classes' clusters overlap over a sliding window (boundary, the published method), and
+a small random sample (audit). Candidates already requested are dropped, the shared review budget
+in Redis caps how many go out, priority orders them, and each request carries as evidence the
+nearest already-labelled items with their consensus labels."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from adapters.labels.consensus import consensus
+from adapters.labels.store import LabelStore, ReviewedItem
+from adapters.review.budget import ReviewBudget, prioritise
+from adapters.review.evidence import near_examples, nearest_labelled
+from adapters.review.routing import RoutingPolicy
+from adapters.review.selectors import Candidate, uncertain
+from adapters.review.window import CurationWindow
+from models.scorer import ScoreBatch
+from streams.service.ledger import ReviewLedger
+from streams.wire.messages import Evidence, IncomingItem, ReviewReason, ReviewRequest
+
+__all__ = ["Curator", "RedisReviewBudget", "review_request_id"]
+
+
+def review_request_id(policy_version: str, item_id: str, reason: str) -> str:
+    """Deterministic, so a duplicate delivered after a crash carries the same id."""
+    digest = hashlib.sha256(f"{policy_version}\x00{item_id}\x00{reason}".encode()).hexdigest()
+    return f"rr-{digest[:24]}"
+
+
+class RedisReviewBudget:
+    """`adapters.curation.ReviewBudget` with its state in Redis, shared by every worker: one token
+    bucket per reason, each with its share of the labels per hour (so a flood of uncertain items
+    cannot starve boundary pairs and the audit sample), and one cap on open requests for all.
+    The read-decide-write runs under WATCH, so concurrent workers never spend the same tokens."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        store: LabelStore,
+        prefix: str,
+        *,
+        labels_per_hour: float,
+        max_open: int,
+        shares: dict[str, float] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.prefix = prefix
+        self.labels_per_hour = labels_per_hour
+        self.max_open = max_open
+        self.shares = shares or {}
+
+    async def allow(self, policy: str, wanted: int, now: float, reason: str = "all") -> int:
+        if wanted <= 0:
+            return 0
+        share = self.shares.get(reason, 1.0)
+        if share <= 0:
+            return 0
+        key = f"{self.prefix}:review:budget:{policy}:{reason}"
+        open_requests = await self.store.open_count(policy)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    state = await pipe.hgetall(key)
+                    tokens = float(state[b"tokens"]) if b"tokens" in state else None
+                    updated = float(state[b"updated_at"]) if b"updated_at" in state else now
+                    budget = ReviewBudget(
+                        self.labels_per_hour * share,
+                        self.max_open,
+                        tokens=tokens,
+                        updated_at=updated,
+                    )
+                    granted = budget.allow(wanted, open_requests=open_requests, now=now)
+                    pipe.multi()
+                    pipe.hset(
+                        key, mapping={"tokens": budget.tokens, "updated_at": budget.updated_at}
+                    )
+                    await pipe.execute()
+                    return granted
+                except WatchError:
+                    continue
+
+
+class _LabelledIndex:
+    """Embeddings and consensus labels of reviewed items, refreshed now and then."""
+
+    def __init__(self, store: LabelStore, policy: str, refresh_s: float) -> None:
+        self.store = store
+        self.policy = policy
+        self.refresh_s = refresh_s
+        self.loaded_at = -1e18
+        self.ids: list[str] = []
+        self.embeddings = np.zeros((0, 0), dtype=np.float32)
+        self.labels: list[str] = []
+
+    async def refresh(self, now: float) -> None:
+        if now - self.loaded_at < self.refresh_s:
+            return
+        self.loaded_at = now
+        votes = await self.store.all_votes(self.policy)
+        excluded = await self.store.excluded()
+        reviewed = await self.store.reviewed_items(list(votes))
+        ids, embs, labels = [], [], []
+        for item_id, item_votes in votes.items():
+            verdict = consensus(item_id, item_votes, exclude=excluded)
+            item = reviewed.get(item_id)
+            if verdict.label is None or item is None or item.embedding is None:
+                continue
+            ids.append(item_id)
+            embs.append(item.embedding)
+            labels.append(verdict.label)
+        self.ids, self.labels = ids, labels
+        self.embeddings = np.vstack(embs) if embs else np.zeros((0, 0), dtype=np.float32)
+
+
+class Curator:
+    def __init__(
+        self,
+        *,
+        ledger: ReviewLedger,
+        policy: RoutingPolicy,
+        store: LabelStore | None = None,
+        budget: RedisReviewBudget | None = None,
+        window: CurationWindow | None = None,
+        mine_every: int = 200,
+        max_pairs: int = 8,
+        audit_rate: float = 0.02,
+        evidence_k: int = 3,
+        seed: int = 0,
+        evidence_refresh_s: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.policy = policy
+        self.store = store
+        self.budget = budget
+        self.window = window
+        self.mine_every = mine_every
+        self.max_pairs = max_pairs
+        self.audit_rate = audit_rate
+        self.evidence_k = evidence_k
+        self.seed = seed
+        self.clock = clock
+        self._since_mined = 0
+        self._minings = 0
+        size = window.size if window is not None else 0
+        self._recent: OrderedDict[str, tuple[str, float, np.ndarray]] = OrderedDict()
+        self._recent_max = max(size, 1)
+        self._index = (
+            _LabelledIndex(store, policy.version, evidence_refresh_s) if store is not None else None
+        )
+        self.deduplicated = 0
+        self._examples: np.ndarray | None = None
+
+    def start_transition(
+        self,
+        policy: RoutingPolicy,
+        *,
+        audit_rate: float | None,
+        example_embeddings: np.ndarray | None,
+    ) -> None:
+        """A new policy version: route and request under it, audit at its rate, and look for
+        live items near its examples of what changed at every mining."""
+        self.policy = policy
+        if audit_rate is not None:
+            self.audit_rate = audit_rate
+        self._examples = example_embeddings
+        self._since_mined = self.mine_every  # mine at the next batch
+
+    def _remember(self, items: Sequence[IncomingItem], batch: ScoreBatch, p: np.ndarray) -> None:
+        for row, item in enumerate(items):
+            self._recent[item.item_id] = (item.text, float(p[row]), batch.embeddings[row])
+            self._recent.move_to_end(item.item_id)
+        while len(self._recent) > max(self._recent_max, len(items)):
+            self._recent.popitem(last=False)
+
+    async def select(
+        self, items: Sequence[IncomingItem], batch: ScoreBatch, now: float
+    ) -> list[ReviewRequest]:
+        """The review requests to send for this batch (not yet marked as sent)."""
+        ids = [i.item_id for i in items]
+        p = batch.violating()
+        self._remember(items, batch, p)
+        candidates = uncertain(ids, p, low=self.policy.review_low, high=self.policy.review_high)
+        if self.window is not None:
+            self.window.add(ids, batch.embeddings, p)
+            self._since_mined += len(items)
+            if self._since_mined >= self.mine_every and len(self.window) >= 4:
+                self._since_mined = 0
+                self._minings += 1
+                candidates += self.window.mine(
+                    max_pairs=self.max_pairs,
+                    audit_rate=self.audit_rate,
+                    seed=self.seed + self._minings,
+                )
+                if self._examples is not None:
+                    w_ids, w_emb, w_p = self.window.snapshot()
+                    candidates += near_examples(
+                        w_ids, w_emb, w_p, self._examples, budget=2 * self.max_pairs
+                    )
+        candidates = [c for c in prioritise(candidates) if c.item_id in self._recent]
+        if not candidates:
+            return []
+        seen = await self.ledger.already_requested(
+            self.policy.version, [c.item_id for c in candidates]
+        )
+        fresh = [c for c, s in zip(candidates, seen, strict=True) if not s]
+        self.deduplicated += len(candidates) - len(fresh)
+        fresh = _keep_pairs_whole(fresh)
+        if self.budget is not None and fresh:
+            allowed: list[Candidate] = []
+            for reason in dict.fromkeys(c.reason for c in fresh):  # in priority order
+                group = [c for c in fresh if c.reason == reason]
+                granted = await self.budget.allow(
+                    self.policy.version, len(group), now, reason=reason.value
+                )
+                allowed += _keep_pairs_whole(group[:granted])
+            fresh = prioritise(allowed)
+        return await self._requests(fresh, now)
+
+    async def _requests(self, chosen: list[Candidate], now: float) -> list[ReviewRequest]:
+        evidence: list[list[Any]] = [[] for _ in chosen]
+        if self._index is not None and self.evidence_k and chosen:
+            await self._index.refresh(now)
+            if self._index.ids:
+                queries = np.vstack([self._recent[c.item_id][2] for c in chosen])
+                evidence = nearest_labelled(
+                    queries,
+                    self._index.ids,
+                    self._index.embeddings,
+                    self._index.labels,
+                    k=self.evidence_k,
+                )
+        out = []
+        for c, ev in zip(chosen, evidence, strict=True):
+            text, p, _emb = self._recent[c.item_id]
+            reason = ReviewReason(c.reason.value)
+            out.append(
+                ReviewRequest(
+                    request_id=review_request_id(self.policy.version, c.item_id, reason),
+                    item_id=c.item_id,
+                    text=text,
+                    reason=reason,
+                    probabilities={"violating": round(p, 6)},
+                    policy_version=self.policy.version,
+                    priority=round(float(c.priority), 6),
+                    pair_item_id=c.pair_item_id,
+                    evidence=[
+                        Evidence(
+                            item_id=e.item_id, label=e.label, similarity=round(e.similarity, 4)
+                        )
+                        for e in ev
+                        if e.item_id != c.item_id
+                    ],
+                    requested_at=now,
+                )
+            )
+        return out
+
+    async def commit(self, requests: Sequence[ReviewRequest]) -> None:
+        """After delivery: remember them as requested, and keep what labels need later."""
+        if not requests:
+            return
+        await self.ledger.mark_requested(self.policy.version, [r.item_id for r in requests])
+        if self.store is not None:
+            await self.store.record_requests(
+                self.policy.version,
+                [
+                    ReviewedItem(
+                        item_id=r.item_id,
+                        text=r.text,
+                        embedding=self._recent[r.item_id][2] if r.item_id in self._recent else None,
+                        p_violating=r.probabilities.get("violating", 0.0),
+                        reason=r.reason.value,
+                        requested_at=r.requested_at,
+                    )
+                    for r in requests
+                ],
+            )
+
+
+def _keep_pairs_whole(candidates: list[Candidate]) -> list[Candidate]:
+    """Drop a boundary candidate whose partner is not in the list: a pair is labelled as a pair."""
+    present = {c.item_id for c in candidates}
+    return [c for c in candidates if c.pair_item_id is None or c.pair_item_id in present]

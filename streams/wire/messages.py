@@ -1,0 +1,279 @@
+"""The messages of the loop: one typed model per message, each with a ``schema_version``, JSON
+on the wire. `export_schemas` writes one JSON Schema file per message, so that reviewers' tools
+and producers in any language can validate what they send and read.
+
+Decoding never raises anything but `MessageError`, whose ``reason`` is a short, low-cardinality
+code (it becomes a metric label and the dead letter's reason).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.review.routing import Action
+from models.errors import BorderlineError
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Action",
+    "AdapterEvent",
+    "DeadLetter",
+    "Decision",
+    "Evidence",
+    "IncomingItem",
+    "MessageError",
+    "PolicyCategory",
+    "PolicyUpdate",
+    "ReviewLabel",
+    "ReviewReason",
+    "ReviewRequest",
+    "decode",
+    "decode_item",
+    "encode",
+    "export_schemas",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class MessageError(BorderlineError):
+    """A message that cannot be processed. ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class IncomingItem(_Message):
+    """An ad (or any content item) to moderate. Keyed by ``item_id`` on the topic."""
+
+    item_id: ItemId
+    text: str
+    produced_at: float | None = Field(
+        default=None, description="epoch seconds when the item entered the stream"
+    )
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Decision(_Message):
+    """The model's decision on one item. Keyed by ``item_id``."""
+
+    item_id: ItemId
+    action: Action
+    probabilities: dict[str, float] = Field(description="probability per policy category")
+    model_version: str
+    adapter_version: str
+    policy_version: str
+    latency_s: float | None = Field(
+        default=None, description="seconds from produced_at to decision, when produced_at is set"
+    )
+    scoring_s: float = Field(description="seconds the batch that held this item took to score")
+    decided_at: float
+    worker: str
+
+
+class ReviewReason(StrEnum):
+    UNCERTAIN = "uncertain"  # the model's probability fell in the review band
+    BOUNDARY = "boundary"  # one of a cross-label pair where the classes' clusters overlap
+    AUDIT = "audit"  # a small random sample, so the evaluation set is not only hard items
+    SECOND_OPINION = "second_opinion"  # experts disagreed on this item
+    POLICY_CHANGE = "policy_change"  # near the new policy's examples of what changed
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    item_id: ItemId
+    label: str
+    similarity: float
+
+
+class ReviewRequest(_Message):
+    """An item sent to expert reviewers. ``request_id`` is deterministic, so a consumer can drop
+    the rare duplicate that at-least-once delivery lets through."""
+
+    request_id: str
+    item_id: ItemId
+    text: str
+    reason: ReviewReason
+    probabilities: dict[str, float]
+    policy_version: str
+    priority: float = Field(ge=0, description="higher is reviewed first")
+    pair_item_id: str | None = Field(default=None, description="boundary pair partner")
+    evidence: list[Evidence] = Field(
+        default_factory=list, description="nearest already-labelled items, with their labels"
+    )
+    already_labeled_by: list[str] = Field(
+        default_factory=list, description="reviewers who labelled it (second opinions)"
+    )
+    requested_at: float
+
+
+class ReviewLabel(_Message):
+    """An expert's label for one item under one policy version."""
+
+    item_id: ItemId
+    reviewer_id: str = Field(min_length=1, max_length=128)
+    label: str = Field(min_length=1, description="a policy category, or 'benign'")
+    policy_version: str
+    request_id: str | None = None
+    labeled_at: float
+
+
+class PolicyCategory(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    definition: str
+    block_threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class PolicyUpdate(_Message):
+    """A new version of the moderation policy."""
+
+    policy_version: str = Field(min_length=1)
+    categories: list[PolicyCategory] = Field(min_length=1)
+    review_low: float = Field(ge=0, le=1)
+    review_high: float = Field(ge=0, le=1)
+    examples: list[dict[str, str]] = Field(default_factory=list)
+    published_at: float
+
+
+class AdapterEvent(_Message):
+    """A change to the adapter registry: registered, promoted, rolled back, refused."""
+
+    event: Literal["registered", "promoted", "rolled_back", "refused"]
+    adapter_id: str
+    policy_version: str
+    actor: str
+    reason: str = ""
+    at: float
+
+
+class DeadLetter(_Message):
+    """A message that could not be processed, with why and the original bytes (base64)."""
+
+    reason: str
+    detail: str
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key_b64: str | None = None
+    value_b64: str
+    failed_at: float
+    worker: str
+
+    @classmethod
+    def of(
+        cls,
+        error: MessageError,
+        value: bytes,
+        *,
+        source_topic: str,
+        partition: int | None,
+        offset: int | None,
+        key: bytes | None,
+        worker: str,
+        now: float | None = None,
+    ) -> DeadLetter:
+        return cls(
+            reason=error.reason,
+            detail=error.detail[:2000],
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key_b64=base64.b64encode(key).decode() if key is not None else None,
+            value_b64=base64.b64encode(value).decode(),
+            failed_at=time.time() if now is None else now,
+            worker=worker,
+        )
+
+    def original(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+
+MESSAGE_TYPES: dict[str, type[_Message]] = {
+    "incoming_item": IncomingItem,
+    "decision": Decision,
+    "review_request": ReviewRequest,
+    "review_label": ReviewLabel,
+    "policy_update": PolicyUpdate,
+    "adapter_event": AdapterEvent,
+    "dead_letter": DeadLetter,
+}
+
+M = TypeVar("M", bound=_Message)
+
+
+def encode(message: _Message) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode(raw: bytes | None, model: type[M]) -> M:
+    """Decode one message; any problem becomes a `MessageError` with a stable reason."""
+    if raw is None:
+        raise MessageError("empty_value", "the message has no value (tombstone)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError("invalid_utf8", f"byte {exc.start} is not UTF-8") from exc
+    try:
+        doc: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MessageError(
+            "invalid_json", f"{exc.msg} at line {exc.lineno} col {exc.colno}"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise MessageError("invalid_json", f"expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise MessageError(
+            "unknown_schema_version",
+            f"schema_version {version!r} is not supported (this worker reads {SCHEMA_VERSION})",
+        )
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise MessageError("invalid_fields", f"{where}: {first['msg']}") from exc
+
+
+def decode_item(raw: bytes | None, max_text_bytes: int) -> IncomingItem:
+    """Decode an incoming item and apply the content rules (non-empty, bounded size)."""
+    item = decode(raw, IncomingItem)
+    if not item.text.strip():
+        raise MessageError("empty_text", f"item {item.item_id!r} has no text")
+    size = len(item.text.encode("utf-8"))
+    if size > max_text_bytes:
+        raise MessageError(
+            "text_too_large",
+            f"item {item.item_id!r} has {size} bytes of text (max {max_text_bytes})",
+        )
+    return item
+
+
+def export_schemas(out_dir: Path) -> list[Path]:
+    """Write ``<name>.schema.json`` for every message; return the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in MESSAGE_TYPES.items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://borderline.dev/schemas/v{SCHEMA_VERSION}/{name}.schema.json"
+        path = out_dir / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,178 @@
+"""One typed settings object, read once at the entry point (`Settings()`), passed down as plain
+values. Environment variables use the prefix ``BORDERLINE_`` and ``__`` between sections, e.g.
+``BORDERLINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``BORDERLINE_WORKER__BATCH_MAX_SIZE=64``.
+
+Every default serves the embedded mode: with no Kafka and Redis addresses set, borderline starts
+its own broker (tansu) and redis-server on free loopback ports. Setting both addresses turns the
+embedded services off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.wire.topics import TopicNames
+
+__all__ = [
+    "DriftSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "PolicySettings",
+    "RedisSettings",
+    "ReviewSettings",
+    "ServicesSettings",
+    "Settings",
+    "WorkerSettings",
+]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; unset means the embedded broker is used",
+    )
+    partitions: int = Field(default=4, ge=1, description="partitions of every topic created")
+    replication_factor: int = Field(default=1, ge=1)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    app_id: str = Field(default="borderline-classify", description="consumer group of workers")
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="a worker silent this long loses its partitions"
+    )
+    rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    fetch_max_wait_s: float = Field(
+        default=0.05, gt=0, le=10, description="longest a fetch may wait on the broker"
+    )
+
+
+class RedisSettings(BaseModel):
+    url: SecretStr | None = Field(
+        default=None, description="redis://[:password@]host:port/db; unset means embedded"
+    )
+    key_prefix: str = Field(default="borderline", min_length=1)
+    review_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+
+
+class WorkerSettings(BaseModel):
+    batch_max_size: int = Field(default=16, ge=1, le=1024)
+    batch_max_wait_s: float = Field(default=0.05, gt=0, le=10)
+    max_text_bytes: int = Field(default=64_000, ge=1)
+    scorer_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0=auto")
+    retry_attempts: int = Field(default=5, ge=1, description="broker/Redis retries before crashing")
+    retry_backoff_s: float = Field(default=0.2, gt=0)
+    web_port: int = Field(default=0, ge=0, le=65535, description="faust's web server; 0=off")
+    adapter_cache_dir: Path = Field(
+        default=Path(".borderline/adapter-cache"), description="verified adapters from Redis"
+    )
+    adapter_poll_s: float = Field(
+        default=2.0, gt=0, description="registry poll, besides its pub/sub channel"
+    )
+
+
+class ModelSettings(BaseModel):
+    dir: Path = Field(default=Path(".borderline/model"), description="output of `model init`")
+    max_length: int = Field(default=128, ge=8, le=512, description="tokens per item")
+
+
+class PolicySettings(BaseModel):
+    version: str = Field(default="v1", min_length=1)
+    category: str = Field(default="violating", min_length=1)
+    block_threshold: float = Field(default=0.5, ge=0, le=1)
+    review_low: float = Field(default=0.3, ge=0, le=1)
+    review_high: float = Field(default=0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> PolicySettings:
+        if not self.review_low <= self.review_high:
+            raise ValueError(
+                f"review_low ({self.review_low}) must not exceed review_high ({self.review_high})"
+            )
+        return self
+
+
+class ReviewSettings(BaseModel):
+    labels_per_hour: float = Field(default=1200.0, gt=0, description="review budget: send rate")
+    max_open: int = Field(default=300, ge=1, description="review budget: unanswered requests")
+    audit_rate: float = Field(default=0.02, ge=0, le=1, description="random audit share")
+    share_uncertain: float = Field(default=0.5, ge=0, le=1, description="budget share")
+    share_boundary: float = Field(default=0.35, ge=0, le=1, description="budget share")
+    share_audit: float = Field(default=0.15, ge=0, le=1, description="budget share")
+    evidence_refresh_s: float = Field(default=5.0, gt=0, description="labelled index refresh")
+    window_size: int = Field(default=1000, ge=10, description="items mined for boundary pairs")
+    mine_every: int = Field(default=200, ge=1, description="new items between two minings")
+    max_pairs: int = Field(default=8, ge=0, description="boundary pairs per mining")
+    evidence_k: int = Field(default=3, ge=0, description="labelled neighbours shown as evidence")
+    agreement_threshold: float = Field(
+        default=0.8, ge=0, le=1, description="reviewers below it are excluded from training"
+    )
+    min_shared: int = Field(default=25, ge=1, description="shared items before kappa counts")
+    eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
+    seed: int = 0
+
+
+class DriftSettings(BaseModel):
+    reference_size: int = Field(default=1000, ge=50, description="items in the reference window")
+    window_size: int = Field(default=500, ge=50, description="items in the recent window")
+    input_threshold: float = Field(default=1e-3, gt=0, lt=1, description="p-value (Bonferroni)")
+    prediction_threshold: float = Field(default=1e-3, gt=0, lt=1, description="p-value")
+    concept_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="disagreement rate with expert consensus"
+    )
+    seed: int = 0
+
+
+class MetricsSettings(BaseModel):
+    port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
+    host: str = "127.0.0.1"
+
+
+class ServicesSettings(BaseModel):
+    state_dir: Path = Field(
+        default=Path(".borderline/services"), description="pids and ports of `services up`"
+    )
+    tansu_bin: Path | None = Field(default=None, description="override the bundled tansu binary")
+    redis_bin: Path | None = Field(default=None, description="override redis-server on PATH")
+    start_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BORDERLINE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+    data_dir: Path = Field(default=Path(".borderline/data"), description="corpus cache")
+
+    @property
+    def embedded(self) -> bool:
+        """True when borderline must start its own broker and Redis."""
+        return self.kafka.bootstrap_servers is None or self.redis.url is None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Settings:
+        if (self.kafka.bootstrap_servers is None) != (self.redis.url is None):
+            missing = "REDIS__URL" if self.redis.url is None else "KAFKA__BOOTSTRAP_SERVERS"
+            raise ValueError(
+                "set both BORDERLINE_KAFKA__BOOTSTRAP_SERVERS and BORDERLINE_REDIS__URL to use "
+                f"external services, or neither for the embedded ones (BORDERLINE_{missing} "
+                "is missing)"
+            )
+        return self
+
+    def with_services(self, bootstrap_servers: str, redis_url: str) -> Settings:
+        """A copy pointing at the given (e.g. freshly started embedded) services."""
+        kafka = self.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+        redis = self.redis.model_copy(update={"url": SecretStr(redis_url)})
+        return self.model_copy(update={"kafka": kafka, "redis": redis})
