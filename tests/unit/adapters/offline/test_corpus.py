@@ -32,7 +32,7 @@ from adapters.offline.corpus import (
 from adapters.offline.email_text import email_to_text
 from models.errors import BorderlineError
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[3] / "data"
 MISSING_NPM = "borderline-test-no-such-npm"
 
 LEAKY_HEADERS = """\

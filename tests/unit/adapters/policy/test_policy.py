@@ -13,7 +13,7 @@ from adapters.policy.schema import BENIGN, Policy, PolicyError, load_policy, par
 from streams.wire.messages import PolicyUpdate, decode, encode
 from streams.wire.settings import PolicySettings, ReviewSettings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 POLICIES = REPO / "deploy" / "policies"
 
 VALID = """\
