@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -164,6 +165,15 @@ class AdapterRegistry:
         if manifest is None or data is None:
             raise RegistryError(f"unknown adapter {adapter_id!r} (see `borderline adapters list`)")
         return {MANIFEST_FILE: _bytes(manifest), ADAPTER_FILE: _bytes(data)}
+
+    async def fetch(
+        self, adapter_id: str, directory: Path, *, expected_base: str
+    ) -> AdapterArtifact:
+        """Read ``adapter_id``'s files from the registry, verify them (sha256, base model) and place
+        them in ``directory``: the one way a process gets an adapter it can load."""
+        return AdapterArtifact.from_files(
+            await self.files(adapter_id), directory, expected_base=expected_base
+        )
 
     async def manifest(self, adapter_id: str) -> AdapterManifest:
         raw = await self.redis.get(self._adapter(adapter_id, "manifest"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from adapters.registry.artifact import AdapterArtifact, ArtifactError
+from adapters.registry.artifact import ArtifactError
 from adapters.registry.store import AdapterRegistry, RegistryError
 from models.adapter_file import AdapterFileError
 from models.scorer import Scorer
@@ -68,9 +68,8 @@ class AdapterSwapper:
     async def _load(self, adapter_id: str) -> None:
         if adapter_id in self.scorer.loaded_adapters:
             return
-        files = await self.registry.files(adapter_id)
-        artifact = AdapterArtifact.from_files(
-            files, self.cache_dir / adapter_id, expected_base=self.scorer.model_version
+        artifact = await self.registry.fetch(
+            adapter_id, self.cache_dir / adapter_id, expected_base=self.scorer.model_version
         )
         self.scorer.load_adapter(adapter_id, artifact.path)
 

@@ -146,10 +146,8 @@ async def trainer_step(
     manifest = ModelManifest.read(settings.model.dir, verify=False)
     start = None
     if active is not None:
-        start = AdapterArtifact.from_files(
-            await registry.files(active.adapter_id),
-            out_dir / active.adapter_id,
-            expected_base=manifest.model_version,
+        start = await registry.fetch(
+            active.adapter_id, out_dir / active.adapter_id, expected_base=manifest.model_version
         )
     elif (settings.model.dir / BOOTSTRAP_ARTIFACT).is_dir():
         start = AdapterArtifact.load(
@@ -244,8 +242,8 @@ async def judge_live(
 ) -> list[str]:
     manifest = ModelManifest.read(settings.model.dir, verify=False)
     if adapter_id not in scorer.loaded_adapters:
-        artifact = AdapterArtifact.from_files(
-            await registry.files(adapter_id),
+        artifact = await registry.fetch(
+            adapter_id,
             settings.worker.adapter_cache_dir / adapter_id,
             expected_base=manifest.model_version,
         )
