@@ -10,12 +10,12 @@ Labels under different policy versions live under different keys and are never m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from adapters.labels.consensus import consensus, split_of
@@ -45,30 +45,85 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class StoredVote(BaseModel):
+    """One reviewer's label of one item, as stored (the hash field is the reviewer id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    at: float
+
+
+class _ReviewDoc(BaseModel):
+    """The stored form of an item sent to review."""
+
+    text: str
+    p_violating: float
+    reason: str
+    requested_at: float
+    embedding: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LabelKeys:
+    """Every Redis key of the label store, built here and nowhere else."""
+
+    prefix: str
+
+    @property
+    def reviewers(self) -> str:
+        return f"{self.prefix}:reviewers"
+
+    @property
+    def excluded(self) -> str:
+        return f"{self.prefix}:reviewers:excluded"
+
+    @property
+    def cleared(self) -> str:
+        return f"{self.prefix}:reviewers:cleared"
+
+    @property
+    def policies(self) -> str:
+        return f"{self.prefix}:labels:policies"
+
+    def votes(self, policy: str, item_id: str) -> str:
+        return f"{self.prefix}:labels:{policy}:{item_id}"
+
+    def items(self, policy: str) -> str:
+        return f"{self.prefix}:labels:{policy}:items"
+
+    def review_item(self, item_id: str) -> str:
+        return f"{self.prefix}:review:item:{item_id}"
+
+    def open_requests(self, policy: str) -> str:
+        return f"{self.prefix}:review:open:{policy}"
+
+
 class LabelStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = LabelKeys(prefix)
 
     # --- reviewers ------------------------------------------------------------------------
     async def register_reviewers(self, reviewer_ids: Iterable[str]) -> int:
         ids = list(reviewer_ids)
-        return int(await self.redis.sadd(f"{self.prefix}:reviewers", *ids)) if ids else 0
+        return int(await self.redis.sadd(self.keys.reviewers, *ids)) if ids else 0
 
     async def registered(self) -> set[str]:
-        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers")}
+        return {_s(r) for r in await self.redis.smembers(self.keys.reviewers)}
 
     async def is_registered(self, reviewer_id: str) -> bool:
-        return bool(await self.redis.sismember(f"{self.prefix}:reviewers", reviewer_id))
+        return bool(await self.redis.sismember(self.keys.reviewers, reviewer_id))
 
     async def excluded(self) -> set[str]:
-        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers:excluded")}
+        return {_s(r) for r in await self.redis.smembers(self.keys.excluded)}
 
     async def cleared(self) -> set[str]:
-        return {_s(r) for r in await self.redis.smembers(f"{self.prefix}:reviewers:cleared")}
+        return {_s(r) for r in await self.redis.smembers(self.keys.cleared)}
 
     async def set_excluded(self, reviewer_ids: Iterable[str]) -> None:
-        key = f"{self.prefix}:reviewers:excluded"
+        key = self.keys.excluded
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             ids = list(reviewer_ids)
@@ -79,8 +134,8 @@ class LabelStore:
     async def clear(self, reviewer_id: str) -> None:
         """A person vouches for a reviewer: their labels count for training again."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(f"{self.prefix}:reviewers:cleared", reviewer_id)
-            pipe.srem(f"{self.prefix}:reviewers:excluded", reviewer_id)
+            pipe.sadd(self.keys.cleared, reviewer_id)
+            pipe.srem(self.keys.excluded, reviewer_id)
             await pipe.execute()
 
     # --- review requests ------------------------------------------------------------------
@@ -91,7 +146,7 @@ class LabelStore:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in items:
-                key = f"{self.prefix}:review:item:{item.item_id}"
+                key = self.keys.review_item(item.item_id)
                 doc: dict[str, str | bytes | float] = {
                     "text": item.text,
                     "p_violating": item.p_violating,
@@ -102,30 +157,30 @@ class LabelStore:
                     doc["embedding"] = np.asarray(item.embedding, dtype=np.float32).tobytes()
                 pipe.hset(key, mapping=doc)  # type: ignore[arg-type]
                 pipe.expire(key, ttl_s)
-                pipe.zadd(f"{self.prefix}:review:open:{policy}", {item.item_id: item.requested_at})
+                pipe.zadd(self.keys.open_requests(policy), {item.item_id: item.requested_at})
             await pipe.execute()
 
     async def open_count(self, policy: str) -> int:
-        return int(await self.redis.zcard(f"{self.prefix}:review:open:{policy}"))
+        return int(await self.redis.zcard(self.keys.open_requests(policy)))
 
     async def reviewed_items(self, item_ids: Sequence[str]) -> dict[str, ReviewedItem]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for item_id in item_ids:
-                pipe.hgetall(f"{self.prefix}:review:item:{item_id}")
+                pipe.hgetall(self.keys.review_item(item_id))
             docs = await pipe.execute()
         out = {}
         for item_id, raw in zip(item_ids, docs, strict=True):
             if not raw:
                 continue
-            doc = {_s(k): v for k, v in raw.items()}
-            emb = doc.get("embedding")
+            doc = _ReviewDoc.model_validate({_s(k): v for k, v in raw.items()})
+            emb = doc.embedding
             out[item_id] = ReviewedItem(
                 item_id=item_id,
-                text=_s(doc["text"]),
+                text=doc.text,
                 embedding=None if emb is None else np.frombuffer(emb, dtype=np.float32),
-                p_violating=float(doc["p_violating"]),
-                reason=_s(doc["reason"]),
-                requested_at=float(doc["requested_at"]),
+                p_violating=doc.p_violating,
+                reason=doc.reason,
+                requested_at=doc.requested_at,
             )
         return out
 
@@ -134,45 +189,45 @@ class LabelStore:
         self, policy: str, item_id: str, reviewer_id: str, label: str, at: float
     ) -> Literal["stored", "duplicate"]:
         """Store one label; the first label of (item, reviewer) under a policy wins."""
-        key = f"{self.prefix}:labels:{policy}:{item_id}"
-        value = json.dumps({"label": label, "at": at})
+        key = self.keys.votes(policy, item_id)
+        value = StoredVote(label=label, at=at).model_dump_json()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, reviewer_id, value)
-            pipe.zadd(f"{self.prefix}:labels:{policy}:items", {item_id: at}, nx=True)
-            pipe.zrem(f"{self.prefix}:review:open:{policy}", item_id)
-            pipe.sadd(f"{self.prefix}:labels:policies", policy)
+            pipe.zadd(self.keys.items(policy), {item_id: at}, nx=True)
+            pipe.zrem(self.keys.open_requests(policy), item_id)
+            pipe.sadd(self.keys.policies, policy)
             stored, _, _, _ = await pipe.execute()
         return "stored" if stored else "duplicate"
 
     async def votes(self, policy: str, item_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(f"{self.prefix}:labels:{policy}:{item_id}")
-        return {_s(r): json.loads(v)["label"] for r, v in raw.items()}
+        raw = await self.redis.hgetall(self.keys.votes(policy, item_id))
+        return {_s(r): StoredVote.model_validate_json(v).label for r, v in raw.items()}
 
     async def labelled_items(self, policy: str) -> list[str]:
         return [
             _s(i)  # type: ignore[arg-type]
-            for i in await self.redis.zrange(f"{self.prefix}:labels:{policy}:items", 0, -1)
+            for i in await self.redis.zrange(self.keys.items(policy), 0, -1)
         ]
 
     async def labelled_since(self, policy: str, since: float) -> list[str]:
         """Items whose first label arrived after ``since`` (epoch seconds)."""
-        raw = await self.redis.zrangebyscore(f"{self.prefix}:labels:{policy}:items", since, "+inf")
+        raw = await self.redis.zrangebyscore(self.keys.items(policy), since, "+inf")
         return [_s(i) for i in raw]  # type: ignore[arg-type]
 
     async def all_votes(self, policy: str) -> dict[str, dict[str, str]]:
         items = await self.labelled_items(policy)
         async with self.redis.pipeline(transaction=False) as pipe:
             for item_id in items:
-                pipe.hgetall(f"{self.prefix}:labels:{policy}:{item_id}")
+                pipe.hgetall(self.keys.votes(policy, item_id))
             raws = await pipe.execute()
         return {
-            item_id: {_s(r): json.loads(v)["label"] for r, v in raw.items()}
+            item_id: {_s(r): StoredVote.model_validate_json(v).label for r, v in raw.items()}
             for item_id, raw in zip(items, raws, strict=True)
         }
 
     async def policies(self) -> set[str]:
         """Every policy version that has labels."""
-        return {_s(p) for p in await self.redis.smembers(f"{self.prefix}:labels:policies")}
+        return {_s(p) for p in await self.redis.smembers(self.keys.policies)}
 
     async def votes_every_policy(self) -> dict[str, dict[str, str]]:
         """Every label of every policy, keyed ``policy/item``: what reviewer agreement is

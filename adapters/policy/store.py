@@ -15,9 +15,10 @@ Keys (prefix ``p``): ``p:policy:{version}`` (the document, canonical JSON), ``p:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -26,34 +27,32 @@ from adapters.policy.schema import Policy, PolicyError
 __all__ = ["PolicyRecord", "PolicyStore", "Publication"]
 
 
-@dataclass(frozen=True)
-class PolicyRecord:
+class PolicyRecord(BaseModel):
     """One publication: which version became active, instead of which, by whom and when."""
 
+    model_config = ConfigDict(frozen=True)
+
     version: str
-    previous: str | None
+    previous: str | None = None
     action: Literal["published", "reactivated"]
     actor: str
     at: float
     sha256: str
 
+    @field_validator("previous", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
     @classmethod
     def parse(cls, raw: bytes | str) -> PolicyRecord:
-        doc = json.loads(raw)
-        action = doc["action"]
-        if action not in ("published", "reactivated"):
-            raise PolicyError(f"unknown policy record action {action!r}")
-        return cls(
-            version=doc["version"],
-            previous=doc.get("previous") or None,
-            action=action,
-            actor=doc["actor"],
-            at=float(doc["at"]),
-            sha256=doc["sha256"],
-        )
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise PolicyError(f"malformed policy record: {exc}") from exc
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.model_dump(), sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:a
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -40,10 +39,14 @@ class RegistryError(BorderlineError):
     """Unknown adapter, nothing to roll back to, or a conflicting registration."""
 
 
-@dataclass(frozen=True)
-class ActiveRecord:
+class ActiveRecord(BaseModel):
+    """Which adapter serves a policy, since when, by whose action: the registry's active record
+    (also what the change channel announces)."""
+
+    model_config = ConfigDict(frozen=True)
+
     adapter_id: str
-    previous: str | None
+    previous: str | None = None
     epoch: int
     action: str  # "promote" or "rollback"
     actor: str
@@ -51,19 +54,17 @@ class ActiveRecord:
     at: float
     policy_version: str
 
+    @field_validator("previous", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
     @classmethod
     def parse(cls, raw: bytes | str) -> ActiveRecord:
-        doc = json.loads(raw)
-        return cls(
-            adapter_id=doc["adapter_id"],
-            previous=doc.get("previous") or None,
-            epoch=int(doc["epoch"]),
-            action=doc["action"],
-            actor=doc["actor"],
-            reason=doc["reason"],
-            at=float(doc["at"]),
-            policy_version=doc["policy_version"],
-        )
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"malformed active-adapter record: {exc}") from exc
 
 
 # KEYS: active, history, epoch, manifest-of-target
