@@ -18,14 +18,8 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-from adapters.adapt.detectors import (
-    ConceptDrift,
-    DriftError,
-    InputDrift,
-    PredictionDrift,
-    as_rows,
-    as_scores,
-)
+from adapters.adapt.detectors import ConceptDrift, DriftError, PredictionDrift, as_rows, as_scores
+from adapters.adapt.input_drift import InputDrift
 
 __all__ = ["DriftMonitor"]
 

@@ -10,8 +10,9 @@ import logging
 
 from redis.asyncio import Redis
 
-from adapters.adapt.detectors import ConceptDrift, InputDrift, PredictionDrift
+from adapters.adapt.detectors import ConceptDrift, PredictionDrift
 from adapters.adapt.drift import DriftMonitor
+from adapters.adapt.input_drift import InputDrift
 from models.scorer import ScoreBatch
 from streams.service.metrics import Metrics
 from streams.wire.settings import DriftSettings

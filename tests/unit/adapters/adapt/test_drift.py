@@ -24,12 +24,12 @@ from scipy import stats
 from adapters.adapt.detectors import (
     ConceptDrift,
     DriftError,
-    InputDrift,
     PredictionDrift,
     false_alarm_rate,
     first_alarm,
 )
 from adapters.adapt.drift import DriftMonitor
+from adapters.adapt.input_drift import InputDrift
 from models.errors import BorderlineError
 
 DIMS = 384
