@@ -32,7 +32,8 @@ def _load_settings() -> Settings:
 
 def _connected(settings: Settings) -> Settings:
     """Settings that name a broker and Redis: external ones, or those of `services up`."""
-    from streams.embedded.services import ServiceError, running_endpoints
+    from streams.embedded.detached import running_endpoints
+    from streams.embedded.services import ServiceError
 
     if not settings.embedded:
         return settings
@@ -54,7 +55,7 @@ def _corpus(settings: Settings, path: Path | None) -> Path:
 
 
 def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.embedded.services import services_down, services_status, services_up
+    from streams.embedded.detached import services_down, services_status, services_up
 
     state = settings.services.state_dir
     if args.action == "up":

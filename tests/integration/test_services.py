@@ -12,14 +12,8 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.embedded.services import (
-    EmbeddedServices,
-    ServiceEndpoints,
-    ServiceError,
-    services_down,
-    services_status,
-    services_up,
-)
+from streams.embedded.detached import services_down, services_status, services_up
+from streams.embedded.services import EmbeddedServices, ServiceEndpoints, ServiceError
 
 pytestmark = pytest.mark.integration
 
