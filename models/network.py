@@ -47,7 +47,7 @@ class MeanPoolClassifier(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)
-        logits = self.classifier(self.dropout(pooled))
+        logits: torch.Tensor = self.classifier(self.dropout(pooled))
         if self.with_embedding:
             return logits, nn.functional.normalize(pooled, dim=-1)
         return logits

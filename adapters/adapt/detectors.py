@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, Protocol, Self, TypeVar
+from typing import Literal, Protocol, Self, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -230,6 +230,20 @@ class PredictionDrift:
         self._since_check = 0
 
 
+class _Adwin(Protocol):
+    """The part of river's ADWIN used here (river ships no type hints)."""
+
+    estimation: float
+    width: float
+    drift_detected: bool
+
+    def update(self, x: float) -> object: ...
+
+
+def _adwin(delta: float) -> _Adwin:
+    return cast(_Adwin, ADWIN(delta=delta))  # type: ignore[no-untyped-call]
+
+
 class ConceptDrift:
     """Does the model disagree with the experts more often? One bool per reviewed item.
 
@@ -263,7 +277,7 @@ class ConceptDrift:
         self._threshold = checked_probability("threshold", threshold, open_low=False)
         self._delta = checked_probability("delta", delta)
         self._min_items = checked_positive("min_items", min_items)
-        self._adwin = ADWIN(delta=self._delta)
+        self._adwin = _adwin(self._delta)
         self._items = 0
         self._drift = False
         self._upward_changes = 0
@@ -292,7 +306,7 @@ class ConceptDrift:
         return self._upward_changes
 
     def reset(self) -> None:
-        self._adwin = ADWIN(delta=self._delta)
+        self._adwin = _adwin(self._delta)
         self._items = 0
         self._drift = False
         self._upward_changes = 0

@@ -112,7 +112,8 @@ def unit_rows(embeddings: np.ndarray, n: int) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1)
     if (norms == 0.0).any():
         raise CurationError(f"embedding row {int(np.argmin(norms))} is all zeros")
-    return x / norms[:, None]
+    unit: np.ndarray = x / norms[:, None]
+    return unit
 
 
 def checked_count(name: str, value: int) -> int:
