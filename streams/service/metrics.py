@@ -31,6 +31,13 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU seconds, open fds
         PlatformCollector(registry=r)
+        self._stream(r)
+        self._review(r)
+        self._adaptation(r)
+
+    def _stream(self, r: CollectorRegistry) -> None:
+        """The classify stream: decisions, dead letters, batches, latency, lag, retries, the
+        model served."""
         self.items = Counter(
             "borderline_items_total", "Items decided, by action", ["action"], registry=r
         )
@@ -38,17 +45,6 @@ class Metrics:
             "borderline_dead_letters_total",
             "Messages sent to a dead-letter topic, by reason",
             ["topic", "reason"],
-            registry=r,
-        )
-        self.review_requests = Counter(
-            "borderline_review_requests_total",
-            "Review requests sent, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.review_duplicates = Counter(
-            "borderline_review_requests_deduplicated_total",
-            "Review requests not sent again because the item was already requested",
             registry=r,
         )
         self.batch_size = Histogram(
@@ -78,16 +74,21 @@ class Metrics:
             ["target"],
             registry=r,
         )
-        self.adapter_swaps = Counter(
-            "borderline_adapter_swaps_total",
-            "Adapter changes applied by this worker (promote, rollback) or refused",
-            ["result"],
+        self.model_info = Info(
+            "borderline_model", "Model, adapter and policy version being served", registry=r
+        )
+
+    def _review(self, r: CollectorRegistry) -> None:
+        """Review requests, expert labels and the reviewers' agreement."""
+        self.review_requests = Counter(
+            "borderline_review_requests_total",
+            "Review requests sent, by reason",
+            ["reason"],
             registry=r,
         )
-        self.adapter_swap_seconds = Histogram(
-            "borderline_adapter_swap_seconds",
-            "Seconds from learning of a new active adapter to serving it",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        self.review_duplicates = Counter(
+            "borderline_review_requests_deduplicated_total",
+            "Review requests not sent again because the item was already requested",
             registry=r,
         )
         self.labels = Counter(
@@ -117,6 +118,9 @@ class Metrics:
             "Review requests sent and not yet answered",
             registry=r,
         )
+
+    def _adaptation(self, r: CollectorRegistry) -> None:
+        """Drift, adapter swaps, the trainer and the gate."""
         self.drift_statistic = Gauge(
             "borderline_drift_statistic",
             "Current drift statistic per signal (input, prediction: p-value; concept: rate)",
@@ -127,6 +131,18 @@ class Metrics:
             "borderline_drift_detected",
             "1 when a drift detector fired at its last check",
             ["signal"],
+            registry=r,
+        )
+        self.adapter_swaps = Counter(
+            "borderline_adapter_swaps_total",
+            "Adapter changes applied by this worker (promote, rollback) or refused",
+            ["result"],
+            registry=r,
+        )
+        self.adapter_swap_seconds = Histogram(
+            "borderline_adapter_swap_seconds",
+            "Seconds from learning of a new active adapter to serving it",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
         self.candidates = Counter(
@@ -163,9 +179,6 @@ class Metrics:
             "Consensus labels of the current policy, by split (train, eval)",
             ["split"],
             registry=r,
-        )
-        self.model_info = Info(
-            "borderline_model", "Model, adapter and policy version being served", registry=r
         )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
