@@ -9,16 +9,18 @@ code (it becomes a metric label and the dead letter's reason).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.review.routing import Action
-from models.errors import BorderlineError
+from streams.wire.errors import MessageError
+from streams.wire.hostile import parse_json
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -28,7 +30,6 @@ __all__ = [
     "Decision",
     "Evidence",
     "IncomingItem",
-    "MessageError",
     "PolicyCategory",
     "PolicyUpdate",
     "ReviewLabel",
@@ -44,15 +45,6 @@ SCHEMA_VERSION: Literal[1] = 1
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class MessageError(BorderlineError):
-    """A message that cannot be processed. ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -64,7 +56,11 @@ class IncomingItem(_Message):
     item_id: ItemId
     text: str
     produced_at: float | None = Field(
-        default=None, description="epoch seconds when the item entered the stream"
+        default=None,
+        ge=0.0,
+        le=1e11,  # epoch seconds (not milliseconds): before the year 5138
+        allow_inf_nan=False,
+        description="epoch seconds when the item entered the stream",
     )
     metadata: dict[str, str] = Field(default_factory=dict)
 
@@ -162,8 +158,16 @@ class AdapterEvent(_Message):
     at: float
 
 
+# What a dead letter keeps of the original: the broker refuses a message over its limit (1 MB by
+# default), and base64 adds a third, so originals above the cap are kept as a prefix.
+DEAD_LETTER_VALUE_CAP = 256 * 1024
+DEAD_LETTER_KEY_CAP = 4 * 1024
+
+
 class DeadLetter(_Message):
-    """A message that could not be processed, with why and the original bytes (base64)."""
+    """A message that could not be processed, with why and the original bytes (base64). An
+    original larger than 256 KiB is kept as its first 256 KiB (``value_truncated``), with the
+    size and sha256 of the whole, so a dead letter always fits the broker's limit."""
 
     reason: str
     detail: str
@@ -172,6 +176,11 @@ class DeadLetter(_Message):
     offset: int | None = None
     key_b64: str | None = None
     value_b64: str
+    value_size: int | None = Field(default=None, description="bytes of the whole original value")
+    value_sha256: str | None = Field(default=None, description="sha256 of the whole original")
+    value_truncated: bool = Field(
+        default=False, description="value_b64 holds only the first 256 KiB of the original"
+    )
     failed_at: float
     worker: str
 
@@ -188,20 +197,29 @@ class DeadLetter(_Message):
         worker: str,
         now: float | None = None,
     ) -> DeadLetter:
+        kept = value[:DEAD_LETTER_VALUE_CAP]
         return cls(
             reason=error.reason,
-            detail=error.detail[:2000],
+            detail=_printable(error.detail[:2000]),
             source_topic=source_topic,
             partition=partition,
             offset=offset,
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            value_b64=base64.b64encode(value).decode(),
+            key_b64=None if key is None else base64.b64encode(key[:DEAD_LETTER_KEY_CAP]).decode(),
+            value_b64=base64.b64encode(kept).decode(),
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=len(kept) < len(value),
             failed_at=time.time() if now is None else now,
             worker=worker,
         )
 
     def original(self) -> bytes:
         return base64.b64decode(self.value_b64)
+
+
+def _printable(text: str) -> str:
+    """A detail can quote hostile input: lone surrogates would make the dead letter unencodable."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 MESSAGE_TYPES: dict[str, type[_Message]] = {
@@ -221,24 +239,21 @@ def encode(message: _Message) -> bytes:
     return message.model_dump_json().encode()
 
 
-def decode(raw: bytes | None, model: type[M]) -> M:
+# A message is a few hundred bytes of JSON; text is capped by the worker's max_text_bytes (which
+# JSON escapes can inflate up to six times). Nothing we read nests deeper than 4 levels.
+MAX_MESSAGE_BYTES = 512 * 1024
+MAX_DEPTH = 16
+
+
+def decode(raw: bytes | None, model: type[M], *, max_bytes: int = MAX_MESSAGE_BYTES) -> M:
     """Decode one message; any problem becomes a `MessageError` with a stable reason."""
     if raw is None:
         raise MessageError("empty_value", "the message has no value (tombstone)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MessageError("invalid_utf8", f"byte {exc.start} is not UTF-8") from exc
-    try:
-        doc: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MessageError(
-            "invalid_json", f"{exc.msg} at line {exc.lineno} col {exc.colno}"
-        ) from exc
+    doc = parse_json(raw, max_bytes=max_bytes, max_depth=MAX_DEPTH)
     if not isinstance(doc, dict):
         raise MessageError("invalid_json", f"expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 in Python
         raise MessageError(
             "unknown_schema_version",
             f"schema_version {version!r} is not supported (this worker reads {SCHEMA_VERSION})",
@@ -253,7 +268,7 @@ def decode(raw: bytes | None, model: type[M]) -> M:
 
 def decode_item(raw: bytes | None, max_text_bytes: int) -> IncomingItem:
     """Decode an incoming item and apply the content rules (non-empty, bounded size)."""
-    item = decode(raw, IncomingItem)
+    item = decode(raw, IncomingItem, max_bytes=max(MAX_MESSAGE_BYTES, 6 * max_text_bytes + 4096))
     if not item.text.strip():
         raise MessageError("empty_text", f"item {item.item_id!r} has no text")
     size = len(item.text.encode("utf-8"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.wire.errors import MessageError
 from streams.wire.messages import (
     MESSAGE_TYPES,
     Action,
@@ -18,7 +19,6 @@ from streams.wire.messages import (
     Decision,
     Evidence,
     IncomingItem,
-    MessageError,
     PolicyCategory,
     PolicyUpdate,
     ReviewLabel,
@@ -154,7 +154,7 @@ def test_missing_schema_version_means_the_current_one() -> None:
     [
         (b"\xff\xfe", "invalid_utf8"),
         (b"{not json", "invalid_json"),
-        (b"", "invalid_json"),
+        (b"", "empty_value"),  # the README promised empty_value; it said invalid_json
         (b'["item-1", "hello"]', "invalid_json"),
         (b'"a string"', "invalid_json"),
         (b"null", "invalid_json"),
