@@ -1,13 +1,13 @@
-"""The adapter registry on the real redis-server: registration is idempotent and never lets one id
-name two adapters, promotions and rollbacks keep a history with who did them and why, every
-change is announced on the registry's channel, and concurrent promotions from separate clients
-are serialised (strictly increasing epochs, no lost update)."""
+"""The adapter registry on a real redis-server (the unit session's own, on a unix socket):
+registration is idempotent and never lets one id name two adapters, promotions and rollbacks keep
+a history with who did them and why, every change is announced on the registry's channel,
+concurrent promotions from separate clients are serialised (strictly increasing epochs, no lost
+update), and `fetch` places only verified adapters."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,19 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from adapters.registry.artifact import ADAPTER_FILE, AdapterArtifact, write_artifact
+from adapters.registry.artifact import (
+    ADAPTER_FILE,
+    MANIFEST_FILE,
+    AdapterArtifact,
+    ArtifactError,
+    write_artifact,
+)
 from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
-
-pytestmark = pytest.mark.integration
+from tests.redis_support import redis_client
 
 BASE = "m-test"
+
+Body = Callable[[AdapterRegistry, Redis, str], Awaitable[None]]
 
 
 def _artifact(tmp: Path, adapter_id: str, *, created_at: float = 1.0, value: float = 0.5) -> Any:
@@ -36,22 +43,18 @@ def _artifact(tmp: Path, adapter_id: str, *, created_at: float = 1.0, value: flo
     )
 
 
-def _run(services: Any, body: Callable[[AdapterRegistry, Redis, str], Awaitable[None]]) -> None:
-    """Run ``body`` with a registry on a prefix of its own, closing the client afterwards."""
-    prefix = f"test-reg-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def run(run_redis: Any, prefix: str) -> Callable[[Body], None]:
+    """``run(body)``: ``body(registry, client, prefix)`` on a key prefix of this test's own."""
 
-    async def main() -> None:
-        redis = Redis.from_url(services.redis_url)
-        try:
-            await body(AdapterRegistry(redis, prefix), redis, prefix)
-        finally:
-            await redis.aclose()
+    def go(body: Body) -> None:
+        run_redis(lambda redis: body(AdapterRegistry(redis, prefix), redis, prefix))
 
-    asyncio.run(main())
+    return go
 
 
 def test_register_is_idempotent_and_refuses_another_adapter_under_the_same_id(
-    services: Any, tmp_path: Path
+    run: Callable[[Body], None], tmp_path: Path
 ) -> None:
     first = _artifact(tmp_path, "a", value=0.5)
     other = _artifact(tmp_path, "a", value=0.75)
@@ -69,10 +72,10 @@ def test_register_is_idempotent_and_refuses_another_adapter_under_the_same_id(
         assert [m.adapter_id for m in await reg.adapters()] == ["a"]
         assert await reg.manifest("a") == first.manifest
 
-    _run(services, body)
+    run(body)
 
 
-def test_adapters_are_listed_in_creation_order(services: Any, tmp_path: Path) -> None:
+def test_adapters_are_listed_in_creation_order(run: Callable[[Body], None], tmp_path: Path) -> None:
     made = {
         "c": _artifact(tmp_path, "c", created_at=300.0),
         "a": _artifact(tmp_path, "a", created_at=100.0),
@@ -87,11 +90,11 @@ def test_adapters_are_listed_in_creation_order(services: Any, tmp_path: Path) ->
         assert [m.adapter_id for m in listed] == ["a", "b", "c"]
         assert [m.created_at for m in listed] == [100.0, 200.0, 300.0]
 
-    _run(services, body)
+    run(body)
 
 
 def test_unknown_adapters_and_nothing_to_roll_back_are_refused(
-    services: Any, tmp_path: Path
+    run: Callable[[Body], None], tmp_path: Path
 ) -> None:
     async def body(reg: AdapterRegistry, _redis: Redis, _prefix: str) -> None:
         with pytest.raises(RegistryError, match="borderline adapters list") as caught:
@@ -111,10 +114,12 @@ def test_unknown_adapters_and_nothing_to_roll_back_are_refused(
         active = await reg.active("v1")
         assert active is not None and active.adapter_id == "a" and active.epoch == 1
 
-    _run(services, body)
+    run(body)
 
 
-def test_promote_promote_rollback_and_the_history(services: Any, tmp_path: Path) -> None:
+def test_promote_promote_rollback_and_the_history(
+    run: Callable[[Body], None], tmp_path: Path
+) -> None:
     async def body(reg: AdapterRegistry, _redis: Redis, _prefix: str) -> None:
         await reg.register(_artifact(tmp_path, "A", created_at=1.0))
         await reg.register(_artifact(tmp_path, "B", created_at=2.0))
@@ -139,10 +144,12 @@ def test_promote_promote_rollback_and_the_history(services: Any, tmp_path: Path)
         assert await reg.history("v1", limit=1) == [rolled]
         assert await reg.active("v2") is None  # other policies are untouched
 
-    _run(services, body)
+    run(body)
 
 
-def test_every_promotion_is_announced_on_the_channel(services: Any, tmp_path: Path) -> None:
+def test_every_promotion_is_announced_on_the_channel(
+    run: Callable[[Body], None], tmp_path: Path
+) -> None:
     async def body(reg: AdapterRegistry, redis: Redis, _prefix: str) -> None:
         await reg.register(_artifact(tmp_path, "A"))
         await reg.register(_artifact(tmp_path, "B"))
@@ -168,18 +175,16 @@ def test_every_promotion_is_announced_on_the_channel(services: Any, tmp_path: Pa
         finally:
             await pubsub.aclose()
 
-    _run(services, body)
+    run(body)
 
 
 def test_concurrent_promotions_from_two_clients_are_serialised(
-    services: Any, tmp_path: Path
+    run: Callable[[Body], None], redis_url: str, tmp_path: Path
 ) -> None:
     async def body(reg: AdapterRegistry, _redis: Redis, prefix: str) -> None:
         await reg.register(_artifact(tmp_path, "A"))
         await reg.register(_artifact(tmp_path, "B"))
-        one = Redis.from_url(services.redis_url)
-        two = Redis.from_url(services.redis_url)
-        try:
+        async with redis_client(redis_url) as one, redis_client(redis_url) as two:
             registries = [AdapterRegistry(one, prefix), AdapterRegistry(two, prefix)]
             returned = await asyncio.gather(
                 *(
@@ -190,9 +195,6 @@ def test_concurrent_promotions_from_two_clients_are_serialised(
                 ),
                 return_exceptions=True,
             )
-        finally:
-            await one.aclose()
-            await two.aclose()
 
         # promoting the adapter that is already active is refused, so some of the 20 may be
         made = [r for r in returned if isinstance(r, ActiveRecord)]
@@ -217,10 +219,10 @@ def test_concurrent_promotions_from_two_clients_are_serialised(
         # every caller got back the record it made
         assert sorted(made, key=lambda r: r.epoch) == sorted(history, key=lambda r: r.epoch)
 
-    _run(services, body)
+    run(body)
 
 
-def test_stored_bytes_are_the_artifact_bytes(services: Any, tmp_path: Path) -> None:
+def test_stored_bytes_are_the_artifact_bytes(run: Callable[[Body], None], tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, "A")
 
     async def body(reg: AdapterRegistry, redis: Redis, prefix: str) -> None:
@@ -231,23 +233,107 @@ def test_stored_bytes_are_the_artifact_bytes(services: Any, tmp_path: Path) -> N
         )
         assert placed.manifest == artifact.manifest
 
-    _run(services, body)
+    run(body)
 
 
 def test_racing_registrations_of_different_adapters_under_one_id(
-    services: Any, tmp_path: Path
+    run: Callable[[Body], None], redis_url: str, tmp_path: Path
 ) -> None:
     first = _artifact(tmp_path / "1", "same", value=0.5)
     other = _artifact(tmp_path / "2", "same", value=0.75)
 
     async def body(reg: AdapterRegistry, redis: Redis, prefix: str) -> None:
-        second = AdapterRegistry(Redis.from_url(services.redis_url), prefix)
-        results = await asyncio.gather(
-            reg.register(first), second.register(other), return_exceptions=True
-        )
+        async with redis_client(redis_url) as client:
+            second = AdapterRegistry(client, prefix)
+            results = await asyncio.gather(
+                reg.register(first), second.register(other), return_exceptions=True
+            )
         assert sorted(type(r).__name__ for r in results) == ["RegistryError", "bool"]
         winner = first if results[0] is True else other
         assert await reg.files("same") == winner.files()
-        await second.redis.aclose()
 
-    _run(services, body)
+    run(body)
+
+
+def test_fetch_places_a_verified_adapter_and_refuses_a_tampered_or_foreign_one(
+    run: Callable[[Body], None], tmp_path: Path
+) -> None:
+    good = _artifact(tmp_path, "good")
+    bad = _artifact(tmp_path, "bad", value=0.25)
+
+    async def body(reg: AdapterRegistry, redis: Redis, prefix: str) -> None:
+        await reg.register(good)
+        await reg.register(bad)
+        placed = await reg.fetch("good", tmp_path / "cache" / "good", expected_base=BASE)
+        assert placed.adapter_id == "good" and placed.manifest == good.manifest
+        assert (tmp_path / "cache" / "good" / ADAPTER_FILE).read_bytes() == good.path.read_bytes()
+        assert (tmp_path / "cache" / "good" / MANIFEST_FILE).is_file()
+
+        with pytest.raises(ArtifactError, match="built for base m-test, this worker runs m-other"):
+            await reg.fetch("good", tmp_path / "cache" / "foreign", expected_base="m-other")
+        assert not (tmp_path / "cache" / "foreign").exists()
+
+        key = f"{prefix}:adapter:bad:file"  # the documented key of the adapter's bytes
+        stored = await redis.get(key)
+        assert isinstance(stored, bytes)
+        await redis.set(key, stored[:-1] + bytes([stored[-1] ^ 0x01]))
+        with pytest.raises(ArtifactError, match=r"sha256 .* corrupted or tampered with"):
+            await reg.fetch("bad", tmp_path / "cache" / "bad", expected_base=BASE)
+        assert not (tmp_path / "cache" / "bad").exists()
+
+        with pytest.raises(RegistryError, match="unknown adapter 'nope'"):
+            await reg.fetch("nope", tmp_path / "cache" / "nope", expected_base=BASE)
+        with pytest.raises(RegistryError, match="unknown adapter 'nope'"):
+            await reg.manifest("nope")
+
+    run(body)
+
+
+def test_promoting_the_active_adapter_again_is_refused_and_changes_nothing(
+    run: Callable[[Body], None], tmp_path: Path
+) -> None:
+    async def body(reg: AdapterRegistry, _redis: Redis, _prefix: str) -> None:
+        await reg.register(_artifact(tmp_path, "A"))
+        first = await reg.promote("A", actor="alice", reason="first", now=1.0)
+        with pytest.raises(RegistryError, match="'A' is already active for policy v1"):
+            await reg.promote("A", actor="bob", reason="again", now=2.0)
+        assert await reg.active("v1") == first
+        assert await reg.history("v1") == [first]
+
+    run(body)
+
+
+def test_a_promotion_under_another_policy_and_rollbacks_that_alternate(
+    run: Callable[[Body], None], tmp_path: Path
+) -> None:
+    async def body(reg: AdapterRegistry, _redis: Redis, _prefix: str) -> None:
+        await reg.register(_artifact(tmp_path, "A"))
+        await reg.register(_artifact(tmp_path, "B"))
+        # an adapter made for v1 may serve v2 when asked to; v1 is untouched
+        moved = await reg.promote("A", actor="ops", reason="reuse", policy="v2", now=5.0)
+        assert moved.policy_version == "v2" and moved.previous is None
+        assert await reg.active("v1") is None
+        await reg.promote("B", actor="ops", reason="next", policy="v2", now=6.0)
+        back = await reg.rollback("v2", actor="ops", reason="back", now=7.0)
+        # a rollback's previous is the adapter it replaced: rolling back again returns to it
+        forth = await reg.rollback("v2", actor="ops", reason="forth", now=8.0)
+        assert [(r.adapter_id, r.previous) for r in (back, forth)] == [("A", "B"), ("B", "A")]
+        assert [r.epoch for r in await reg.history("v2")] == [4, 3, 2, 1]
+        assert await reg.history("v2", limit=0) == []
+
+    run(body)
+
+
+def test_an_active_record_reads_an_empty_previous_as_none() -> None:
+    doc = {
+        "adapter_id": "A",
+        "previous": "",
+        "epoch": "3",
+        "action": "promote",
+        "actor": "ops",
+        "reason": "r",
+        "at": 1,
+        "policy_version": "v1",
+    }
+    record = ActiveRecord.parse(json.dumps(doc))
+    assert (record.previous, record.epoch, record.at) == (None, 3, 1.0)
