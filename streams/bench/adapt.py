@@ -63,7 +63,7 @@ def bench_adapt(
     items: int,
     rate: float,
     seed: int,
-    min_eval_items: int,
+    min_eval_items: int | None = None,
 ) -> dict[str, Any]:
     from adapters.offline.corpus import fetch_spamassassin
 
@@ -76,6 +76,7 @@ def bench_adapt(
         policy_change=True,
         min_eval_items=min_eval_items,
     )
+    gate = options.gate(settings.gate)  # the figures name the knobs the run used
     started = time.perf_counter()
     code = run_demo(settings, options)
     scenario_s = time.perf_counter() - started
@@ -100,8 +101,8 @@ def bench_adapt(
             "promo_share": options.promo_share,
             "panel": options.panel,
             "per_item": options.per_item,
-            "min_kappa": options.min_kappa,
-            "min_eval_items": min_eval_items,
+            "min_kappa": gate.min_kappa,
+            "min_eval_items": gate.min_eval_items,
             "demo_exit_code": code,
             "wall_s": round(scenario_s, 1),
             "report": str(out / "report.md"),

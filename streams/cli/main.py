@@ -313,20 +313,32 @@ def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(adapters_command(args, _connected(settings)))
 
 
-def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.adapt.gate import GateConfig
-    from streams.service.trainer import run_trainer
+def trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``settings`` with the `borderline trainer` flags given on the command line applied to
+    its gate section (a flag left out keeps the setting)."""
+    knobs = {  # flag (its dest) -> gate setting
+        "interval": "interval_s",
+        "min_new_labels": "min_new_labels",
+        "min_kappa": "min_kappa",
+        "margin": "margin",
+        "min_eval_items": "min_eval_items",
+    }
+    given = {knob: getattr(args, flag) for flag, knob in knobs.items()}
+    given = {knob: value for knob, value in given.items() if value is not None}
+    try:
+        gate = type(settings.gate).model_validate({**settings.gate.model_dump(), **given})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = next(f for f, k in knobs.items() if k == first["loc"][0])
+        raise BorderlineError(f"--{flag.replace('_', '-')}: {first['msg']}") from None
+    return settings.model_copy(update={"gate": gate})
 
-    gate = GateConfig(
-        min_kappa=args.min_kappa, margin=args.margin, min_eval_items=args.min_eval_items
-    )
-    run_trainer(
-        _connected(settings),
-        interval_s=args.interval,
-        min_new_labels=args.min_new_labels,
-        gate=gate,
-        once=args.once,
-    )
+
+def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.service.trainer import TrainerConfig, run_trainer
+
+    settings = _connected(trainer_settings(args, settings))
+    run_trainer(settings, config=TrainerConfig.from_settings(settings), once=args.once)
     return 0
 
 

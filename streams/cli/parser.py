@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import NoReturn
 
+from streams.wire.settings import GateSettings
+
 log = logging.getLogger("borderline")
 
 
@@ -48,6 +50,12 @@ def _existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path
+
+
+def _gate(knob: str, what: str = "") -> str:
+    """Help for a flag that overrides a gate setting, naming the setting and its default."""
+    default = GateSettings.model_fields[knob].default
+    return f"{what + ' ' if what else ''}(default: BORDERLINE_GATE__{knob.upper()}, {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,14 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--items", type=_positive_int, default=1500)
     adapt.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")
     adapt.add_argument("--seed", type=int, default=0)
-    adapt.add_argument("--min-eval-items", type=_positive_int, default=50)
+    adapt.add_argument(
+        "--min-eval-items",
+        type=_positive_int,
+        default=None,
+        help=_gate("min_eval_items", "the gate's evidence minimum"),
+    )
 
     trainer = sub.add_parser("trainer", help="train, gate and promote adapters as labels arrive")
-    trainer.add_argument("--interval", type=_positive_float, default=15.0, help="seconds")
-    trainer.add_argument("--min-new-labels", type=_positive_int, default=100)
-    trainer.add_argument("--min-kappa", type=float, default=0.7)
-    trainer.add_argument("--margin", type=float, default=0.02)
-    trainer.add_argument("--min-eval-items", type=_positive_int, default=50)
+    # every default is the setting's (BORDERLINE_GATE__...): a flag overrides it
+    trainer.add_argument(
+        "--interval", type=_positive_float, default=None, help=_gate("interval_s", "seconds")
+    )
+    trainer.add_argument(
+        "--min-new-labels", type=_positive_int, default=None, help=_gate("min_new_labels")
+    )
+    trainer.add_argument("--min-kappa", type=float, default=None, help=_gate("min_kappa"))
+    trainer.add_argument("--margin", type=float, default=None, help=_gate("margin"))
+    trainer.add_argument(
+        "--min-eval-items", type=_positive_int, default=None, help=_gate("min_eval_items")
+    )
     trainer.add_argument("--once", action="store_true", help="one forced round, then exit")
 
     policy = sub.add_parser("policy", help="versioned moderation policies")
@@ -201,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--panel", default=None, help="SIMULATED reviewers id:error_rate[:delay_s],..."
     )
-    demo.add_argument("--min-kappa", type=float, default=0.7, help="the gate's floor")
     demo.add_argument(
-        "--min-eval-items", type=_positive_int, default=50, help="the gate's evidence minimum"
+        "--min-kappa", type=float, default=None, help=_gate("min_kappa", "the gate's floor")
+    )
+    demo.add_argument(
+        "--min-eval-items",
+        type=_positive_int,
+        default=None,
+        help=_gate("min_eval_items", "the gate's evidence minimum"),
     )
     demo.add_argument(
         "--settle", type=_positive_float, default=300.0, help="seconds to wait after the stream"

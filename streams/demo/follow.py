@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 
+from adapters.adapt.verdicts import VerdictStore
 from adapters.labels.agreement import agreement_report, expert_ceiling
 from adapters.labels.dataset import LabeledItem
 from adapters.labels.store import LabelStore
@@ -86,6 +87,7 @@ async def _follow(
     store = LabelStore(redis, prefix)
     registry = AdapterRegistry(redis, prefix)
     policies = PolicyStore(redis, prefix)
+    verdicts = VerdictStore(redis, prefix)
     seen_reports = 0
     try:
         while not stop.is_set():
@@ -109,24 +111,23 @@ async def _follow(
             state.ceiling = expert_ceiling(
                 votes, state.excluded, min_shared=settings.review.min_shared
             )
-            raw = await redis.lrange(f"{prefix}:gate:reports", seen_reports, -1)
-            for item in raw:
-                doc = json.loads(item)
+            reports = await verdicts.reports(seen_reports)
+            for doc in reports:
                 state.verdicts.append(
                     GateVerdict(
                         at=state.now(),
-                        adapter_id=doc["adapter_id"],
-                        policy_version=doc["policy_version"],
-                        passed=bool(doc["passed"]),
-                        candidate_kappa=doc.get("candidate_kappa"),
-                        incumbent_kappa=doc.get("incumbent_kappa"),
-                        required_kappa=doc.get("required_kappa"),
-                        expert_labels=doc.get("expert_labels"),
-                        eval_labels=doc.get("eval_labels"),
-                        reason=doc.get("reason", ""),
+                        adapter_id=doc.adapter_id,
+                        policy_version=doc.policy_version,
+                        passed=doc.promoted,
+                        candidate_kappa=doc.candidate_kappa,
+                        incumbent_kappa=doc.incumbent_kappa,
+                        required_kappa=doc.required_kappa,
+                        expert_labels=doc.expert_labels,
+                        eval_labels=doc.eval_labels,
+                        reason=doc.reason,
                     )
                 )
-            seen_reports += len(raw)
+            seen_reports += len(reports)
             await _drift(state, procs)
             state.samples.append(
                 {

@@ -86,6 +86,7 @@ def _start_processes(
     for k in range(options.workers):
         launch(f"worker-{k + 1}", "worker", k)
     launch("collector", "collector", options.workers)
+    gate = options.gate(settings.gate)
     launch(
         "trainer",
         "trainer",
@@ -96,11 +97,11 @@ def _start_processes(
             "--min-new-labels",
             str(options.min_new_labels),
             "--min-kappa",
-            str(options.min_kappa),
+            str(gate.min_kappa),
             "--margin",
-            str(options.margin),
+            str(gate.margin),
             "--min-eval-items",
-            str(options.min_eval_items),
+            str(gate.min_eval_items),
         ),
     )
     for p in procs:

@@ -14,11 +14,12 @@ from rich.table import Table
 from adapters.labels.agreement import kappa
 from adapters.offline.simulation import DEFAULT_PANEL, parse_panel, policy_truth
 from models.errors import BorderlineError
+from streams.wire.settings import GateSettings
 
 __all__ = ["DemoOptions", "DemoState", "decided_label", "pairs_kappa"]
 
 
-POLICIES = Path(__file__).resolve().parents[1] / "deploy" / "policies"
+POLICIES = Path(__file__).resolve().parents[2] / "deploy" / "policies"
 
 
 class DemoError(BorderlineError):
@@ -58,14 +59,30 @@ class DemoOptions:
     promo_share: float = 0.2  # share of promotional mail (hard-ham) in the stream
     panel: str = DEFAULT_PANEL
     per_item: int = 2  # reviewers per request (disagreements get a further opinion)
-    min_kappa: float = 0.7
-    margin: float = 0.02
-    min_eval_items: int = 50
-    min_new_labels: int = 60
+    # the gate's knobs: None takes the setting (BORDERLINE_GATE__MIN_KAPPA, ...)
+    min_kappa: float | None = None
+    margin: float | None = None
+    min_eval_items: int | None = None
+    min_new_labels: int = 60  # the trainer's pace, compressed for a demo run
     trainer_interval_s: float = 5.0
     settle_s: float = 300.0  # after the stream, how long to wait for the loop to close
     v1: Path = POLICIES / "v1.yaml"
     v2: Path = POLICIES / "v2.yaml"
+
+    def gate(self, knobs: GateSettings) -> GateSettings:
+        """The gate's knobs for this run: the settings, with this run's overrides.
+
+        >>> DemoOptions(min_kappa=0.5).gate(GateSettings()).min_kappa
+        0.5
+        >>> DemoOptions().gate(GateSettings(min_kappa=0.6)).min_kappa
+        0.6
+        """
+        overrides = {
+            "min_kappa": self.min_kappa,
+            "margin": self.margin,
+            "min_eval_items": self.min_eval_items,
+        }
+        return knobs.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
     def check(self) -> None:
         if not 0.0 < self.change_at < 1.0:

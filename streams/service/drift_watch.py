@@ -1,8 +1,9 @@
 """Drift signals where the data is: each classify worker feeds its scored batches (embeddings and
 P(violating)) to input and prediction drift detectors, the label collector feeds whether the
 model's decision disagreed with the expert consensus to a concept drift detector. Each signal is
-a Prometheus gauge; a detector that fires raises a flag in Redis (``{prefix}:drift:flags``) that
-the trainer reads as a trigger, and the detector starts over on a fresh reference."""
+a Prometheus gauge; a detector that fires raises a flag in Redis (`adapters.adapt.verdicts`,
+which owns the key) that the trainer reads as a trigger, and the detector starts over on a fresh
+reference."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from adapters.adapt.detectors import ConceptDrift, PredictionDrift
 from adapters.adapt.drift import DriftMonitor
 from adapters.adapt.input_drift import InputDrift
+from adapters.adapt.verdicts import VerdictKeys, VerdictStore
 from models.scorer import ScoreBatch
 from streams.service.metrics import Metrics
 from streams.wire.settings import DriftSettings
@@ -23,13 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def flags_key(prefix: str) -> str:
-    return f"{prefix}:drift:flags"
+    """The drift flags' Redis key (for readers that hold a bare Redis client)."""
+    return VerdictKeys(prefix).drift_flags
 
 
 class DriftWatch:
     def __init__(self, redis: Redis, prefix: str, metrics: Metrics, config: DriftSettings) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.flags = VerdictStore(redis, prefix)
         self.metrics = metrics
         self.monitor = DriftMonitor(
             input_drift=InputDrift(
@@ -55,7 +59,7 @@ class DriftWatch:
             self.metrics.drift_detected.labels(signal=name).set(1.0 if name in fired else 0.0)
         if fired:
             log.warning("drift detected: %s (%s)", fired, self.monitor.signals())
-            await self.redis.sadd(flags_key(self.prefix), *fired)
+            await self.flags.raise_flags(fired)
             self.monitor.reset()
 
     def adapter_changed(self, previous: str, current: str) -> None:

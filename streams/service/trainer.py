@@ -5,59 +5,325 @@ training split of the current policy's consensus labels, registers it, judges it
 evaluation split and in shadow through the product's scorer, and promotes it only when the kappa
 gate passes. Every verdict is kept in Redis with its report and announced on the adapter-events
 topic; a promoted adapter whose kappa on fresh expert labels falls below the gate's minimum is
-rolled back automatically."""
+rolled back automatically.
+
+What starts a round is `adapters.adapt.triggers`, what is done with the live adapter and the
+candidate is `adapters.adapt.promotion`: pure functions. `Trainer.step` reads the world through
+its ports (`streams.service.trainer_ports`, built once at start-up), calls them, and acts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from adapters.adapt.candidate import decisions
-from adapters.adapt.gate import GateConfig, GateReport, evaluate, should_roll_back
+from adapters.adapt.gate import GateConfig, GateReport, evaluate
+from adapters.adapt.promotion import (
+    NO_CANDIDATE,
+    Decision,
+    LiveEvidence,
+    PromotionRules,
+    decide,
+    watched,
+)
+from adapters.adapt.triggers import readiness, triggers
+from adapters.adapt.verdicts import GateRecord
 from adapters.labels.agreement import expert_ceiling, kappa
-from adapters.labels.store import LabelStore
-from adapters.policy.store import PolicyStore
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
-from adapters.registry.store import AdapterRegistry, RegistryError
-from models.manifest import ModelManifest
+from adapters.labels.store import LabeledExample
+from adapters.registry.store import ActiveRecord, RegistryError
 from models.scorer import Scorer
 from streams.service.metrics import Metrics, serve_metrics
-from streams.service.reader import read_recent
-from streams.wire.messages import AdapterEvent, encode
+from streams.service.trainer_ports import TrainerPorts, judge_live, open_ports
+from streams.wire.messages import AdapterEvent
 from streams.wire.ready import TRAINER_READY
 from streams.wire.settings import Settings
 
-__all__ = ["TrainerState", "run_trainer", "trainer_step"]
+__all__ = [
+    "ACTOR",
+    "Trainer",
+    "TrainerConfig",
+    "TrainerState",
+    "judge_live",
+    "run_trainer",
+    "trainer_step",
+]
 
 log = logging.getLogger(__name__)
 ACTOR = "borderline trainer"
-MIN_TRAIN_LABELS = 20
 
 
 @dataclass
 class TrainerState:
     trained_on: dict[str, int] = field(default_factory=dict)  # policy -> train labels used
     reports: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""  # what the last step did, or why it did nothing
 
 
-async def _announce(settings: Settings, event: AdapterEvent) -> None:
-    assert settings.kafka.bootstrap_servers
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            settings.kafka.topics.adapter_events, encode(event), key=event.adapter_id.encode()
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The trainer's knobs as plain values, from `Settings` at the entry point."""
+
+    gate: GateConfig
+    min_new_labels: int
+    cooldown_s: float
+    default_policy: str  # when no policy was ever published
+    eval_share: float
+    min_shared: int
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        gate: GateConfig | None = None,
+        min_new_labels: int | None = None,
+    ) -> TrainerConfig:
+        knobs = settings.gate
+        return cls(
+            gate=gate
+            or GateConfig(
+                min_kappa=knobs.min_kappa, margin=knobs.margin, min_eval_items=knobs.min_eval_items
+            ),
+            min_new_labels=knobs.min_new_labels if min_new_labels is None else min_new_labels,
+            cooldown_s=knobs.rollback_cooldown_s,
+            default_policy=settings.policy.version,
+            eval_share=settings.review.eval_share,
+            min_shared=settings.review.min_shared,
         )
-    finally:
-        await producer.stop()
+
+    @property
+    def rules(self) -> PromotionRules:
+        return PromotionRules(self.gate, cooldown_s=self.cooldown_s, actor=ACTOR)
+
+
+@dataclass(frozen=True)
+class _World:
+    """What one look saw: the policy version, whether one was published, its active adapter,
+    the consensus labels of both splits, the raised drift flags."""
+
+    version: str
+    published: bool
+    active: ActiveRecord | None
+    train: list[LabeledExample]
+    evaluation: list[LabeledExample]
+    flags: set[str]
+
+
+class Trainer:
+    def __init__(self, ports: TrainerPorts, config: TrainerConfig) -> None:
+        self.ports = ports
+        self.config = config
+
+    async def step(self, state: TrainerState, *, force: bool = False) -> dict[str, Any] | None:
+        """One look at the world: rolls a bad live adapter back, or trains and judges a
+        candidate when triggered. Returns what it did (the gate report, or the rollback);
+        None when it did nothing, with the reason in ``state.reason``."""
+        world = await self._look()
+        fired = triggers(
+            policy_published=world.published,
+            adapter_active=world.active is not None,
+            train_labels=len(world.train),
+            trained_on=state.trained_on.get(world.version, 0),
+            min_new_labels=self.config.min_new_labels,
+            drift_flags=world.flags,
+            forced=force,
+        )
+        live = await self._live(world) if watched(world.active, ACTOR) else None
+        decision = self._decide(None, world, live)
+        if decision.action == "roll_back":
+            return await self._roll_back(world, decision, live, state)
+        ready = readiness(
+            fired,
+            train_labels=len(world.train),
+            eval_labels=len(world.evaluation),
+            min_eval_items=self.config.gate.min_eval_items,
+        )
+        if not ready.train:
+            state.reason = ready.reason
+            if decision.reason != NO_CANDIDATE:  # a bad live adapter with nowhere to go
+                state.reason = f"{decision.reason}; {ready.reason}"
+                log.warning("%s", decision.reason)
+            if fired:
+                log.info("triggered (%s) but %s", ",".join(fired), ready.reason)
+            return None
+        candidate, report, record = await self._candidate(world, fired, state)
+        decision = self._decide(report, world, live)
+        record = record.model_copy(
+            update={"decision": decision.action, "decision_reason": decision.reason}
+        )
+        await self.ports.verdicts.record(record)
+        await self._act(world.version, candidate, report, decision)
+        doc = record.model_dump()
+        state.reports.append(doc)
+        state.reason = decision.reason
+        log.info("candidate %s: %s (%s)", candidate, decision.action, decision.reason)
+        return doc
+
+    def _decide(
+        self, report: GateReport | None, world: _World, live: LiveEvidence | None
+    ) -> Decision:
+        active = world.active
+        return decide(
+            report,
+            active=active,
+            live=live,
+            can_roll_back=active is not None
+            and active.previous is not None
+            and active.previous != active.adapter_id,
+            now=self.ports.clock(),
+            rules=self.config.rules,
+        )
+
+    async def _look(self) -> _World:
+        p, share = self.ports, self.config.eval_share
+        published = await p.policies.active_version()
+        version = published or self.config.default_policy
+        train = await p.labels.dataset(version, "train", eval_share=share)
+        evaluation = await p.labels.dataset(version, "eval", eval_share=share)
+        if p.metrics is not None:
+            p.metrics.training_labels.labels(split="train").set(len(train))
+            p.metrics.training_labels.labels(split="eval").set(len(evaluation))
+        return _World(
+            version=version,
+            published=published is not None,
+            active=await p.registry.active(version),
+            train=train,
+            evaluation=evaluation,
+            flags=await p.verdicts.drift_flags(),
+        )
+
+    async def _live(self, world: _World) -> LiveEvidence | None:
+        """The live adapter against expert labels it has not been trained on, that arrived
+        since it went live (None: no such labels yet)."""
+        assert world.active is not None
+        since = set(await self.ports.labels.labelled_since(world.version, world.active.at))
+        fresh = [e for e in world.evaluation if e.item_id in since]
+        if not fresh:
+            return None
+        decided = await self.ports.lab.live_decisions(world.active.adapter_id, fresh)
+        value = kappa([e.label for e in fresh], decided)
+        if self.ports.metrics is not None and value is not None:
+            self.ports.metrics.live_kappa.set(value)
+        return LiveEvidence(value, len(fresh))
+
+    async def _roll_back(
+        self, world: _World, decision: Decision, live: LiveEvidence | None, state: TrainerState
+    ) -> dict[str, Any] | None:
+        p = self.ports
+        try:
+            record = await p.registry.rollback(
+                world.version, actor=ACTOR, reason=decision.reason, now=p.clock()
+            )
+        except RegistryError as exc:  # e.g. the previous adapter went away meanwhile
+            state.reason = f"{decision.reason}, but the rollback failed: {exc}"
+            log.warning("%s", state.reason)
+            return None
+        if p.metrics is not None:
+            p.metrics.rollbacks.inc()
+        await self._announce("rolled_back", record.adapter_id, world.version, record.reason)
+        state.reason = f"rolled back to {record.adapter_id}: {decision.reason}"
+        log.warning("%s", state.reason)
+        return {
+            "event": "rolled_back",
+            "to": record.adapter_id,
+            "live_kappa": None if live is None else live.kappa,
+        }
+
+    async def _candidate(
+        self, world: _World, fired: list[str], state: TrainerState
+    ) -> tuple[str, GateReport, GateRecord]:
+        """Train a candidate from the active adapter, register it, judge it at the gate."""
+        p = self.ports
+        votes = await p.labels.all_votes(world.version)
+        start, incumbent = await p.lab.prepare(world.active)
+        started = p.clock()
+        candidate = await p.lab.train(world.train, start=start, policy_version=world.version)
+        state.trained_on[world.version] = len(world.train)
+        await p.registry.register(candidate)
+        verdict = await p.lab.judge(candidate, incumbent, world.evaluation)
+        excluded = await p.labels.excluded()
+        report = evaluate(
+            verdict.expert,
+            verdict.candidate,
+            verdict.incumbent,
+            config=self.config.gate,
+            expert_ceiling=expert_ceiling(votes, excluded, min_shared=self.config.min_shared),
+            shadow_agreement=verdict.shadow_agreement,
+        )
+        record = GateRecord(
+            adapter_id=candidate.adapter_id,
+            policy_version=world.version,
+            triggers=fired,
+            expert_labels=sum(len(v) for v in votes.values()),  # every reviewer's, so far
+            train_labels=len(world.train),
+            eval_labels=len(world.evaluation),
+            train_seconds=round(p.clock() - started, 1),
+            **report.as_dict(),
+        )
+        if p.metrics is not None:
+            _observe(p.metrics, report, record.train_seconds or 0.0)
+        return candidate.adapter_id, report, record
+
+    async def _act(
+        self, version: str, candidate: str, report: GateReport, decision: Decision
+    ) -> None:
+        """Promote or refuse the candidate, and say so on the adapter-events topic; a held
+        candidate (``wait``) stays registered, unannounced."""
+        p = self.ports
+        if decision.action == "promote":
+            try:
+                await p.registry.promote(
+                    candidate, actor=ACTOR, reason=decision.reason, now=p.clock()
+                )
+            except RegistryError as exc:
+                log.warning("promotion of %s failed: %s", candidate, exc)
+                return
+            await p.verdicts.clear_flags()
+        if decision.action in ("promote", "refuse"):
+            if p.metrics is not None:
+                verdict = "promoted" if decision.action == "promote" else "refused"
+                p.metrics.candidates.labels(verdict=verdict).inc()
+            await self._announce(
+                "promoted" if decision.action == "promote" else "refused",
+                candidate,
+                version,
+                report.reason,
+            )
+
+    async def _announce(
+        self,
+        event: Literal["promoted", "rolled_back", "refused"],
+        adapter_id: str,
+        version: str,
+        reason: str,
+    ) -> None:
+        await self.ports.events.announce(
+            AdapterEvent(
+                event=event,
+                adapter_id=adapter_id,
+                policy_version=version,
+                actor=ACTOR,
+                reason=reason,
+                at=self.ports.clock(),
+            )
+        )
+
+
+def _observe(metrics: Metrics, report: GateReport, train_seconds: float) -> None:
+    metrics.training_seconds.observe(train_seconds)
+    for role, value in (
+        ("candidate", report.candidate_kappa),
+        ("incumbent", report.incumbent_kappa),
+        ("required", report.required_kappa),
+        ("ceiling", report.expert_ceiling),
+    ):
+        if value is not None:
+            metrics.gate_kappa.labels(role=role).set(value)
 
 
 async def trainer_step(
@@ -66,199 +332,22 @@ async def trainer_step(
     scorer: Scorer,
     state: TrainerState,
     *,
-    min_new_labels: int,
-    gate: GateConfig,
+    min_new_labels: int | None = None,
+    gate: GateConfig | None = None,
     out_dir: Path,
     force: bool = False,
     metrics: Metrics | None = None,
 ) -> dict[str, Any] | None:
-    """One look at the world; trains and judges a candidate when triggered. Returns the report."""
-    from adapters.adapt.candidate import judge, train_candidate
-
-    prefix = settings.redis.key_prefix
-    registry = AdapterRegistry(redis, prefix)
-    labels = LabelStore(redis, prefix)
-    policy = await PolicyStore(redis, prefix).active()
-    version = policy.version if policy else settings.policy.version
-    active = await registry.active(version)
-    train = await labels.dataset(version, "train", eval_share=settings.review.eval_share)
-    evaluation = await labels.dataset(version, "eval", eval_share=settings.review.eval_share)
-    drift = await redis.smembers(f"{prefix}:drift:flags")
-    if metrics is not None:
-        metrics.training_labels.labels(split="train").set(len(train))
-        metrics.training_labels.labels(split="eval").set(len(evaluation))
-    new_labels = len(train) - state.trained_on.get(version, 0)
-    triggers = []
-    if active is None and policy is not None:
-        triggers.append("policy_change")
-    if new_labels >= min_new_labels:
-        triggers.append("new_labels")
-    if drift:
-        names = sorted(d.decode() if isinstance(d, bytes) else str(d) for d in drift)
-        triggers.append("drift:" + ",".join(names))
-    if force:
-        triggers.append("forced")
-
-    # automatic rollback: the live adapter against fresh expert labels
-    if active is not None and active.action == "promote" and active.actor == ACTOR:
-        since = set(await labels.labelled_since(version, active.at))
-        fresh = [e for e in evaluation if e.item_id in since]  # never trained on, labelled since
-        if fresh:
-            decided = await judge_live(scorer, active.adapter_id, fresh, registry, settings)
-            live_kappa = kappa([e.label for e in fresh], decided)
-            if metrics is not None and live_kappa is not None:
-                metrics.live_kappa.set(live_kappa)
-            if live_kappa is not None and should_roll_back(
-                live_kappa,
-                min_kappa=gate.min_kappa,
-                min_items=gate.min_eval_items,
-                items=len(fresh),
-            ):
-                reason = f"live kappa {live_kappa:.3f} < {gate.min_kappa} on {len(fresh)} labels"
-                record = await registry.rollback(version, actor=ACTOR, reason=reason)
-                if metrics is not None:
-                    metrics.rollbacks.inc()
-                await _announce(
-                    settings,
-                    AdapterEvent(
-                        event="rolled_back",
-                        adapter_id=record.adapter_id,
-                        policy_version=version,
-                        actor=ACTOR,
-                        reason=record.reason,
-                        at=time.time(),
-                    ),
-                )
-                return {"event": "rolled_back", "to": record.adapter_id, "live_kappa": live_kappa}
-    if not triggers or len(train) < MIN_TRAIN_LABELS:
-        return None
-    if len(evaluation) < gate.min_eval_items:
-        # a candidate that cannot be judged is not worth the training time: wait for labels
-        log.info(
-            "triggered (%s) but %d evaluation labels < %d: waiting for expert labels",
-            ",".join(triggers),
-            len(evaluation),
-            gate.min_eval_items,
-        )
-        return None
-    votes = await labels.all_votes(version)
-
-    manifest = ModelManifest.read(settings.model.dir, verify=False)
-    start = None
-    if active is not None:
-        start = await registry.fetch(
-            active.adapter_id, out_dir / active.adapter_id, expected_base=manifest.model_version
-        )
-    elif (settings.model.dir / BOOTSTRAP_ARTIFACT).is_dir():
-        start = AdapterArtifact.load(
-            settings.model.dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
-        )
-    incumbent_id = active.adapter_id if active else scorer.adapter_version
-    if incumbent_id not in scorer.loaded_adapters and start is not None:
-        scorer.load_adapter(start.adapter_id, start.path)
-    started = time.time()
-    candidate = await asyncio.to_thread(
-        train_candidate,
-        settings.model.dir,
-        train,
-        out_dir,
-        start_from=start,
-        policy_version=version,
-        seed=settings.review.seed,
-        progress=True,
-    )
-    state.trained_on[version] = len(train)
-    await registry.register(candidate)
-    assert settings.kafka.bootstrap_servers
-    recent = await read_recent(settings.kafka.bootstrap_servers, settings.kafka.topics.items, 300)
-    recent_texts = [m["text"] for m in recent if isinstance(m.get("text"), str)]
-    verdict = await asyncio.to_thread(
-        judge, scorer, candidate, incumbent_id, evaluation, recent_texts
-    )
-    excluded = await labels.excluded()
-    ceiling = expert_ceiling(votes, excluded, min_shared=settings.review.min_shared)
-    report: GateReport = evaluate(
-        verdict.expert,
-        verdict.candidate,
-        verdict.incumbent,
-        config=gate,
-        expert_ceiling=ceiling,
-        shadow_agreement=verdict.shadow_agreement,
-    )
-    doc = {
-        "adapter_id": candidate.adapter_id,
-        "policy_version": version,
-        "triggers": triggers,
-        "expert_labels": sum(len(v) for v in votes.values()),  # every reviewer's, so far
-        "train_labels": len(train),
-        "eval_labels": len(evaluation),
-        "train_seconds": round(time.time() - started, 1),
-        **report.as_dict(),
-    }
-    if metrics is not None:
-        metrics.training_seconds.observe(doc["train_seconds"])
-        metrics.candidates.labels(verdict="promoted" if report.passed else "refused").inc()
-        for role, value in (
-            ("candidate", report.candidate_kappa),
-            ("incumbent", report.incumbent_kappa),
-            ("required", report.required_kappa),
-            ("ceiling", report.expert_ceiling),
-        ):
-            if value is not None:
-                metrics.gate_kappa.labels(role=role).set(value)
-    await redis.set(f"{prefix}:gate:{candidate.adapter_id}", json.dumps(doc))
-    await redis.rpush(f"{prefix}:gate:reports", json.dumps(doc))
-    if report.passed:
-        with_reason = (
-            f"gate passed: kappa {report.candidate_kappa:.3f} >= {report.required_kappa:.3f}"
-        )
-        try:
-            await registry.promote(candidate.adapter_id, actor=ACTOR, reason=with_reason)
-        except RegistryError as exc:
-            log.warning("promotion of %s failed: %s", candidate.adapter_id, exc)
-        await redis.delete(f"{prefix}:drift:flags")
-    await _announce(
-        settings,
-        AdapterEvent(
-            event="promoted" if report.passed else "refused",
-            adapter_id=candidate.adapter_id,
-            policy_version=version,
-            actor=ACTOR,
-            reason=report.reason,
-            at=time.time(),
-        ),
-    )
-    state.reports.append(doc)
-    log.info("candidate %s: %s", candidate.adapter_id, report.reason)
-    return doc
+    """One `Trainer.step` on ports opened for it and closed after (tests, scripts); the trainer
+    process opens its ports once (`run_trainer`). Knobs not given come from ``settings.gate``."""
+    config = TrainerConfig.from_settings(settings, gate=gate, min_new_labels=min_new_labels)
+    async with open_ports(settings, redis, scorer, out_dir=out_dir, metrics=metrics) as ports:
+        return await Trainer(ports, config).step(state, force=force)
 
 
-async def judge_live(
-    scorer: Scorer,
-    adapter_id: str,
-    examples: list[Any],
-    registry: AdapterRegistry,
-    settings: Settings,
-) -> list[str]:
-    manifest = ModelManifest.read(settings.model.dir, verify=False)
-    if adapter_id not in scorer.loaded_adapters:
-        artifact = await registry.fetch(
-            adapter_id,
-            settings.worker.adapter_cache_dir / adapter_id,
-            expected_base=manifest.model_version,
-        )
-        scorer.load_adapter(adapter_id, artifact.path)
-    return decisions(scorer, adapter_id, [e.text for e in examples])
-
-
-def run_trainer(
-    settings: Settings,
-    *,
-    interval_s: float,
-    min_new_labels: int,
-    gate: GateConfig,
-    once: bool = False,
-) -> None:
+def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False) -> None:
+    """The trainer process: its clients and ports built once, then a step every
+    ``settings.gate.interval_s`` seconds (``once``: one forced step)."""
     assert settings.redis.url is not None
 
     async def main() -> None:
@@ -268,27 +357,21 @@ def run_trainer(
         metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer")
         state = TrainerState()
         out_dir = settings.worker.adapter_cache_dir / "candidates"
-        print(TRAINER_READY, flush=True)
         try:
-            while True:
-                report = await trainer_step(
-                    settings,
-                    redis,
-                    scorer,
-                    state,
-                    min_new_labels=min_new_labels,
-                    gate=gate,
-                    out_dir=out_dir,
-                    force=once,
-                    metrics=metrics,
-                )
-                if report is not None:
-                    print(json.dumps(report), flush=True)
-                elif once:
-                    print("no candidate: nothing triggered, or too few expert labels", flush=True)
-                if once:
-                    return
-                await asyncio.sleep(interval_s)
+            async with open_ports(
+                settings, redis, scorer, out_dir=out_dir, metrics=metrics
+            ) as ports:
+                trainer = Trainer(ports, config)
+                print(TRAINER_READY, flush=True)
+                while True:
+                    report = await trainer.step(state, force=once)
+                    if report is not None:
+                        print(json.dumps(report), flush=True)
+                    elif once:
+                        print(f"no candidate: {state.reason}", flush=True)
+                    if once:
+                        return
+                    await asyncio.sleep(settings.gate.interval_s)
         finally:
             await redis.aclose()
 

@@ -18,6 +18,7 @@ from streams.wire.topics import TopicNames
 
 __all__ = [
     "DriftSettings",
+    "GateSettings",
     "KafkaSettings",
     "MetricsSettings",
     "ModelSettings",
@@ -125,6 +126,28 @@ class DriftSettings(BaseModel):
     seed: int = 0
 
 
+class GateSettings(BaseModel):
+    """The kappa gate and the trainer's pace: one default each, overridden by the environment
+    (``BORDERLINE_GATE__MIN_KAPPA``, ...) and by the `borderline trainer` flags."""
+
+    min_kappa: float = Field(
+        default=0.7, ge=-1, le=1, description="Cohen's kappa every live adapter must reach"
+    )
+    margin: float = Field(
+        default=0.02, ge=-2, le=2, description="how much a candidate must beat the incumbent by"
+    )
+    min_eval_items: int = Field(
+        default=50, ge=1, description="evaluation labels the gate needs to judge at all"
+    )
+    min_new_labels: int = Field(
+        default=100, ge=1, description="new training labels that trigger a round"
+    )
+    interval_s: float = Field(default=15.0, gt=0, description="the trainer's look every so often")
+    rollback_cooldown_s: float = Field(
+        default=60.0, ge=0, description="no promotion this soon after a promotion or rollback"
+    )
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
     host: str = "127.0.0.1"
@@ -151,6 +174,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     data_dir: Path = Field(default=Path(".borderline/data"), description="corpus cache")

@@ -1,0 +1,246 @@
+"""The trainer's ports: what `streams.service.trainer.Trainer` needs of the world, one Protocol
+each (labels, policies, the registry, its verdicts and drift flags, adapter events, the model
+work), and the real ones, built once when the trainer starts (`open_ports`): the Redis stores,
+ONE long-lived Kafka producer for adapter events, and the product's scorer for judging."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from adapters.adapt.candidate import Judgement, decisions, judge, train_candidate
+from adapters.adapt.verdicts import GateRecord, VerdictStore
+from adapters.labels.store import LabeledExample, LabelStore
+from adapters.policy.store import PolicyStore
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.registry.store import ActiveRecord, AdapterRegistry
+from models.manifest import ModelManifest
+from models.scorer import Scorer
+from streams.service.metrics import Metrics
+from streams.service.reader import read_recent
+from streams.wire.messages import AdapterEvent, encode
+from streams.wire.settings import Settings
+
+__all__ = [
+    "EventPort",
+    "KafkaEvents",
+    "LabPort",
+    "LabelPort",
+    "PolicyPort",
+    "RegistryPort",
+    "ScorerLab",
+    "TrainerPorts",
+    "VerdictPort",
+    "judge_live",
+    "open_ports",
+]
+
+RECENT_ITEMS = 300
+"""Recent live items scored in shadow by candidate and incumbent."""
+
+
+class LabelPort(Protocol):
+    async def dataset(
+        self, policy: str, split: Literal["train", "eval"], *, eval_share: float = ...
+    ) -> list[LabeledExample]: ...
+    async def labelled_since(self, policy: str, since: float) -> list[str]: ...
+    async def all_votes(self, policy: str) -> dict[str, dict[str, str]]: ...
+    async def excluded(self) -> set[str]: ...
+
+
+class PolicyPort(Protocol):
+    async def active_version(self) -> str | None: ...
+
+
+class RegistryPort(Protocol):
+    async def active(self, policy: str) -> ActiveRecord | None: ...
+    async def register(self, artifact: AdapterArtifact) -> bool: ...
+    async def promote(
+        self,
+        adapter_id: str,
+        *,
+        actor: str,
+        reason: str,
+        policy: str | None = ...,
+        now: float | None = ...,
+    ) -> ActiveRecord: ...
+    async def rollback(
+        self, policy: str, *, actor: str, reason: str, now: float | None = ...
+    ) -> ActiveRecord: ...
+
+
+class VerdictPort(Protocol):
+    async def record(self, report: GateRecord) -> None: ...
+    async def drift_flags(self) -> set[str]: ...
+    async def clear_flags(self) -> None: ...
+
+
+class EventPort(Protocol):
+    async def announce(self, event: AdapterEvent) -> None: ...
+
+
+class LabPort(Protocol):
+    """The model work: where a candidate starts from, training it, judging it against the
+    incumbent, and the live adapter's decisions on fresh labelled items."""
+
+    async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
+        """The adapter a candidate starts from (None: the base) and the incumbent's id."""
+        ...
+
+    async def train(
+        self,
+        examples: Sequence[LabeledExample],
+        *,
+        start: AdapterArtifact | None,
+        policy_version: str,
+    ) -> AdapterArtifact: ...
+    async def judge(
+        self, candidate: AdapterArtifact, incumbent_id: str, evaluation: Sequence[LabeledExample]
+    ) -> Judgement: ...
+    async def live_decisions(
+        self, adapter_id: str, examples: Sequence[LabeledExample]
+    ) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class TrainerPorts:
+    labels: LabelPort
+    policies: PolicyPort
+    registry: RegistryPort
+    verdicts: VerdictPort
+    events: EventPort
+    lab: LabPort
+    clock: Callable[[], float] = field(default=time.time)
+    metrics: Metrics | None = None
+
+
+class KafkaEvents:
+    """Adapter events on their topic through one producer, started and stopped by its owner."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def announce(self, event: AdapterEvent) -> None:
+        await self.producer.send_and_wait(self.topic, encode(event), key=event.adapter_id.encode())
+
+
+async def judge_live(
+    scorer: Scorer,
+    adapter_id: str,
+    examples: Sequence[LabeledExample],
+    registry: AdapterRegistry,
+    settings: Settings,
+) -> list[str]:
+    """The label ``adapter_id`` gives each example, through the product's scorer (the adapter
+    fetched from the registry and loaded first when the scorer does not hold it yet)."""
+    if adapter_id not in scorer.loaded_adapters:
+        manifest = ModelManifest.read(settings.model.dir, verify=False)
+        artifact = await registry.fetch(
+            adapter_id,
+            settings.worker.adapter_cache_dir / adapter_id,
+            expected_base=manifest.model_version,
+        )
+        scorer.load_adapter(adapter_id, artifact.path)
+    return decisions(scorer, adapter_id, [e.text for e in examples])
+
+
+class ScorerLab:
+    """The real model work: LoRA training from the active adapter (torch, in a thread) and
+    judging through the product's scorer (one onnxruntime session, adapters switched per run)."""
+
+    def __init__(
+        self, scorer: Scorer, registry: AdapterRegistry, settings: Settings, *, out_dir: Path
+    ) -> None:
+        self.scorer = scorer
+        self.registry = registry
+        self.settings = settings
+        self.out_dir = out_dir
+        self.base = ModelManifest.read(settings.model.dir, verify=False).model_version
+
+    async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
+        model_dir = self.settings.model.dir
+        start = None
+        if active is not None:
+            start = await self.registry.fetch(
+                active.adapter_id, self.out_dir / active.adapter_id, expected_base=self.base
+            )
+        elif (model_dir / BOOTSTRAP_ARTIFACT).is_dir():
+            start = AdapterArtifact.load(model_dir / BOOTSTRAP_ARTIFACT, expected_base=self.base)
+        incumbent = active.adapter_id if active else self.scorer.adapter_version
+        if incumbent not in self.scorer.loaded_adapters and start is not None:
+            self.scorer.load_adapter(start.adapter_id, start.path)
+        return start, incumbent
+
+    async def train(
+        self,
+        examples: Sequence[LabeledExample],
+        *,
+        start: AdapterArtifact | None,
+        policy_version: str,
+    ) -> AdapterArtifact:
+        return await asyncio.to_thread(
+            train_candidate,
+            self.settings.model.dir,
+            examples,
+            self.out_dir,
+            start_from=start,
+            policy_version=policy_version,
+            seed=self.settings.review.seed,
+            progress=True,
+        )
+
+    async def judge(
+        self, candidate: AdapterArtifact, incumbent_id: str, evaluation: Sequence[LabeledExample]
+    ) -> Judgement:
+        kafka = self.settings.kafka
+        assert kafka.bootstrap_servers
+        recent = await read_recent(kafka.bootstrap_servers, kafka.topics.items, RECENT_ITEMS)
+        texts = [m["text"] for m in recent if isinstance(m.get("text"), str)]
+        return await asyncio.to_thread(
+            judge, self.scorer, candidate, incumbent_id, evaluation, texts
+        )
+
+    async def live_decisions(
+        self, adapter_id: str, examples: Sequence[LabeledExample]
+    ) -> list[str]:
+        return await judge_live(self.scorer, adapter_id, examples, self.registry, self.settings)
+
+
+@asynccontextmanager
+async def open_ports(
+    settings: Settings,
+    redis: Redis,
+    scorer: Scorer,
+    *,
+    out_dir: Path,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[TrainerPorts]:
+    """The trainer's ports on these clients, with the event producer started; it stops on
+    exit. The Redis client stays its caller's."""
+    prefix = settings.redis.key_prefix
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers
+    registry = AdapterRegistry(redis, prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        yield TrainerPorts(
+            labels=LabelStore(redis, prefix),
+            policies=PolicyStore(redis, prefix),
+            registry=registry,
+            verdicts=VerdictStore(redis, prefix),
+            events=KafkaEvents(producer, kafka.topics.adapter_events),
+            lab=ScorerLab(scorer, registry, settings, out_dir=out_dir),
+            metrics=metrics,
+        )
+    finally:
+        await producer.stop()
