@@ -1,5 +1,8 @@
 """What to do with a scored item: allow, block, or send to expert review when the model's
-probability of a violation falls in the policy's review band."""
+probability of a violation falls in the policy's review band. `RoutingPolicy` is the one form of
+the band and the block threshold that deciding code reads (the classifier, the curator, the
+collector); `streams.service.serving.routing_for` builds it from a published policy or the
+configured defaults."""
 
 from __future__ import annotations
 
@@ -30,6 +33,15 @@ class RoutingPolicy:
         if not 0.0 <= self.block_threshold <= 1.0:
             raise ValueError(f"block_threshold {self.block_threshold} must lie within [0, 1]")
 
+    def blocks(self, p_violating: float) -> bool:
+        """The model's verdict outside review: violating at or above the block threshold.
+
+        >>> strict = RoutingPolicy("v2", block_threshold=0.8, review_low=0.2, review_high=0.8)
+        >>> [strict.blocks(p) for p in (0.6, 0.8, 0.9)]
+        [False, True, True]
+        """
+        return p_violating >= self.block_threshold
+
 
 def route(p_violating: float, policy: RoutingPolicy) -> Action:
     """Route one item by its probability of violating the policy.
@@ -40,4 +52,4 @@ def route(p_violating: float, policy: RoutingPolicy) -> Action:
     """
     if policy.review_low <= p_violating <= policy.review_high:
         return Action.REVIEW
-    return Action.BLOCK if p_violating >= policy.block_threshold else Action.ALLOW
+    return Action.BLOCK if policy.blocks(p_violating) else Action.ALLOW

@@ -3,8 +3,13 @@ their reason and original bytes), score the good ones off the event loop, route 
 one decision per item plus a review request for items in the review band that were not requested
 before. Every output is delivered before the batch returns, so the agent acks only what is done.
 
-It depends only on small interfaces (`Sink`, `ReviewLedger`, a score function), so it is tested
-without Kafka; the faust agent in `streams.app` is a thin loop around `Classifier.handle`.
+What a batch is decided with (policy, routing, adapter) is one frozen `ServingState`, read once
+when the batch starts; the control plane (`streams.service.control`) replaces it through
+`Classifier.apply`, which checks that the worker can serve it and swaps it with one reference
+assignment, so a batch in flight keeps the state it started with.
+
+It depends only on small interfaces (`Sink`, `ReviewLedger`, a `ServingModel`), so it is tested
+without Kafka; the faust agent in `streams.service.app` is a thin loop around `Classifier.handle`.
 """
 
 from __future__ import annotations
@@ -14,25 +19,47 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from adapters.review.routing import RoutingPolicy, route
+from adapters.review.routing import route
+from models.errors import BorderlineError
 from models.scorer import ScoreBatch
 from streams.service.curate import Curator
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.service.retry import Retrying
+from streams.service.serving import ServingState
+from streams.wire.errors import MessageError
 from streams.wire.messages import (
     DeadLetter,
     Decision,
     IncomingItem,
-    MessageError,
     ReviewRequest,
     decode_item,
     encode,
 )
 from streams.wire.topics import TopicNames
 
-__all__ = ["BatchResult", "Classifier"]
+__all__ = ["BatchResult", "Classifier", "ServingError", "ServingModel"]
+
+
+class ServingError(BorderlineError):
+    """A serving state this worker cannot serve (see `Classifier.apply`)."""
+
+
+class ServingModel(Protocol):
+    """What the classifier needs of the scorer (`models.scorer.Scorer`): which adapters are loaded
+    (each one fetched, verified for this base model and fitted to its graph before it was), and
+    scoring with a named one."""
+
+    model_version: str
+
+    @property
+    def loaded_adapters(self) -> list[str]: ...
+
+    def activate(self, adapter_id: str) -> None: ...
+
+    def score(self, texts: Sequence[str], adapter_id: str | None = None) -> ScoreBatch: ...
 
 
 @dataclass
@@ -47,14 +74,13 @@ class Classifier:
     def __init__(
         self,
         *,
-        score: Callable[[Sequence[str]], ScoreBatch],
+        model: ServingModel,
         executor: Executor | None,
         sink: Sink,
         curator: Curator,
         metrics: Metrics,
         topics: TopicNames,
-        policy: RoutingPolicy,
-        model_version: str,
+        state: ServingState,
         worker: str,
         max_text_bytes: int,
         retry_attempts: int = 5,
@@ -62,19 +88,49 @@ class Classifier:
         clock: Callable[[], float] = time.time,
         on_scored: Callable[[ScoreBatch], Awaitable[None]] | None = None,
     ) -> None:
-        self.score = score
+        self.model = model
         self.executor = executor
         self.sink = sink
         self.curator = curator
         self.metrics = metrics
         self.topics = topics
-        self.policy = policy
-        self.model_version = model_version
+        self._state = state
         self.worker = worker
         self.max_text_bytes = max_text_bytes
         self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
         self.clock = clock
         self.on_scored = on_scored
+
+    @property
+    def state(self) -> ServingState:
+        """What the next batch is decided with."""
+        return self._state
+
+    def apply(self, state: ServingState) -> None:
+        """Serve ``state`` from the next batch on. Refused with `ServingError`, changing nothing:
+        an adapter that is not loaded (the control plane loads one only after the registry
+        verified it for this base model), or, under the same policy, an older registry epoch than
+        the one serving. A new policy version starts its transition in the curator."""
+        current = self._state
+        if state.adapter_id not in self.model.loaded_adapters:
+            raise ServingError(
+                f"adapter {state.adapter_id!r} is not loaded on model {self.model.model_version}"
+            )
+        if state.policy_version == current.policy_version and state.epoch < current.epoch:
+            raise ServingError(
+                f"epoch {state.epoch} of adapter {state.adapter_id!r} is older than epoch "
+                f"{current.epoch} serving policy {current.policy_version}"
+            )
+        if state.policy_version != current.policy_version:
+            examples = list(state.examples)
+            self.curator.start_transition(
+                audit_rate=state.audit_rate,
+                example_embeddings=(
+                    self.model.score(examples, state.adapter_id).embeddings if examples else None
+                ),
+            )
+        self._state = state  # the swap: one reference, read once per batch
+        self.model.activate(state.adapter_id)  # shadow scoring and the model_info name agree
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[IncomingItem], list[DeadLetter]]:
         items, dead = [], []
@@ -85,22 +141,23 @@ class Classifier:
                 dead.append(dead_letter(record, exc, worker=self.worker, now=self.clock()))
         return items, dead
 
-    async def _score(self, texts: list[str]) -> tuple[ScoreBatch, float]:
+    async def _score(self, texts: list[str], adapter_id: str) -> tuple[ScoreBatch, float]:
         started = time.perf_counter()
         if self.executor is None:
-            batch = self.score(texts)
+            batch = self.model.score(texts, adapter_id)
         else:
             loop = asyncio.get_running_loop()
-            batch = await loop.run_in_executor(self.executor, self.score, texts)
+            batch = await loop.run_in_executor(self.executor, self.model.score, texts, adapter_id)
         return batch, time.perf_counter() - started
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
         """Process one batch end to end; returns only after every output was delivered."""
         result = BatchResult()
         items, result.dead_letters = self._decode(records)
-        policy = self.policy
+        state = self._state  # the whole batch is decided with this one
+        policy = state.routing
         if items:
-            batch, scoring_s = await self._score([i.text for i in items])
+            batch, scoring_s = await self._score([i.text for i in items], state.adapter_id)
             now = self.clock()
             violating = batch.violating()
             for row, item in enumerate(items):
@@ -113,7 +170,7 @@ class Classifier:
                         item_id=item.item_id,
                         action=action,
                         probabilities=probabilities,
-                        model_version=self.model_version,
+                        model_version=self.model.model_version,
                         adapter_version=batch.adapter_id,
                         policy_version=policy.version,
                         latency_s=latency,
@@ -124,7 +181,7 @@ class Classifier:
                 )
             before = self.curator.deduplicated
             result.review_requests = await self._retry(
-                "redis", lambda: self.curator.select(items, batch, now)
+                "redis", lambda: self.curator.select(items, batch, now, policy)
             )
             result.deduplicated = self.curator.deduplicated - before
             if self.on_scored is not None:

@@ -1,8 +1,10 @@
 """The label collector, one batch at a time: decode expert labels (bad ones and labels from
 unregistered reviewers become dead letters with their reason), store each (item, reviewer) once,
 send items whose labels disagree out for another opinion, and every so often recompute reviewer
-agreement and which reviewers are excluded from training. Like `Classifier`, it depends only on
-small interfaces and returns after every output was delivered."""
+agreement and which reviewers are excluded from training. When an item's consensus settles, it
+tells the drift watch whether the model's verdict under that item's policy (its block threshold,
+from `Routings`) disagreed with the experts. Like `Classifier`, it depends only on small
+interfaces and returns after every output was delivered."""
 
 from __future__ import annotations
 
@@ -11,16 +13,18 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from adapters.labels.agreement import agreement_report, excluded_by_peeling, expert_ceiling
 from adapters.labels.consensus import consensus, needs_another_opinion
 from adapters.labels.store import LabelStore
+from adapters.review.routing import RoutingPolicy
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.service.retry import Retrying
+from streams.wire.errors import MessageError
 from streams.wire.messages import (
     DeadLetter,
-    MessageError,
     ReviewLabel,
     ReviewReason,
     ReviewRequest,
@@ -29,7 +33,13 @@ from streams.wire.messages import (
 )
 from streams.wire.topics import TopicNames
 
-__all__ = ["CollectResult", "Collector"]
+__all__ = ["CollectResult", "Collector", "Routings"]
+
+
+class Routings(Protocol):
+    """The routing a policy version decides with (`streams.service.control.PolicyRoutings`)."""
+
+    async def routing(self, policy_version: str) -> RoutingPolicy: ...
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Collector:
         self,
         *,
         store: LabelStore,
+        routings: Routings,
         sink: Sink,
         metrics: Metrics,
         topics: TopicNames,
@@ -58,6 +69,7 @@ class Collector:
         on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        self.routings = routings
         self.sink = sink
         self.metrics = metrics
         self.topics = topics
@@ -164,7 +176,8 @@ class Collector:
             if reviewed is None:
                 continue
             self._settled.add((policy, item_id))
-            model = "violating" if reviewed.p_violating >= 0.5 else "benign"
+            routing = await self.routings.routing(policy)
+            model = "violating" if routing.blocks(reviewed.p_violating) else "benign"
             out.append(model != verdict.label)
         return out
 

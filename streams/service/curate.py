@@ -142,7 +142,6 @@ class Curator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
-        self.policy = policy
         self.store = store
         self.budget = budget
         self.window = window
@@ -157,6 +156,7 @@ class Curator:
         size = window.size if window is not None else 0
         self._recent: OrderedDict[str, tuple[str, float, np.ndarray]] = OrderedDict()
         self._recent_max = max(size, 1)
+        # evidence comes from the labels of the policy the worker started with
         self._index = (
             _LabelledIndex(store, policy.version, evidence_refresh_s) if store is not None else None
         )
@@ -164,15 +164,10 @@ class Curator:
         self._examples: np.ndarray | None = None
 
     def start_transition(
-        self,
-        policy: RoutingPolicy,
-        *,
-        audit_rate: float | None,
-        example_embeddings: np.ndarray | None,
+        self, *, audit_rate: float | None, example_embeddings: np.ndarray | None
     ) -> None:
-        """A new policy version: route and request under it, audit at its rate, and look for
-        live items near its examples of what changed at every mining."""
-        self.policy = policy
+        """A new policy version (its routing comes with each batch): audit at its rate, and look
+        for live items near its examples of what changed at every mining."""
         if audit_rate is not None:
             self.audit_rate = audit_rate
         self._examples = example_embeddings
@@ -186,13 +181,14 @@ class Curator:
             self._recent.popitem(last=False)
 
     async def select(
-        self, items: Sequence[IncomingItem], batch: ScoreBatch, now: float
+        self, items: Sequence[IncomingItem], batch: ScoreBatch, now: float, policy: RoutingPolicy
     ) -> list[ReviewRequest]:
-        """The review requests to send for this batch (not yet marked as sent)."""
+        """The review requests to send for this batch, decided under ``policy`` (not yet marked
+        as sent)."""
         ids = [i.item_id for i in items]
         p = batch.violating()
         self._remember(items, batch, p)
-        candidates = uncertain(ids, p, low=self.policy.review_low, high=self.policy.review_high)
+        candidates = uncertain(ids, p, low=policy.review_low, high=policy.review_high)
         if self.window is not None:
             self.window.add(ids, batch.embeddings, p)
             self._since_mined += len(items)
@@ -212,9 +208,7 @@ class Curator:
         candidates = [c for c in prioritise(candidates) if c.item_id in self._recent]
         if not candidates:
             return []
-        seen = await self.ledger.already_requested(
-            self.policy.version, [c.item_id for c in candidates]
-        )
+        seen = await self.ledger.already_requested(policy.version, [c.item_id for c in candidates])
         fresh = [c for c, s in zip(candidates, seen, strict=True) if not s]
         self.deduplicated += len(candidates) - len(fresh)
         fresh = _keep_pairs_whole(fresh)
@@ -223,13 +217,15 @@ class Curator:
             for reason in dict.fromkeys(c.reason for c in fresh):  # in priority order
                 group = [c for c in fresh if c.reason == reason]
                 granted = await self.budget.allow(
-                    self.policy.version, len(group), now, reason=reason.value
+                    policy.version, len(group), now, reason=reason.value
                 )
                 allowed += _keep_pairs_whole(group[:granted])
             fresh = prioritise(allowed)
-        return await self._requests(fresh, now)
+        return await self._requests(fresh, now, policy.version)
 
-    async def _requests(self, chosen: list[Candidate], now: float) -> list[ReviewRequest]:
+    async def _requests(
+        self, chosen: list[Candidate], now: float, policy_version: str
+    ) -> list[ReviewRequest]:
         evidence: list[list[Any]] = [[] for _ in chosen]
         if self._index is not None and self.evidence_k and chosen:
             await self._index.refresh(now)
@@ -248,12 +244,12 @@ class Curator:
             reason = ReviewReason(c.reason.value)
             out.append(
                 ReviewRequest(
-                    request_id=review_request_id(self.policy.version, c.item_id, reason),
+                    request_id=review_request_id(policy_version, c.item_id, reason),
                     item_id=c.item_id,
                     text=text,
                     reason=reason,
                     probabilities={"violating": round(p, 6)},
-                    policy_version=self.policy.version,
+                    policy_version=policy_version,
                     priority=round(float(c.priority), 6),
                     pair_item_id=c.pair_item_id,
                     evidence=[
@@ -269,13 +265,19 @@ class Curator:
         return out
 
     async def commit(self, requests: Sequence[ReviewRequest]) -> None:
-        """After delivery: remember them as requested, and keep what labels need later."""
-        if not requests:
-            return
-        await self.ledger.mark_requested(self.policy.version, [r.item_id for r in requests])
+        """After delivery: remember them as requested under their policy, and keep what labels
+        need later."""
+        by_policy: dict[str, list[ReviewRequest]] = {}
+        for r in requests:
+            by_policy.setdefault(r.policy_version, []).append(r)
+        for policy_version, group in by_policy.items():
+            await self._commit(policy_version, group)
+
+    async def _commit(self, policy_version: str, requests: list[ReviewRequest]) -> None:
+        await self.ledger.mark_requested(policy_version, [r.item_id for r in requests])
         if self.store is not None:
             await self.store.record_requests(
-                self.policy.version,
+                policy_version,
                 [
                     ReviewedItem(
                         item_id=r.item_id,

@@ -18,39 +18,28 @@ from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
-from adapters.review.routing import RoutingPolicy
 from adapters.review.window import CurationWindow
 from models.scorer import Scorer
 from streams.service.app import FaustSink, add_batch_agent, make_app
 from streams.service.classify import Classifier
 from streams.service.collect import Collector
+from streams.service.control import ControlPlane, PolicyRoutings
 from streams.service.curate import Curator, RedisReviewBudget
 from streams.service.drift_watch import DriftWatch
 from streams.service.ledger import RedisReviewLedger
 from streams.service.metrics import Metrics, serve_metrics
-from streams.service.policy_follow import PolicyFollower
 from streams.service.retry import retry
-from streams.service.swap import AdapterSwapper
+from streams.service.serving import ServingState, routing_for
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
-__all__ = ["default_worker_id", "routing_policy", "run_collector", "run_worker"]
+__all__ = ["default_worker_id", "run_collector", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def routing_policy(settings: Settings) -> RoutingPolicy:
-    p = settings.policy
-    return RoutingPolicy(
-        version=p.version,
-        block_threshold=p.block_threshold,
-        review_low=p.review_low,
-        review_high=p.review_high,
-    )
 
 
 async def _prepare(settings: Settings, redis: Redis) -> None:
@@ -71,6 +60,37 @@ def _serve_metrics(settings: Settings) -> Metrics:
     return serve_metrics(settings.metrics.port, settings.metrics.host, "worker")
 
 
+def _curator(settings: Settings, redis: Redis, embedding_dim: int, state: ServingState) -> Curator:
+    ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
+    store = LabelStore(redis, settings.redis.key_prefix)
+    review = settings.review
+    return Curator(
+        ledger=ledger,
+        policy=state.routing,
+        store=store,
+        budget=RedisReviewBudget(
+            redis,
+            store,
+            settings.redis.key_prefix,
+            labels_per_hour=review.labels_per_hour,
+            max_open=review.max_open,
+            shares={
+                "uncertain": review.share_uncertain,
+                "boundary": review.share_boundary,
+                "audit": review.share_audit,
+                "policy_change": review.share_boundary,
+            },
+        ),
+        window=CurationWindow(review.window_size, embedding_dim),
+        mine_every=review.mine_every,
+        max_pairs=review.max_pairs,
+        audit_rate=review.audit_rate,
+        evidence_k=review.evidence_k,
+        seed=review.seed,
+        evidence_refresh_s=review.evidence_refresh_s,
+    )
+
+
 def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:
     """Run until stopped. ``settings`` must name the broker and Redis (resolved by the CLI)."""
     assert settings.redis.url is not None
@@ -86,72 +106,45 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     asyncio.set_event_loop(loop)
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     loop.run_until_complete(_prepare(settings, redis))
-    swapper = AdapterSwapper(
-        registry=AdapterRegistry(redis, settings.redis.key_prefix),
-        redis=redis,
-        scorer=scorer,
-        cache_dir=settings.worker.adapter_cache_dir,
-        policy_version=settings.policy.version,
-        metrics=metrics,
-        worker=worker_id,
-        poll_interval_s=settings.worker.adapter_poll_s,
-    )
+    registry = AdapterRegistry(redis, settings.redis.key_prefix)
     # the base's own adapter is always in the registry, so it can be promoted back to
     bootstrap = settings.model.dir / BOOTSTRAP_ARTIFACT
     if bootstrap.is_dir():
         artifact = AdapterArtifact.load(bootstrap, expected_base=scorer.model_version)
-        loop.run_until_complete(swapper.registry.register(artifact))
-    # a worker that starts after a promotion serves the active adapter before it takes traffic
-    loop.run_until_complete(swapper.sync())
+        loop.run_until_complete(registry.register(artifact))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
-    ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
-    store = LabelStore(redis, settings.redis.key_prefix)
-    review = settings.review
-    policy = routing_policy(settings)
-    curator = Curator(
-        ledger=ledger,
-        policy=policy,
-        store=store,
-        budget=RedisReviewBudget(
-            redis,
-            store,
-            settings.redis.key_prefix,
-            labels_per_hour=review.labels_per_hour,
-            max_open=review.max_open,
-            shares={
-                "uncertain": review.share_uncertain,
-                "boundary": review.share_boundary,
-                "audit": review.share_audit,
-                "policy_change": review.share_boundary,
-            },
-        ),
-        window=CurationWindow(review.window_size, scorer.embedding_dim),
-        mine_every=review.mine_every,
-        max_pairs=review.max_pairs,
-        audit_rate=review.audit_rate,
-        evidence_k=review.evidence_k,
-        seed=review.seed,
-        evidence_refresh_s=review.evidence_refresh_s,
-    )
-
     app = make_app(settings, app_id=settings.kafka.app_id, metrics=metrics)
+    drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
+    configured = ServingState(routing_for(settings.policy), scorer.adapter_version)
     classifier = Classifier(
-        score=scorer.score,
+        model=scorer,
         executor=executor,
         sink=FaustSink(app),
-        curator=curator,
+        curator=_curator(settings, redis, scorer.embedding_dim, configured),
         metrics=metrics,
         topics=settings.kafka.topics,
-        policy=policy,
-        model_version=scorer.model_version,
+        state=configured,
         worker=worker_id,
         max_text_bytes=settings.worker.max_text_bytes,
         retry_attempts=settings.worker.retry_attempts,
         retry_backoff_s=settings.worker.retry_backoff_s,
+        on_scored=drift.observe,
     )
-    drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
-    classifier.on_scored = drift.observe
-    swapper.on_swap = drift.adapter_changed
+    control = ControlPlane(
+        policies=PolicyStore(redis, settings.redis.key_prefix),
+        registry=registry,
+        redis=redis,
+        model=scorer,
+        serving=classifier,
+        cache_dir=settings.worker.adapter_cache_dir,
+        metrics=metrics,
+        worker=worker_id,
+        poll_interval_s=settings.worker.adapter_poll_s,
+        on_swap=drift.adapter_changed,
+    )
+    # before any traffic: a published policy overrides the configured default, and a worker
+    # that starts after a promotion serves the active adapter from its first item
+    loop.run_until_complete(control.sync())
     add_batch_agent(
         app,
         topic=settings.kafka.topics.items,
@@ -161,32 +154,16 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         batch_wait_s=settings.worker.batch_max_wait_s,
     )
 
-    follower = PolicyFollower(
-        store=PolicyStore(redis, settings.redis.key_prefix),
-        redis=redis,
-        classifier=classifier,
-        swapper=swapper,
-        scorer=scorer,
-        metrics=metrics,
-        poll_interval_s=settings.worker.adapter_poll_s,
-    )
-    # a published policy overrides the configured default, before any traffic
-    loop.run_until_complete(follower.sync())
-
     @app.task
-    async def follow_registry() -> None:
-        await swapper.run()
-
-    @app.task
-    async def follow_policy() -> None:
-        await follower.run()
+    async def follow_control_plane() -> None:
+        await control.run()
 
     log.info(
         "worker %s serving model %s adapter %s policy %s",
         worker_id,
         scorer.model_version,
-        scorer.adapter_version,
-        settings.policy.version,
+        classifier.state.adapter_id,
+        classifier.state.policy_version,
     )
     worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
     try:
@@ -208,6 +185,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     review = settings.review
     collector = Collector(
         store=LabelStore(redis, settings.redis.key_prefix),
+        routings=PolicyRoutings(PolicyStore(redis, settings.redis.key_prefix), settings.policy),
         sink=FaustSink(app),
         metrics=metrics,
         topics=settings.kafka.topics,

@@ -1,7 +1,7 @@
-"""The worker-side adapter swapper on the real redis-server with the real model: it brings the
-scorer to the registry's active adapter, keeps the previous one loaded for an instant rollback,
-refuses a tampered adapter or one for another base while the active one keeps serving (and
-counts the refusal), and follows a promotion through pub/sub alone.
+"""A worker's control plane, on the adapter side, on the real redis-server with the real model: it
+brings the classifier and its scorer to the registry's active adapter, keeps the previous one
+loaded for an instant rollback, refuses a tampered adapter or one for another base while the
+active one keeps serving (and counts the refusal), and follows a promotion through pub/sub alone.
 
 The second adapter is the bootstrap adapter with its head negated ("inverted"): its
 probabilities are the bootstrap's mirrored, so a swap is visible in the scores, not only in the
@@ -22,13 +22,20 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
 from adapters.registry.store import AdapterRegistry
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
+from streams.service.classify import Classifier
+from streams.service.control import ControlPlane
+from streams.service.curate import Curator
+from streams.service.ledger import RedisReviewLedger
 from streams.service.metrics import Metrics
-from streams.service.swap import AdapterSwapper
+from streams.service.serving import ServingState, routing_for
+from streams.wire.settings import PolicySettings
+from streams.wire.topics import TopicNames
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +47,20 @@ TEXTS = [
 ]
 
 
+class _NoSink:
+    """The classifier's sink: these tests hand it no items."""
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> Any:
+        raise AssertionError("nothing is classified here")
+
+
 @dataclass
 class Rig:
-    """One test's swapper, its scorer and registry (on a key prefix of its own), and adapters."""
+    """One test's control plane, the classifier it serves, its scorer and registry (on a key
+    prefix of its own, where no policy is published: the configured v1 serves), and adapters."""
 
-    swapper: AdapterSwapper
+    control: ControlPlane
+    swaps: list[tuple[str, str]]  # (previous, new) of every swap, as the drift watch hears them
     scorer: Scorer
     registry: AdapterRegistry
     redis: Redis
@@ -98,17 +114,35 @@ def _run(
         try:
             registry = AdapterRegistry(redis, prefix)
             metrics = Metrics()
+            configured = ServingState(routing_for(PolicySettings(version="v1")), boot.adapter_id)
+            classifier = Classifier(
+                model=scorer,
+                executor=None,
+                sink=_NoSink(),
+                curator=Curator(
+                    ledger=RedisReviewLedger(redis, prefix, 3600), policy=configured.routing
+                ),
+                metrics=metrics,
+                topics=TopicNames(),
+                state=configured,
+                worker="t",
+                max_text_bytes=10_000,
+            )
+            swaps: list[tuple[str, str]] = []
             rig = Rig(
-                swapper=AdapterSwapper(
+                control=ControlPlane(
+                    policies=PolicyStore(redis, prefix),
                     registry=registry,
                     redis=redis,
-                    scorer=scorer,
+                    model=scorer,
+                    serving=classifier,
                     cache_dir=tmp / "cache",
-                    policy_version="v1",
                     metrics=metrics,
                     worker="t",
                     poll_interval_s=poll_interval_s,
+                    on_swap=lambda previous, new: swaps.append((previous, new)),
                 ),
+                swaps=swaps,
                 scorer=scorer,
                 registry=registry,
                 redis=redis,
@@ -140,22 +174,21 @@ def test_sync_promotes_and_rolls_back(services: Any, model_dir: Path, tmp_path: 
         # the bootstrap should tell the texts apart, or a mirror would prove nothing
         assert before.max() - before.min() > 0.3, before
 
-        assert await rig.swapper.sync() is False  # nothing active
+        assert await rig.control.sync() is False  # nothing active
         assert rig.scorer.adapter_version == boot_id
 
         await rig.registry.promote(boot_id, actor="test", reason="the base's own")
-        assert await rig.swapper.sync() is False  # already serving it
+        assert await rig.control.sync() is False  # already serving it
         assert rig.scorer.adapter_version == boot_id
 
-        swaps: list[tuple[str, str]] = []
-        rig.swapper.on_swap = lambda previous, current: swaps.append((previous, current))
+        swaps = rig.swaps
         await rig.registry.promote(inv_id, actor="test", reason="inverted")
-        assert await rig.swapper.sync() is True
+        assert await rig.control.sync() is True
         assert rig.scorer.adapter_version == inv_id
         assert swaps == [(boot_id, inv_id)]  # the drift detectors hear of it
         assert rig.scorer.score(TEXTS).adapter_id == inv_id
         np.testing.assert_allclose(_violating(rig.scorer), 1.0 - before, atol=0.03)
-        assert await rig.swapper.sync() is False  # same epoch: nothing to do
+        assert await rig.control.sync() is False  # same epoch: nothing to do
         assert rig.scorer.adapter_version == inv_id
         sample = rig.metrics.registry.get_sample_value
         assert sample("borderline_adapter_swaps_total", {"result": "promote"}) == 1.0
@@ -164,7 +197,7 @@ def test_sync_promotes_and_rolls_back(services: Any, model_dir: Path, tmp_path: 
         assert sample("borderline_model_info", {**info, "adapter_version": inv_id}) == 1.0
 
         await rig.registry.rollback("v1", actor="test", reason="mirror is wrong")
-        assert await rig.swapper.sync() is True
+        assert await rig.control.sync() is True
         assert rig.scorer.adapter_version == boot_id
         assert swaps == [(boot_id, inv_id), (inv_id, boot_id)]
         np.testing.assert_allclose(_violating(rig.scorer), before, atol=1e-5)
@@ -185,7 +218,7 @@ def test_tampered_or_foreign_adapters_are_refused(
     async def body(rig: Rig) -> None:
         boot_id = rig.boot.adapter_id
         await rig.registry.promote(boot_id, actor="test", reason="the base's own")
-        await rig.swapper.sync()
+        await rig.control.sync()
         before = _violating(rig.scorer)
 
         tampered = rig.variant(f"tampered-{rig.prefix}")
@@ -197,19 +230,19 @@ def test_tampered_or_foreign_adapters_are_refused(
         data[len(data) // 2] ^= 0x01
         await rig.redis.set(key, bytes(data))
         await rig.registry.promote(tampered.adapter_id, actor="test", reason="tampered")
-        assert await rig.swapper.sync() is False
+        assert await rig.control.sync() is False
         assert rig.refused() == 1.0
         assert rig.scorer.adapter_version == boot_id
         assert tampered.adapter_id not in rig.scorer.loaded_adapters
         assert not (tmp_path / "cache" / tampered.adapter_id).exists()
         np.testing.assert_allclose(_violating(rig.scorer), before, atol=1e-5)
-        assert await rig.swapper.sync() is False  # a refusal is counted once, not every poll
+        assert await rig.control.sync() is False  # a refusal is counted once, not every poll
         assert rig.refused() == 1.0
 
         foreign = rig.variant(f"foreign-{rig.prefix}", base="m-other")
         await rig.registry.register(foreign)
         await rig.registry.promote(foreign.adapter_id, actor="test", reason="another base")
-        assert await rig.swapper.sync() is False
+        assert await rig.control.sync() is False
         assert rig.refused() == 2.0
         assert rig.scorer.adapter_version == boot_id
         assert foreign.adapter_id not in rig.scorer.loaded_adapters
@@ -217,7 +250,7 @@ def test_tampered_or_foreign_adapters_are_refused(
 
         # a good adapter promoted after the refusals is taken up
         await rig.registry.promote(rig.inverted.adapter_id, actor="test", reason="good again")
-        assert await rig.swapper.sync() is True
+        assert await rig.control.sync() is True
         assert rig.scorer.adapter_version == rig.inverted.adapter_id
         assert rig.refused() == 2.0
 
@@ -229,14 +262,14 @@ def test_run_follows_a_promotion_through_pubsub(
 ) -> None:
     async def body(rig: Rig) -> None:
         channel = rig.registry.channel
-        task = asyncio.create_task(rig.swapper.run())
+        task = asyncio.create_task(rig.control.run())
         try:
             deadline = time.monotonic() + 10
             while dict(await rig.redis.pubsub_numsub(channel)).get(channel.encode(), 0) < 1:
-                assert time.monotonic() < deadline, "the swapper never subscribed"
+                assert time.monotonic() < deadline, "the control plane never subscribed"
                 assert not task.done(), task
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)  # past the swapper's first poll, made on subscribing
+            await asyncio.sleep(0.2)  # past the control plane's first poll, made on subscribing
             assert rig.scorer.adapter_version == rig.boot.adapter_id
 
             promoted_at = time.monotonic()
@@ -253,7 +286,7 @@ def test_run_follows_a_promotion_through_pubsub(
         # cancelling closed its subscription
         deadline = time.monotonic() + 5
         while dict(await rig.redis.pubsub_numsub(channel)).get(channel.encode(), 0) != 0:
-            assert time.monotonic() < deadline, "the swapper's subscription outlived it"
+            assert time.monotonic() < deadline, "the control plane's subscription outlived it"
             await asyncio.sleep(0.05)
 
     _run(services, model_dir, tmp_path, body, poll_interval_s=30.0)

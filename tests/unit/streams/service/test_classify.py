@@ -1,14 +1,16 @@
-"""Unit tests for streams.classify.Classifier.handle with small fakes of our own interfaces (a score
-function, a Sink, a ReviewLedger): one decision per good item, dead letters for bad records,
+"""Unit tests for streams.classify.Classifier.handle with small fakes of our own interfaces (a
+ServingModel, a Sink, a ReviewLedger): one decision per good item, dead letters for bad records,
 review requests for the review band only and only once, metrics, and retries that end in a loud
-InfrastructureError without marking the ledger."""
+InfrastructureError without marking the ledger; and Classifier.apply, the one way the serving
+state changes: refused for an adapter that is not loaded or an older epoch, a batch in flight keeps
+the state it started with, a new policy starts the curator's transition."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,11 +19,12 @@ import pytest
 
 from adapters.review.routing import Action, RoutingPolicy
 from models.scorer import ScoreBatch
-from streams.service.classify import BatchResult, Classifier
+from streams.service.classify import BatchResult, Classifier, ServingError
 from streams.service.curate import Curator, review_request_id
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
 from streams.service.retry import InfrastructureError
+from streams.service.serving import ServingState
 from streams.wire.messages import DeadLetter, Decision, ReviewReason, ReviewRequest, decode
 from streams.wire.topics import TopicNames
 
@@ -45,14 +48,25 @@ P = {
 
 @dataclass
 class FakeScore:
-    calls: list[list[str]] = field(default_factory=list)
+    """A `ServingModel`: every adapter scores the texts of ``P`` alike, and names itself."""
 
-    def __call__(self, texts: Sequence[str]) -> ScoreBatch:
+    calls: list[list[str]] = field(default_factory=list)
+    model_version: str = "model-1"
+    loaded_adapters: list[str] = field(default_factory=lambda: ["adapter-1"])
+    active: str = "adapter-1"
+    meanwhile: Callable[[], None] | None = None  # runs while a batch is being scored
+
+    def activate(self, adapter_id: str) -> None:
+        self.active = adapter_id
+
+    def score(self, texts: Sequence[str], adapter_id: str | None = None) -> ScoreBatch:
         self.calls.append(list(texts))
-        p = np.array([P[t] for t in texts], dtype=np.float32)
+        p = np.array([P.get(t, 0.05) for t in texts], dtype=np.float32)
         probabilities = np.stack([1.0 - p, p], axis=1).astype(np.float32)
         embeddings = np.zeros((len(texts), 4), dtype=np.float32)
-        return ScoreBatch(probabilities, embeddings, LABELS, adapter_id="adapter-1")
+        if self.meanwhile is not None:
+            self.meanwhile()
+        return ScoreBatch(probabilities, embeddings, LABELS, adapter_id=adapter_id or self.active)
 
 
 def _resolved() -> asyncio.Future[None]:
@@ -118,14 +132,13 @@ def _world(
     sink = sink or FakeSink()
     ledger = ledger or FakeLedger()
     classifier = Classifier(
-        score=score,
+        model=score,
         executor=executor,
         sink=sink,
         curator=Curator(ledger=ledger, policy=POLICY),
         metrics=metrics,
         topics=TOPICS,
-        policy=POLICY,
-        model_version="model-1",
+        state=ServingState(POLICY, "adapter-1"),
         worker="worker-1",
         max_text_bytes=1000,
         retry_attempts=3,
@@ -436,3 +449,91 @@ def test_ledger_always_failing_raises_before_anything_is_sent() -> None:
         w.handle(_good_records())
     assert w.sink.sent == []
     assert w.sample("borderline_infrastructure_retries_total", {"target": "redis"}) == 2
+
+
+# --- the serving state ---------------------------------------------------------------------------
+
+STRICT = RoutingPolicy("v2", block_threshold=0.9, review_low=0.45, review_high=0.55)
+
+
+def test_apply_serves_the_new_state_from_the_next_batch() -> None:
+    w = _world()
+    w.score.loaded_adapters.append("adapter-2")
+    w.classifier.apply(ServingState(STRICT, "adapter-2", epoch=7))
+    assert w.classifier.state == ServingState(STRICT, "adapter-2", epoch=7)
+    assert w.score.active == "adapter-2"
+    w.handle(_good_records())
+    decisions = _decisions(w.sink)
+    assert {i: d.action for i, d in decisions.items()} == {
+        "item-0": Action.BLOCK,  # 0.95
+        "item-1": Action.ALLOW,
+        "item-2": Action.REVIEW,  # 0.5, the only one in the narrow band
+        "item-3": Action.ALLOW,  # 0.4: below the band and the threshold
+        "item-4": Action.ALLOW,  # 0.62
+    }
+    assert {(d.policy_version, d.adapter_version) for d in decisions.values()} == {
+        ("v2", "adapter-2")
+    }
+    assert {r.policy_version for r in _requests(w.sink).values()} == {"v2"}
+    assert w.ledger.requested == {("v2", "item-2")}
+
+
+def test_a_batch_in_flight_keeps_the_state_it_started_with() -> None:
+    w = _world()
+    w.score.loaded_adapters.append("adapter-2")
+
+    def swap_once() -> None:  # the control plane swaps while the first batch is being scored
+        w.score.meanwhile = None
+        w.classifier.apply(ServingState(STRICT, "adapter-2", epoch=7))
+
+    w.score.meanwhile = swap_once
+    w.handle(_good_records())
+    first = _decisions(w.sink)
+    assert {i: d.action for i, d in first.items()} == EXPECTED_ACTIONS
+    assert {(d.policy_version, d.adapter_version) for d in first.values()} == {("v1", "adapter-1")}
+    assert set(_requests(w.sink)) == REVIEW_ITEMS
+    assert {r.policy_version for r in _requests(w.sink).values()} == {"v1"}
+    assert w.ledger.requested == {("v1", i) for i in REVIEW_ITEMS}
+
+    w.sink.sent.clear()
+    w.handle(_good_records())
+    assert {(d.policy_version, d.adapter_version) for d in _decisions(w.sink).values()} == {
+        ("v2", "adapter-2")
+    }
+
+
+def test_apply_refuses_an_adapter_that_is_not_loaded() -> None:
+    w = _world()
+    before = w.classifier.state
+    with pytest.raises(ServingError, match="'adapter-9' is not loaded on model model-1"):
+        w.classifier.apply(ServingState(POLICY, "adapter-9", epoch=3))
+    assert w.classifier.state == before
+    assert w.score.active == "adapter-1"
+
+
+def test_apply_refuses_an_older_epoch_under_the_same_policy_only() -> None:
+    w = _world()
+    w.score.loaded_adapters.append("adapter-2")
+    w.classifier.apply(ServingState(POLICY, "adapter-2", epoch=9))
+    with pytest.raises(ServingError, match=r"epoch 4 .* older than epoch 9 serving policy v1"):
+        w.classifier.apply(ServingState(POLICY, "adapter-1", epoch=4))
+    assert w.classifier.state == ServingState(POLICY, "adapter-2", epoch=9)
+    # epochs count per policy: a new policy's first promotion may carry any epoch
+    w.classifier.apply(ServingState(STRICT, "adapter-1", epoch=4))
+    assert w.classifier.state.adapter_id == "adapter-1"
+
+
+def test_a_new_policy_starts_the_curators_transition() -> None:
+    w = _world()
+    curator = w.classifier.curator
+    configured_rate = curator.audit_rate
+    # the same policy again (an epoch moved): no transition
+    w.classifier.apply(ServingState(POLICY, "adapter-1", epoch=2, audit_rate=0.5))
+    assert curator.audit_rate == configured_rate
+    assert w.score.calls == []
+
+    w.classifier.apply(
+        ServingState(STRICT, "adapter-1", epoch=0, audit_rate=0.2, examples=("win a prize",))
+    )
+    assert curator.audit_rate == 0.2
+    assert w.score.calls == [["win a prize"]]  # the examples' embeddings, for near-example mining
