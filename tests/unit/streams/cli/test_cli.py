@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,93 @@ def test_model_show_on_an_empty_dir_is_one_line_naming_model_init(
     assert line.startswith("borderline: error: ")
     assert "model init" in line
     assert str(empty) in line
+
+
+# --- the gate's knobs: settings first, a flag overrides -----------------------------------------
+
+
+def _trainer(argv: list[str]) -> Any:
+    from streams.cli.main import trainer_settings
+    from streams.cli.parser import build_parser
+    from streams.wire.settings import Settings
+
+    return trainer_settings(build_parser().parse_args(["trainer", *argv]), Settings()).gate
+
+
+def test_trainer_flags_default_to_the_gate_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.wire.settings import GateSettings
+
+    assert _trainer([]) == GateSettings()
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_KAPPA", "0.55")
+    monkeypatch.setenv("BORDERLINE_GATE__INTERVAL_S", "3")
+    gate = _trainer([])
+    assert (gate.min_kappa, gate.interval_s, gate.min_eval_items) == (0.55, 3.0, 50)
+
+
+def test_trainer_flags_override_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_KAPPA", "0.55")
+    monkeypatch.setenv("BORDERLINE_GATE__MARGIN", "0.05")
+    gate = _trainer(
+        [
+            *("--min-kappa", "0.6", "--margin", "0.01", "--min-eval-items", "30"),
+            *("--min-new-labels", "10", "--interval", "2"),
+        ]
+    )
+    assert (gate.min_kappa, gate.margin, gate.min_eval_items) == (0.6, 0.01, 30)
+    assert (gate.min_new_labels, gate.interval_s, gate.rollback_cooldown_s) == (10, 2.0, 60.0)
+
+
+def test_trainer_config_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.adapt.gate import GateConfig
+    from streams.service.trainer import TrainerConfig
+    from streams.wire.settings import Settings
+
+    monkeypatch.setenv("BORDERLINE_GATE__ROLLBACK_COOLDOWN_S", "5")
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_NEW_LABELS", "7")
+    config = TrainerConfig.from_settings(Settings())
+    assert config.gate == GateConfig(min_kappa=0.7, margin=0.02, min_eval_items=50)
+    assert (config.min_new_labels, config.cooldown_s, config.rules.cooldown_s) == (7, 5.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--min-kappa", "1.5"], "--min-kappa: Input should be less than or equal to 1"),
+        (["--margin", "-3"], "--margin: Input should be greater than or equal to -2"),
+    ],
+)
+def test_a_bad_trainer_flag_is_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["trainer", *argv]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("borderline: error: ")
+    assert says in line
+
+
+def test_the_demo_and_bench_adapt_take_the_gate_settings_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.cli.parser import build_parser
+    from streams.demo.state import DemoOptions
+    from streams.wire.settings import Settings
+
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_KAPPA", "0.65")
+    knobs = Settings().gate
+    parser = build_parser()
+    plain = parser.parse_args(["demo"])
+    told = parser.parse_args(["demo", "--min-kappa", "0.5", "--min-eval-items", "30"])
+    bench = parser.parse_args(["bench", "adapt"])
+    assert (plain.min_kappa, plain.min_eval_items, bench.min_eval_items) == (None, None, None)
+    assert DemoOptions(min_kappa=plain.min_kappa).gate(knobs) == knobs
+    assert DemoOptions().gate(knobs).min_kappa == 0.65
+    gate = DemoOptions(min_kappa=told.min_kappa, min_eval_items=told.min_eval_items).gate(knobs)
+    assert (gate.min_kappa, gate.min_eval_items, gate.margin) == (0.5, 30, 0.02)
+
+
+def test_trainer_help_names_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["trainer", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: BORDERLINE_GATE__MIN_KAPPA, 0.7)" in text
+    assert "(default: BORDERLINE_GATE__INTERVAL_S, 15.0)" in text

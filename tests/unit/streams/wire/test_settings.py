@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streams.wire.settings import PolicySettings, Settings
+from streams.wire.settings import GateSettings, PolicySettings, Settings
 from streams.wire.topics import TopicNames
 
 REDIS_URL = "redis://:hunter2-secret@redis.example:6379/0"
@@ -126,3 +126,70 @@ def test_with_services_returns_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.embedded is True
     assert s.kafka.bootstrap_servers is None
     assert s.redis.url is None
+
+
+# --- the gate's knobs ---------------------------------------------------------------------------
+
+
+def test_gate_defaults_are_one_set_the_gate_config_agrees_with() -> None:
+    from adapters.adapt.gate import GateConfig
+
+    gate = Settings().gate
+    assert gate == GateSettings(
+        min_kappa=0.7,
+        margin=0.02,
+        min_eval_items=50,
+        min_new_labels=100,
+        interval_s=15.0,
+        rollback_cooldown_s=60.0,
+    )
+    # GateConfig keeps defaults for tests and examples: they must be the settings' own
+    config = GateConfig()
+    assert (config.min_kappa, config.margin, config.min_eval_items) == (
+        gate.min_kappa,
+        gate.margin,
+        gate.min_eval_items,
+    )
+
+
+def test_gate_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "MIN_KAPPA": "0.55",
+        "MARGIN": "-0.01",
+        "MIN_EVAL_ITEMS": "30",
+        "MIN_NEW_LABELS": "25",
+        "INTERVAL_S": "2.5",
+        "ROLLBACK_COOLDOWN_S": "0",
+    }.items():
+        monkeypatch.setenv(f"BORDERLINE_GATE__{name}", value)
+    gate = Settings().gate
+    assert (gate.min_kappa, gate.margin, gate.min_eval_items) == (0.55, -0.01, 30)
+    assert (gate.min_new_labels, gate.interval_s, gate.rollback_cooldown_s) == (25, 2.5, 0.0)
+
+
+def test_one_gate_env_override_keeps_the_other_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_KAPPA", "0.8")
+    gate = Settings().gate
+    assert gate.min_kappa == 0.8
+    assert gate.min_eval_items == 50 and gate.rollback_cooldown_s == 60.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MIN_KAPPA", "1.5"),
+        ("MIN_KAPPA", "nan"),
+        ("MIN_KAPPA", "high"),
+        ("MARGIN", "3"),
+        ("MIN_EVAL_ITEMS", "0"),
+        ("MIN_NEW_LABELS", "0"),
+        ("INTERVAL_S", "0"),
+        ("ROLLBACK_COOLDOWN_S", "-1"),
+    ],
+)
+def test_invalid_gate_env_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"BORDERLINE_GATE__{name}", value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()

@@ -1,0 +1,421 @@
+"""Unit tests for streams.service.trainer: one `Trainer.step` over small in-memory fakes of its
+ports (labels, policies, registry, verdicts and drift flags, adapter events, the model work, a
+clock). Nothing triggered does nothing; a trigger with too few evaluation labels waits and says
+why; a candidate that passes is promoted and announced, one that fails is refused and announced;
+a bad automatic promotion is rolled back and announced; with nothing to roll back to, or a
+rollback the registry refuses, the step returns with a reason instead of raising; a passing
+candidate inside the cool-down is held. Training and scoring are fakes: the real ones are
+tested in the model and integration layers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from adapters.adapt.candidate import Judgement
+from adapters.adapt.gate import GateConfig
+from adapters.adapt.verdicts import GateRecord
+from adapters.labels.store import LabeledExample
+from adapters.registry.artifact import AdapterArtifact, AdapterManifest
+from adapters.registry.store import ActiveRecord, RegistryError
+from streams.service.metrics import Metrics
+from streams.service.trainer import ACTOR, Trainer, TrainerConfig, TrainerState
+from streams.service.trainer_ports import TrainerPorts
+from streams.wire.messages import AdapterEvent
+
+V, B = "violating", "benign"
+POLICY = "v1"
+T0 = 1_000.0
+GATE = GateConfig(min_kappa=0.5, margin=0.02, min_eval_items=10)
+
+
+def _examples(prefix: str, n: int) -> list[LabeledExample]:
+    return [LabeledExample(f"{prefix}{i}", f"text {i}", V if i % 2 else B, 3) for i in range(n)]
+
+
+def _flip(labels: Sequence[str]) -> list[str]:
+    return [B if label == V else V for label in labels]
+
+
+# --- fakes of the ports -----------------------------------------------------------------------
+
+
+@dataclass
+class FakeLabels:
+    train: list[LabeledExample]
+    evaluation: list[LabeledExample]
+    labelled_at: dict[str, float] = field(default_factory=dict)  # item -> first label
+
+    async def dataset(
+        self, policy: str, split: Literal["train", "eval"], *, eval_share: float = 0.4
+    ) -> list[LabeledExample]:
+        return list(self.train if split == "train" else self.evaluation)
+
+    async def labelled_since(self, policy: str, since: float) -> list[str]:
+        return [item for item, at in self.labelled_at.items() if at >= since]
+
+    async def all_votes(self, policy: str) -> dict[str, dict[str, str]]:
+        return {e.item_id: {"r1": e.label, "r2": e.label} for e in self.train + self.evaluation}
+
+    async def excluded(self) -> set[str]:
+        return set()
+
+
+@dataclass
+class FakePolicies:
+    version: str | None = None
+
+    async def active_version(self) -> str | None:
+        return self.version
+
+
+class FakeRegistry:
+    """The registry's rules that matter here: promote records the previous adapter, rollback
+    goes back to it and refuses when there is none (as `AdapterRegistry` does)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ActiveRecord] = {}
+        self.policy_of: dict[str, str] = {}
+        self.refuse_rollbacks = False
+
+    def seed(self, adapter_id: str, *, previous: str | None, actor: str, at: float) -> None:
+        self.records[POLICY] = ActiveRecord(
+            adapter_id=adapter_id,
+            previous=previous,
+            epoch=1,
+            action="promote",
+            actor=actor,
+            reason="seeded",
+            at=at,
+            policy_version=POLICY,
+        )
+
+    async def active(self, policy: str) -> ActiveRecord | None:
+        return self.records.get(policy)
+
+    async def register(self, artifact: AdapterArtifact) -> bool:
+        self.policy_of[artifact.adapter_id] = artifact.manifest.policy_version
+        return True
+
+    def _set(
+        self, policy: str, target: str, action: str, actor: str, reason: str, now: float
+    ) -> ActiveRecord:
+        current = self.records.get(policy)
+        record = ActiveRecord(
+            adapter_id=target,
+            previous=None if current is None else current.adapter_id,
+            epoch=(0 if current is None else current.epoch) + 1,
+            action=action,
+            actor=actor,
+            reason=reason,
+            at=now,
+            policy_version=policy,
+        )
+        self.records[policy] = record
+        return record
+
+    async def promote(
+        self,
+        adapter_id: str,
+        *,
+        actor: str,
+        reason: str,
+        policy: str | None = None,
+        now: float | None = None,
+    ) -> ActiveRecord:
+        assert now is not None, "the trainer passes its clock"
+        policy = policy or self.policy_of[adapter_id]
+        return self._set(policy, adapter_id, "promote", actor, reason, now)
+
+    async def rollback(
+        self, policy: str, *, actor: str, reason: str, now: float | None = None
+    ) -> ActiveRecord:
+        current = self.records.get(policy)
+        if self.refuse_rollbacks or current is None or current.previous is None:
+            raise RegistryError(f"nothing to roll back to for policy {policy}")
+        assert now is not None
+        return self._set(policy, current.previous, "rollback", actor, reason, now)
+
+
+@dataclass
+class FakeVerdicts:
+    flags: set[str] = field(default_factory=set)
+    records: list[GateRecord] = field(default_factory=list)
+
+    async def record(self, report: GateRecord) -> None:
+        self.records.append(report)
+
+    async def drift_flags(self) -> set[str]:
+        return set(self.flags)
+
+    async def clear_flags(self) -> None:
+        self.flags.clear()
+
+
+@dataclass
+class FakeEvents:
+    sent: list[AdapterEvent] = field(default_factory=list)
+
+    async def announce(self, event: AdapterEvent) -> None:
+        self.sent.append(event)
+
+
+@dataclass
+class FakeLab:
+    """``candidate_right``: the candidate decides every evaluation item as the experts do
+    (else it decides every one wrong); ``live_right``: likewise for the live adapter."""
+
+    candidate_right: bool = True
+    live_right: bool = True
+    trained: list[tuple[int, str | None]] = field(default_factory=list)
+
+    async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
+        return None, active.adapter_id if active else "base"
+
+    async def train(
+        self,
+        examples: Sequence[LabeledExample],
+        *,
+        start: AdapterArtifact | None,
+        policy_version: str,
+    ) -> AdapterArtifact:
+        self.trained.append((len(examples), None if start is None else start.adapter_id))
+        manifest = AdapterManifest(
+            adapter_id=f"{policy_version}-cand{len(self.trained)}",
+            base_model_version="m-test",
+            policy_version=policy_version,
+            labels=[B, V],
+            files={},
+            created_at=0.0,
+        )
+        return AdapterArtifact(manifest, Path("/nonexistent"))
+
+    async def judge(
+        self, candidate: AdapterArtifact, incumbent_id: str, evaluation: Sequence[LabeledExample]
+    ) -> Judgement:
+        expert = [e.label for e in evaluation]
+        incumbent = _flip(expert[:3]) + expert[3:]  # a fair incumbent: a few errors
+        return Judgement(
+            expert=expert,
+            candidate=expert if self.candidate_right else _flip(expert),
+            incumbent=incumbent,
+            shadow_agreement=0.9,
+        )
+
+    async def live_decisions(
+        self, adapter_id: str, examples: Sequence[LabeledExample]
+    ) -> list[str]:
+        expert = [e.label for e in examples]
+        return expert if self.live_right else _flip(expert)
+
+
+@dataclass
+class World:
+    labels: FakeLabels
+    policies: FakePolicies = field(default_factory=FakePolicies)
+    registry: FakeRegistry = field(default_factory=FakeRegistry)
+    verdicts: FakeVerdicts = field(default_factory=FakeVerdicts)
+    events: FakeEvents = field(default_factory=FakeEvents)
+    lab: FakeLab = field(default_factory=FakeLab)
+    now: float = T0 + 3600.0
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def trainer(self, *, min_new_labels: int = 10**6, cooldown_s: float = 60.0) -> Trainer:
+        ports = TrainerPorts(
+            labels=self.labels,
+            policies=self.policies,
+            registry=self.registry,
+            verdicts=self.verdicts,
+            events=self.events,
+            lab=self.lab,
+            clock=lambda: self.now,
+            metrics=self.metrics,
+        )
+        config = TrainerConfig(
+            gate=GATE,
+            min_new_labels=min_new_labels,
+            cooldown_s=cooldown_s,
+            default_policy=POLICY,
+            eval_share=0.4,
+            min_shared=2,
+        )
+        return Trainer(ports, config)
+
+    def step(self, state: TrainerState | None = None, **kwargs: Any) -> Any:
+        force = kwargs.pop("force", False)
+        return asyncio.run(self.trainer(**kwargs).step(state or TrainerState(), force=force))
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+
+def _world(*, train: int = 40, evaluation: int = 20) -> World:
+    return World(FakeLabels(_examples("t", train), _examples("e", evaluation)))
+
+
+# --- nothing to do, or not yet ------------------------------------------------------------------
+
+
+def test_nothing_triggered_does_nothing() -> None:
+    world = _world()
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    state = TrainerState()
+    assert world.step(state) is None
+    assert state.reason == "nothing triggered"
+    assert world.lab.trained == [] and world.events.sent == [] and world.verdicts.records == []
+    assert world.sample("borderline_training_labels", split="train") == 40
+    assert world.sample("borderline_training_labels", split="eval") == 20
+
+
+def test_a_trigger_with_too_few_evaluation_labels_waits_and_says_how_many_more() -> None:
+    world = _world(train=60, evaluation=7)
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    state = TrainerState()
+    assert world.step(state, min_new_labels=50) is None
+    assert state.reason == "waiting for 3 more evaluation labels (7 of 10)"
+    assert world.lab.trained == []
+    assert state.trained_on == {}  # the labels still count as new next time
+
+
+# --- a candidate ------------------------------------------------------------------------------
+
+
+def test_a_candidate_that_passes_is_promoted_and_announced() -> None:
+    world = _world()
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    world.verdicts.flags = {"input"}
+    state = TrainerState()
+    doc = world.step(state)
+    assert doc is not None
+    assert doc["triggers"] == ["drift:input"]
+    assert doc["passed"] and doc["decision"] == "promote"
+    assert doc["train_labels"] == 40 and doc["eval_labels"] == 20
+    assert world.lab.trained == [(40, None)]
+    assert state.trained_on == {POLICY: 40}
+    active = world.registry.records[POLICY]
+    assert (active.adapter_id, active.previous, active.actor) == (doc["adapter_id"], "boot", ACTOR)
+    assert active.reason == f"gate passed: kappa 1.000 >= {doc['required_kappa']:.3f}"
+    assert [(e.event, e.adapter_id, e.actor) for e in world.events.sent] == [
+        ("promoted", doc["adapter_id"], ACTOR)
+    ]
+    assert world.events.sent[0].at == world.now
+    assert world.verdicts.flags == set()  # drift flags are spent by a promotion
+    assert [r.adapter_id for r in world.verdicts.records] == [doc["adapter_id"]]
+    assert world.verdicts.records[0].promoted
+    assert state.reports == [doc]
+    assert world.sample("borderline_candidates_total", verdict="promoted") == 1
+    assert world.sample("borderline_gate_kappa", role="candidate") == 1.0
+
+
+def test_a_policy_without_an_adapter_triggers_and_promotes_with_no_incumbent_record() -> None:
+    world = _world()
+    world.policies.version = "v1"
+    doc = world.step()
+    assert doc is not None and doc["triggers"] == ["policy_change"]
+    assert world.registry.records[POLICY].previous is None
+    assert [e.event for e in world.events.sent] == ["promoted"]
+
+
+def test_a_candidate_that_fails_is_refused_and_announced() -> None:
+    world = _world()
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    world.verdicts.flags = {"concept"}
+    world.lab.candidate_right = False
+    doc = world.step(force=True)
+    assert doc is not None
+    assert not doc["passed"] and doc["decision"] == "refuse"
+    assert doc["triggers"] == ["drift:concept", "forced"]
+    assert world.registry.records[POLICY].adapter_id == "boot"  # the incumbent keeps serving
+    assert [(e.event, e.reason) for e in world.events.sent] == [("refused", doc["reason"])]
+    assert doc["reason"].startswith("failed: candidate kappa -1.000")
+    assert world.verdicts.flags == {"concept"}  # not spent: the drift is still unanswered
+    assert world.sample("borderline_candidates_total", verdict="refused") == 1
+
+
+def test_a_passing_candidate_inside_the_cool_down_is_held_unannounced() -> None:
+    world = _world()
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    world.now = T0 + 15
+    doc = world.step(force=True)
+    assert doc is not None
+    assert doc["passed"] and doc["decision"] == "wait"
+    assert "promotions wait 45 s more (cool-down 60 s)" in doc["decision_reason"]
+    assert world.registry.records[POLICY].adapter_id == "boot"
+    assert world.events.sent == []
+    assert not world.verdicts.records[0].promoted
+    # with no cool-down the same candidate goes live
+    world.events.sent.clear()
+    assert world.step(force=True, cooldown_s=0.0)["decision"] == "promote"
+
+
+# --- the live adapter -------------------------------------------------------------------------
+
+
+def _live_world(*, previous: str | None, live_right: bool = False) -> World:
+    world = _world()
+    world.registry.seed("v1-cand0", previous=previous, actor=ACTOR, at=T0)
+    world.labels.labelled_at = {e.item_id: T0 + 5 for e in world.labels.evaluation}
+    world.lab.live_right = live_right
+    return world
+
+
+def test_a_bad_automatic_promotion_is_rolled_back_and_announced() -> None:
+    world = _live_world(previous="boot")
+    out = world.step(force=True)  # a rollback goes first: nothing is trained
+    assert out == {"event": "rolled_back", "to": "boot", "live_kappa": -1.0}
+    active = world.registry.records[POLICY]
+    assert (active.adapter_id, active.action, active.actor) == ("boot", "rollback", ACTOR)
+    assert active.reason == "live kappa -1.000 < 0.5 on 20 labels"
+    assert [(e.event, e.adapter_id, e.reason) for e in world.events.sent] == [
+        ("rolled_back", "boot", active.reason)
+    ]
+    assert world.lab.trained == []
+    assert world.sample("borderline_adapter_rollbacks_total") == 1
+    assert world.sample("borderline_live_kappa") == -1.0
+
+
+def test_a_good_live_adapter_stays() -> None:
+    world = _live_world(previous="boot", live_right=True)
+    assert world.step() is None
+    assert world.registry.records[POLICY].adapter_id == "v1-cand0"
+    assert world.sample("borderline_live_kappa") == 1.0
+
+
+def test_labels_from_before_the_promotion_are_not_live_evidence() -> None:
+    world = _live_world(previous="boot")
+    world.labels.labelled_at = {e.item_id: T0 - 5 for e in world.labels.evaluation}
+    assert world.step() is None
+    assert world.events.sent == []
+
+
+def test_nothing_to_roll_back_to_is_a_reason_not_an_exception() -> None:
+    world = _live_world(previous=None)
+    state = TrainerState()
+    assert world.step(state) is None  # the registry would raise RegistryError on a rollback
+    assert state.reason.startswith("live kappa -1.000 < 0.5 on 20 labels, but nothing to roll")
+    assert state.reason.endswith("; nothing triggered")
+    assert world.registry.records[POLICY].adapter_id == "v1-cand0"
+    assert world.events.sent == []
+
+
+def test_nothing_to_roll_back_to_still_trains_when_triggered() -> None:
+    world = _live_world(previous=None)
+    doc = world.step(force=True)
+    assert doc is not None and doc["decision"] == "promote"  # the better candidate replaces it
+    assert world.registry.records[POLICY].previous == "v1-cand0"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_rollback_the_registry_refuses_is_a_reason_not_an_exception(force: bool) -> None:
+    world = _live_world(previous="boot")
+    world.registry.refuse_rollbacks = True  # e.g. the previous adapter went away meanwhile
+    state = TrainerState()
+    assert world.step(state, force=force) is None
+    assert "but the rollback failed: nothing to roll back to for policy v1" in state.reason
+    assert world.events.sent == []
+    assert world.sample("borderline_adapter_rollbacks_total") == 0
