@@ -18,8 +18,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
-from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
 from streams.wire.errors import MessageError
+from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
 from streams.wire.topics import TopicNames
 
 __all__ = ["PanelStats", "load_truth", "run_simulated_panel"]

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from streams.wire.messages import DeadLetter, encode
 from streams.wire.errors import MessageError
+from streams.wire.messages import DeadLetter, encode
 from streams.wire.topics import DLQ_SUFFIX
 
 __all__ = ["RawRecord", "Sink", "dead_letter", "dead_letter_output", "deliver"]
