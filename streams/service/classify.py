@@ -15,6 +15,7 @@ without Kafka; the faust agent in `streams.service.app` is a thin loop around `C
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -27,7 +28,7 @@ from models.scorer import ScoreBatch
 from streams.service.curate import Curator
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
-from streams.service.retry import Retrying
+from streams.service.retry import InfrastructureError, Retrying
 from streams.service.serving import ServingState
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
@@ -41,6 +42,8 @@ from streams.wire.messages import (
 from streams.wire.topics import TopicNames
 
 __all__ = ["BatchResult", "Classifier", "ServingError", "ServingModel"]
+
+log = logging.getLogger(__name__)
 
 
 class ServingError(BorderlineError):
@@ -151,7 +154,52 @@ class Classifier:
         return batch, time.perf_counter() - started
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Process one batch end to end; returns only after every output was delivered."""
+        """Process one batch end to end; returns only after every output was delivered.
+
+        Only the broker or Redis may end the worker (`InfrastructureError`, after retries). Any
+        other failure is about the content of some record: the batch is processed again one
+        record at a time, and a record that fails a second time is dead-lettered as ``poison``
+        with the error, so no single message can stall a partition."""
+        try:
+            return await self._handle(records)
+        except (InfrastructureError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if len(records) == 1:
+                return await self._poison(records[0], exc)
+            log.warning("batch of %d failed (%r); isolating its records", len(records), exc)
+        result = BatchResult()
+        for record in records:
+            try:
+                one = await self._handle([record])
+            except (InfrastructureError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                one = await self._poison(record, exc)
+            result.decisions += one.decisions
+            result.review_requests += one.review_requests
+            result.dead_letters += one.dead_letters
+            result.deduplicated += one.deduplicated
+        return result
+
+    async def _poison(self, record: RawRecord, exc: Exception) -> BatchResult:
+        """Dead-letter a record that failed twice (its batch, then alone)."""
+        log.error(
+            "record %s[%s]@%s failed twice, dead-lettered as poison: %r",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+        )
+        error = MessageError("poison", f"processing failed twice: {exc!r}")
+        result = BatchResult(
+            dead_letters=[dead_letter(record, error, worker=self.worker, now=self.clock())]
+        )
+        await self._deliver(result)
+        self._count(result)
+        return result
+
+    async def _handle(self, records: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
         items, result.dead_letters = self._decode(records)
         state = self._state  # the whole batch is decided with this one

@@ -537,3 +537,47 @@ def test_a_new_policy_starts_the_curators_transition() -> None:
     )
     assert curator.audit_rate == 0.2
     assert w.score.calls == [["win a prize"]]  # the examples' embeddings, for near-example mining
+
+
+# --- poison: a record that fails twice costs a dead letter, never the worker ----------------------
+
+
+@dataclass
+class ExplodingScore(FakeScore):
+    """Scoring fails for any batch holding the text ``boom`` (a bug the content triggers)."""
+
+    def score(self, texts: Sequence[str], adapter_id: str | None = None) -> ScoreBatch:
+        if "boom" in texts:
+            self.calls.append(list(texts))
+            raise ValueError("tokenizer exploded")
+        return super().score(texts, adapter_id)
+
+
+def test_a_record_that_fails_twice_is_dead_lettered_as_poison_and_the_rest_decided() -> None:
+    w = _world()
+    w.classifier.model = w.score = ExplodingScore()
+    records = [*_good_records(), _record("bad", "boom", offset=99)]
+    result = w.handle(records)  # does not raise
+    assert {d.item_id for d in result.decisions} == set(EXPECTED_ACTIONS)
+    assert [(dl.reason, dl.offset) for dl in result.dead_letters] == [("poison", 99)]
+    assert "tokenizer exploded" in result.dead_letters[0].detail
+    delivered = [decode(v, DeadLetter) for _, v in w.sink.on(TOPICS.items + ".dlq")]
+    assert [dl.original() for dl in delivered] == [records[-1].value]
+    assert set(_decisions(w.sink)) == set(EXPECTED_ACTIONS)
+    assert w.sample("borderline_dead_letters_total", {"topic": TOPICS.items, "reason": "poison"})
+    # the whole batch once, then each record alone: the bad one failed twice
+    assert sum("boom" in call for call in w.score.calls) == 2
+
+
+def test_a_poison_record_alone_is_dead_lettered_at_once() -> None:
+    w = _world()
+    w.classifier.model = w.score = ExplodingScore()
+    result = w.handle([_record("bad", "boom", offset=7)])
+    assert [dl.reason for dl in result.dead_letters] == ["poison"]
+
+
+def test_an_infrastructure_failure_is_not_poison() -> None:
+    w = _world(sink=FakeSink(failures=None))
+    with pytest.raises(InfrastructureError):
+        w.handle(_good_records())
+    assert w.sink.sent == []
