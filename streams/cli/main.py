@@ -7,22 +7,29 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from models.errors import BorderlineError
 from streams.cli.parser import build_parser
-from streams.wire.settings import Settings
+from streams.wire.settings import Settings, SettingsError, check_environment, masked
 
 __all__ = ["main"]
 
 
 def _load_settings() -> Settings:
     try:
+        check_environment(os.environ)
         return Settings()
+    except SettingsError as exc:
+        raise BorderlineError(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "__".join(str(p) for p in first["loc"]).upper()
@@ -369,7 +376,32 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, options)
 
 
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    """The effective settings (defaults and environment), secrets masked."""
+    print(json.dumps(masked(settings), indent=2, sort_keys=True))
+    return 0
+
+
+def _unreachable(exc: BaseException, settings: Settings | None) -> str:
+    """One line for a service that did not answer or a path that does not work; the Redis URL
+    is shown without its password."""
+    if isinstance(exc, RedisError):
+        where = "Redis"
+        if settings is not None and settings.redis.url is not None:
+            url = urlsplit(settings.redis.url.get_secret_value())
+            where = f"Redis at {url.hostname}:{url.port or 6379}"
+        return f"cannot reach {where}: {exc}"
+    if isinstance(exc, KafkaError):
+        servers = settings.kafka.bootstrap_servers if settings is not None else None
+        return f"cannot reach Kafka at {servers or 'the embedded broker'}: {exc}"
+    assert isinstance(exc, OSError)
+    if exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return f"{exc.strerror or exc}"
+
+
 _COMMANDS = {
+    "config": _cmd_config,
     "services": _cmd_services,
     "topics": _cmd_topics,
     "schemas": _cmd_schemas,
@@ -407,11 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in {"demo", "bench"} and not args.verbose:
         logging.getLogger("aiokafka").setLevel(logging.WARNING)  # group joins: not news here
+    settings: Settings | None = None
     try:
         settings = _load_settings()
         return _COMMANDS[args.command](args, settings)
     except BorderlineError as exc:
         print(f"borderline: error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, KafkaError, OSError) as exc:
+        print(f"borderline: error: {_unreachable(exc, settings)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("borderline: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ readable line, exit 2)."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 from pathlib import Path
 from typing import NoReturn
@@ -58,10 +59,21 @@ def _gate(knob: str, what: str = "") -> str:
     return f"{what + ' ' if what else ''}(default: BORDERLINE_GATE__{knob.upper()}, {default})"
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("borderline-moderation")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="borderline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"borderline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    config = sub.add_parser("config", help="the effective settings, secrets masked")
+    config.add_argument("action", choices=["show"])
 
     services = sub.add_parser("services", help="the embedded broker and Redis")
     services.add_argument("action", choices=["up", "down", "status"])

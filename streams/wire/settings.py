@@ -9,7 +9,10 @@ embedded services off.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,8 +30,18 @@ __all__ = [
     "ReviewSettings",
     "ServicesSettings",
     "Settings",
+    "SettingsError",
     "WorkerSettings",
+    "check_environment",
+    "environment_names",
+    "masked",
 ]
+
+ENV_PREFIX = "BORDERLINE_"
+
+
+class SettingsError(ValueError):
+    """A setting that does not exist or does not validate; the message names the variable."""
 
 
 class KafkaSettings(BaseModel):
@@ -200,3 +213,51 @@ class Settings(BaseSettings):
         kafka = self.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
         redis = self.redis.model_copy(update={"url": SecretStr(redis_url)})
         return self.model_copy(update={"kafka": kafka, "redis": redis})
+
+
+def environment_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every environment variable the settings read, e.g. ``BORDERLINE_KAFKA__PARTITIONS``.
+
+    >>> "BORDERLINE_GATE__MIN_KAPPA" in environment_names()
+    True
+    """
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += environment_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return sorted(names)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``BORDERLINE_*`` variable that names no setting (a typo would otherwise be
+    ignored in silence), naming the closest valid one.
+
+    >>> try:
+    ...     check_environment({"BORDERLINE_GATE__MIN_KAPA": "0.8"})
+    ... except SettingsError as exc:
+    ...     print(exc)
+    unknown setting BORDERLINE_GATE__MIN_KAPA (did you mean BORDERLINE_GATE__MIN_KAPPA?)
+    """
+    valid = environment_names()
+    sections = {n.rsplit("__", 1)[0] for n in valid if "__" in n}  # a whole section, as JSON
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in valid or upper in sections:
+            continue
+        # compare what follows the prefix: every name shares it
+        bare = [n[len(ENV_PREFIX) :] for n in valid]
+        close = difflib.get_close_matches(upper[len(ENV_PREFIX) :], bare, n=1, cutoff=0.75)
+        hint = (
+            f" (did you mean {ENV_PREFIX}{close[0]}?)"
+            if close
+            else " (see `borderline config show`)"
+        )
+        raise SettingsError(f"unknown setting {variable}{hint}")
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain values, secrets shown as ``**********``."""
+    return settings.model_dump(mode="json")

@@ -208,3 +208,102 @@ def test_trainer_help_names_the_settings(capsys: pytest.CaptureFixture[str]) -> 
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: BORDERLINE_GATE__MIN_KAPPA, 0.7)" in text
     assert "(default: BORDERLINE_GATE__INTERVAL_S, 15.0)" in text
+
+
+# --- configuration that refuses mistakes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("BORDERLINE_WORKER__BATCH_MAX_SIZ", "did you mean BORDERLINE_WORKER__BATCH_MAX_SIZE?"),
+        ("BORDERLINE_GATE__MIN_KAPA", "did you mean BORDERLINE_GATE__MIN_KAPPA?"),
+        ("borderline_kafka__partition", "did you mean BORDERLINE_KAFKA__PARTITIONS?"),
+        ("BORDERLINE_NOTHING_LIKE_IT_AT_ALL", "see `borderline config show`"),
+    ],
+)
+def test_an_unknown_setting_is_an_error_naming_it_and_the_closest(
+    variable: str, hint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, "3")
+    assert main(["config", "show"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"unknown setting {variable}" in line and hint in line
+
+
+def test_a_whole_section_as_json_is_a_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BORDERLINE_GATE", '{"min_kappa": 0.75}')
+    assert main(["config", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["gate"]["min_kappa"] == 0.75
+
+
+def test_config_show_prints_the_effective_settings_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BORDERLINE_KAFKA__BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("BORDERLINE_REDIS__URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("BORDERLINE_WORKER__BATCH_MAX_SIZE", "64")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    shown = json.loads(out)
+    assert shown["redis"]["url"] == "**********"
+    assert shown["kafka"]["bootstrap_servers"] == "kafka-1:9092"
+    assert shown["worker"]["batch_max_size"] == 64
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("borderline 0.")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends: nothing listens
+
+
+POLICY_FILE = str(Path(__file__).resolve().parents[4] / "deploy" / "policies" / "v1.yaml")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reviewers", "list"],
+        ["reviewers", "add", "alice"],
+        ["reviewers", "clear", "alice"],
+        ["adapters", "list"],
+        ["adapters", "show", "a-1"],
+        ["adapters", "promote", "a-1", "--reason", "test"],
+        ["adapters", "rollback", "--reason", "test"],
+        ["review", "stats"],
+        ["policy", "show"],
+        ["policy", "history"],
+        ["policy", "publish", POLICY_FILE],
+    ],
+)
+def test_every_redis_command_against_an_unreachable_redis_is_one_line(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("BORDERLINE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("BORDERLINE_REDIS__URL", f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"cannot reach Redis at 127.0.0.1:{port}" in line
+    assert "hunter2" not in line
+
+
+def test_schemas_export_into_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["schemas", "export", str(blocker / "schemas")]) == 2
+    assert str(blocker) in _one_line(capsys.readouterr().err)
