@@ -9,7 +9,17 @@ DEBIAN_PACKAGES := redis-server kcat prometheus
 DEMO_ARGS ?=
 BENCH_ITEMS ?= 1000
 
-.PHONY: venv system-deps test test-unit demo check bench clean
+# The unit layer: unit tests (the Redis stores against a private redis-server they start) and every
+# docstring example of the pure packages, each under a 60 s timeout (tests/unit/conftest.py).
+UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire
+# The pure decisions, held near fully covered by the unit layer (`make coverage`).
+PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
+	adapters/adapt/gate.py,adapters/adapt/drift.py,adapters/adapt/detectors.py,$\
+	adapters/adapt/input_drift.py,adapters/policy/schema.py
+PURE_COVERAGE_FLOOR := 99.5
+COVERAGE_FILE := .borderline/coverage
+
+.PHONY: venv system-deps test test-unit coverage demo check bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,10 +50,19 @@ system-deps:
 	fi
 
 test: venv system-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit tests/model tests/integration -q -rfE --durations=10
+	$(UNIT) -q -rfE --durations=5
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/model tests/integration -q -rfE --durations=10
 
 test-unit: venv
-	$(BIN)/python -m pytest tests/unit -q
+	$(UNIT) -q
+
+# Line coverage of the unit layer, and a floor for the pure decisions.
+coverage: venv
+	@mkdir -p $(dir $(COVERAGE_FILE))
+	COVERAGE_FILE=$(COVERAGE_FILE) $(UNIT) -q -p no:cacheprovider \
+	  --cov=adapters --cov=models --cov=streams --cov-report=term-missing:skip-covered
+	COVERAGE_FILE=$(COVERAGE_FILE) $(BIN)/coverage report --include='$(PURE)' \
+	  --show-missing --precision=1 --fail-under=$(PURE_COVERAGE_FLOOR)
 
 demo: venv system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/borderline demo $(DEMO_ARGS)
@@ -53,6 +72,7 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	@$(MAKE) --no-print-directory coverage
 
 bench: venv system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/borderline bench stream --items $(BENCH_ITEMS) --json out/bench-stream.json

@@ -8,15 +8,37 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
+__all__ = ["Progress", "WaitTimeout", "wait_until", "wait_until_async"]
 
 T = TypeVar("T")
 
 
 class WaitTimeout(AssertionError):
     """The awaited condition did not hold before the deadline (an assertion failure)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A predicate's answer that says how far things got: true when ``done``; a wait that times
+    out shows its facts.
+
+    >>> Progress(False, {"labels": 80, "excluded": []})
+    labels=80, excluded=[]
+    >>> bool(Progress(True))
+    True
+    """
+
+    done: bool
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.done
+
+    def __repr__(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.facts.items()) or repr(self.done)
 
 
 def _timed_out(what: str, timeout_s: float, polls: int, last: object) -> WaitTimeout:

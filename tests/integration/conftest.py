@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 from adapters.offline.simulation import SimulatedReviewer
 from streams.demo.panel import PanelStats, run_simulated_panel
 from streams.embedded.launcher import WorkerProcess, free_port, start_worker
+from streams.service.reader import read_topic
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 
@@ -53,6 +54,7 @@ class Stack:
         app_id: str | None = None,
         review: dict[str, Any] | None = None,
         drift: dict[str, Any] | None = None,
+        gate: dict[str, Any] | None = None,
         **worker: Any,
     ) -> Settings:
         return Settings.model_validate(
@@ -68,6 +70,7 @@ class Stack:
                 "worker": {"scorer_threads": 1, **worker},
                 "review": review or {},
                 "drift": drift or {},
+                **({"gate": gate} if gate else {}),
             }
         )
 
@@ -94,6 +97,26 @@ class Stack:
             stats=stats,
             **options,
         )
+
+    def read(
+        self,
+        topic: str,
+        until: Callable[[list[dict[str, Any]]], bool],
+        *,
+        timeout_s: float = 120.0,
+        idle_s: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every message on ``topic`` from the start, until ``until(messages)`` holds (or the
+        time is up, or with ``idle_s``, nothing new came for that long)."""
+        return asyncio.run(
+            read_topic(
+                self.bootstrap_servers, topic, until=until, timeout_s=timeout_s, idle_s=idle_s
+            )
+        )
+
+    def read_all(self, topic: str, *, timeout_s: float = 5.0, idle_s: float = 2.0) -> list[Any]:
+        """Everything on ``topic`` so far: read until nothing new comes for ``idle_s``."""
+        return self.read(topic, lambda _: False, timeout_s=timeout_s, idle_s=idle_s)
 
     def create_topics(self) -> None:
         asyncio.run(ensure_topics(self.bootstrap_servers, self.topics.all(), self.partitions))

@@ -12,20 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from adapters.adapt.gate import GateConfig
 from adapters.labels.consensus import split_of
 from adapters.labels.dataset import read_jsonl, sample
 from adapters.labels.store import LabelStore, ReviewedItem
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
-from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.trainer import ACTOR, TrainerState, trainer_step
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
+from tests.redis_support import redis_client
+
+from .helpers import inverted_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +76,7 @@ def test_flipped_labels_are_rejected_and_a_bad_promotion_rolled_back(
     gate = GateConfig(min_kappa=0.6, margin=0.02, min_eval_items=30)
 
     async def run() -> tuple[dict[str, Any] | None, Any, dict[str, Any] | None, Any]:
-        redis = Redis.from_url(services.redis_url)
-        try:
+        async with redis_client(services.redis_url) as redis:
             store = LabelStore(redis, prefix)
             registry = AdapterRegistry(redis, prefix)
             await store.register_reviewers(REVIEWERS)
@@ -98,22 +98,13 @@ def test_flipped_labels_are_rejected_and_a_bad_promotion_rolled_back(
             after_reject = await registry.active("v1")
 
             # 2. the trainer promoted an adapter that turns out bad (a mirrored head)
-            params = read_adapter_file(boot.path)
-            for name in ("classifier.weight", "classifier.bias"):
-                params[name] = -params[name]
-            bad = write_artifact(
-                tmp_path / "bad",
-                adapter_id=f"bad-{prefix}",
-                params=params,
-                base_model_version=manifest.model_version,
-                policy_version="v1",
-                labels=manifest.labels,
-                parent_id=boot.adapter_id,
-            )
+            bad = inverted_adapter(model_dir, tmp_path / "bad", f"bad-{prefix}")
             await registry.register(bad)
-            await registry.promote(bad.adapter_id, actor=ACTOR, reason="gate passed (test)")
-            await asyncio.sleep(0.05)
-            await _label(store, later, flip_train=False, at=time.time())  # fresh, correct
+            promoted = await registry.promote(
+                bad.adapter_id, actor=ACTOR, reason="gate passed (test)"
+            )
+            # fresh, correct labels, given after the promotion (by their time, not a sleep)
+            await _label(store, later, flip_train=False, at=promoted.at + 1.0)
             rollback = await trainer_step(
                 settings,
                 redis,
@@ -124,8 +115,6 @@ def test_flipped_labels_are_rejected_and_a_bad_promotion_rolled_back(
                 out_dir=tmp_path / "candidates",
             )
             return report, after_reject, rollback, await registry.active("v1")
-        finally:
-            await redis.aclose()
 
     report, after_reject, rollback, final = asyncio.run(run())
     print(f"flipped-label candidate: {report}")

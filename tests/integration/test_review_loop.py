@@ -1,12 +1,14 @@
 """Curation and expert labels on the real broker and Redis with real worker and collector
 processes and the simulated expert panel: review requests of all three reasons go out within the
-budget, each label is stored once, a reviewer who answers at random is detected and excluded, an
-unregistered reviewer's labels are rejected to the dead-letter topic, and the train/eval split of
-the consensus labels is the same after a restart."""
+budget, each label is stored once (a label delivered again, or the same reviewer's later other
+answer, leaves the first in the raw data), a reviewer who answers at random is detected and
+excluded, an unregistered reviewer's labels are rejected to the dead-letter topic, and the
+train/eval split of the consensus labels is the same after a restart."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,8 +25,11 @@ from streams.demo.replay import replay_items, replay_raw
 from streams.embedded.launcher import WorkerProcess, start_worker
 from streams.service.reader import read_topic
 from streams.wire.messages import ReviewLabel, encode
+from tests.redis_support import redis_client, with_redis
+from tests.waiting import Progress, wait_until_async
 
 from .conftest import Stack
+from .helpers import samples
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +46,7 @@ REVIEW = {
 
 
 def _store_call(stack: Stack, fn: Any) -> Any:
-    async def run() -> Any:
-        redis = Redis.from_url(stack.redis_url)
-        try:
-            return await fn(LabelStore(redis, f"test-{stack.tag}"))
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(run())
+    return with_redis(stack.redis_url, lambda redis: fn(LabelStore(redis, f"test-{stack.tag}")))
 
 
 def _start_collector(stack: Stack, name: str) -> WorkerProcess:
@@ -57,8 +55,33 @@ def _start_collector(stack: Stack, name: str) -> WorkerProcess:
     )
 
 
+def _labels_total(collector: WorkerProcess, result: str) -> float:
+    found = samples(collector, "borderline_labels_total")
+    return sum(value for labels, value in found if labels.get("result") == result)
+
+
+async def _send_labels(stack: Stack, key: str, labels: list[ReviewLabel]) -> None:
+    """Produce ``labels`` in this order under one key: one partition, processed in order."""
+    records = [(key.encode(), encode(label)) for label in labels]
+    await replay_raw(stack.bootstrap_servers, stack.topics.review_labels, records)
+
+
+async def _stored(redis: Redis, key: str, reviewer: str, timeout_s: float = 60) -> None:
+    async def there() -> bool:
+        return bool(await redis.hexists(key, reviewer))
+
+    await wait_until_async(there, timeout_s, 0.2, f"{reviewer}'s label in {key}")
+
+
+def _label(item_id: str, reviewer: str, label: str, at: float) -> ReviewLabel:
+    return ReviewLabel(
+        item_id=item_id, reviewer_id=reviewer, label=label, policy_version="v1", labeled_at=at
+    )
+
+
 def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None:
     panel = parse_panel(PANEL)
+    prefix = f"test-{stack.tag}"
     _store_call(stack, lambda s: s.register_reviewers([r.reviewer_id for r in panel]))
     data = read_jsonl(corpus)
     truth = {i.item_id: ("violating" if i.label else "benign") for i in data}
@@ -67,45 +90,89 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
     started = time.time()
     items = [i for i in sample(data, 700, seed=51) if len(i.text) < 20_000][:600]
 
-    async def run_loop() -> PanelStats:
+    async def run_loop() -> tuple[PanelStats, dict[str, Any]]:
         stop = asyncio.Event()
         stats = PanelStats()
         panel_task = asyncio.create_task(
             # every reviewer labels every item: enough shared items to judge each reviewer
             stack.simulated_panel(panel, truth, per_item=4, seed=5, stop=stop, stats=stats)
         )
-        # in two halves: by the second, the first half's labels are in and the workers' index
-        # of labelled neighbours (refreshed every 5 s) has them as evidence
-        await replay_items(stack.bootstrap_servers, stack.topics.items, items[:300], rate=60)
-        await asyncio.sleep(8)
-        await replay_items(stack.bootstrap_servers, stack.topics.items, items[300:], rate=60)
-        # an unregistered reviewer, and one label sent twice
-        mallory = ReviewLabel(
-            item_id=items[0].item_id,
-            reviewer_id="mallory",
-            label="benign",
-            policy_version="v1",
-            labeled_at=time.time(),
+        async with redis_client(stack.redis_url) as redis:
+            labels = LabelStore(redis, prefix)
+
+            async def labelled(at_least: int) -> int | None:
+                count = len(await labels.labelled_items("v1"))
+                return count if count >= at_least else None
+
+            # in two halves: once the first half's labels are in, the workers' index of
+            # labelled neighbours (refreshed every 5 s) has them as evidence for the second
+            await replay_items(stack.bootstrap_servers, stack.topics.items, items[:300], rate=60)
+            await wait_until_async(lambda: labelled(50), 60, 0.5, "50 items labelled")
+            await replay_items(stack.bootstrap_servers, stack.topics.items, items[300:], rate=60)
+            # an unregistered reviewer
+            mallory = _label(items[0].item_id, "mallory", "benign", time.time())
+            await replay_raw(
+                stack.bootstrap_servers, stack.topics.review_labels, [(b"k", encode(mallory))]
+            )
+
+            async def judged() -> Progress:
+                votes = sum(len(v) for v in (await labels.all_votes("v1")).values())
+                excluded = await labels.excluded()
+                return Progress(
+                    "randy" in excluded and votes >= 100,
+                    {"labels": votes, "excluded": sorted(excluded)},
+                )
+
+            await wait_until_async(judged, 120, 1.0, "100 labels and randy excluded")
+            # a label sent twice (a redelivery), and the same reviewer's later, other answer
+            # for the same item under the same policy: the first is kept, once
+            item_id = (await labels.labelled_items("v1"))[0]
+            key = labels.keys.votes("v1", item_id)
+            before = await redis.hgetall(key)
+            first_at = await redis.zscore(labels.keys.items("v1"), item_id)
+            reviewer = sorted(r.decode() for r in before)[0]
+            vote = (await labels.votes("v1", item_id))[reviewer]
+            at = float(json.loads(before[reviewer.encode()])["at"])
+            other = "benign" if vote == "violating" else "violating"
+            sentinel = f"sentinel-{stack.tag}"
+            duplicates_before = _labels_total(collector, "duplicate")
+            await _send_labels(
+                stack,
+                item_id,
+                [
+                    _label(item_id, reviewer, vote, at),
+                    _label(item_id, reviewer, other, at + 100),
+                    _label(sentinel, reviewer, "benign", time.time()),  # after both, in order
+                ],
+            )
+            await _stored(redis, labels.keys.votes("v1", sentinel), reviewer)
+            duplicate = {
+                "before": before,
+                "after": await redis.hgetall(key),
+                "first_at": first_at,
+                "first_at_after": await redis.zscore(labels.keys.items("v1"), item_id),
+                "counted": _labels_total(collector, "duplicate") - duplicates_before,
+                "reviewer": reviewer,
+            }
+            raw_fields = 0
+            for labelled_id in await labels.labelled_items("v1"):
+                raw_fields += await redis.hlen(labels.keys.votes("v1", labelled_id))
+            duplicate["raw_fields"] = raw_fields
+            duplicate["stored"] = _labels_total(collector, "stored")
+        # requests sent late, when the budget allowed, carry the neighbours labelled by then
+        await read_topic(
+            stack.bootstrap_servers,
+            stack.topics.review_requests,
+            until=lambda m: any(r["evidence"] for r in m),
+            timeout_s=60,
         )
-        await replay_raw(
-            stack.bootstrap_servers, stack.topics.review_labels, [(b"k", encode(mallory))]
-        )
-        await asyncio.sleep(20)
         stop.set()
         await panel_task
-        return stats
+        return stats, duplicate
 
     try:
-        stats = asyncio.run(run_loop())
-        requests = asyncio.run(
-            read_topic(
-                stack.bootstrap_servers,
-                stack.topics.review_requests,
-                until=lambda m: False,
-                timeout_s=5,
-                idle_s=2,
-            )
-        )
+        stats, duplicate = asyncio.run(run_loop())
+        requests = stack.read_all(stack.topics.review_requests)
         reasons = Counter(r["reason"] for r in requests)
         print(f"review requests by reason: {dict(reasons)}; panel: {stats}")
         assert {"uncertain", "boundary", "audit"} <= set(reasons), reasons
@@ -121,19 +188,20 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         votes = _store_call(stack, lambda s: s.all_votes("v1"))
         n_labels = sum(len(v) for v in votes.values())
         assert n_labels >= 100
-        assert all(len(v) == len(set(v)) for v in votes.values())
+        # the label sent again and the later other answer changed nothing: the first is kept,
+        # once, with its time, and both were counted as duplicates
+        reviewer = duplicate["reviewer"].encode()
+        assert duplicate["after"][reviewer] == duplicate["before"][reviewer]
+        assert set(duplicate["after"]) == set(duplicate["before"])
+        assert duplicate["first_at_after"] == duplicate["first_at"]
+        assert duplicate["counted"] == 2, duplicate
+        # every label the collector counted as stored is one field in the store, and no more
+        assert duplicate["stored"] == duplicate["raw_fields"], duplicate
         excluded = _store_call(stack, lambda s: s.excluded())
         assert "randy" in excluded, excluded
         assert not excluded & {"alice", "bob", "carol"}
 
-        dead = asyncio.run(
-            read_topic(
-                stack.bootstrap_servers,
-                stack.topics.review_labels_dlq,
-                until=lambda m: len(m) >= 1,
-                timeout_s=20,
-            )
-        )
+        dead = stack.read(stack.topics.review_labels_dlq, lambda m: len(m) >= 1, timeout_s=20)
         assert dead and dead[0]["reason"] == "unregistered_reviewer"
         assert "mallory" not in {r for v in votes.values() for r in v}
 
@@ -144,10 +212,17 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
     finally:
         collector.stop()
 
-    # a restart of the collector changes nothing about the split
+    # a restart of the collector changes nothing about the split (once it is storing labels)
     again = _start_collector(stack, "collector-2")
     try:
-        time.sleep(3)
+        probe = f"after-restart-{stack.tag}"
+
+        async def restarted(redis: Redis) -> None:
+            await _send_labels(stack, probe, [_label(probe, "bob", "benign", time.time())])
+            keys = LabelStore(redis, f"test-{stack.tag}").keys
+            await _stored(redis, keys.votes("v1", probe), "bob")
+
+        with_redis(stack.redis_url, restarted)
         train_2 = _store_call(stack, lambda s: s.dataset("v1", "train"))
         assert [e.item_id for e in train_2] == [e.item_id for e in train]
     finally:

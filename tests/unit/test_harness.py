@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.unit.conftest import UNIT_TIMEOUT_S
-from tests.waiting import WaitTimeout, wait_until, wait_until_async
+from tests.waiting import Progress, WaitTimeout, wait_until, wait_until_async
 
 
 def test_wait_until_returns_the_first_truthy_value_as_soon_as_it_comes() -> None:
@@ -90,3 +90,9 @@ def test_the_redis_runner_gives_a_working_client_and_returns_the_result(
         return await redis.get(f"{prefix}:k")
 
     assert run_redis(body) == b"v"
+
+
+def test_a_progress_answer_shows_how_far_things_got_when_a_wait_times_out() -> None:
+    with pytest.raises(WaitTimeout, match=r"waiting for the labels: labels=3, excluded=\[\]$"):
+        wait_until(lambda: Progress(False, {"labels": 3, "excluded": []}), 0.05, 0.01, "the labels")
+    assert wait_until(lambda: Progress(True, {"labels": 100}), 1).facts == {"labels": 100}

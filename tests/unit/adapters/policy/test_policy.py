@@ -107,6 +107,7 @@ def test_the_canonical_form_ignores_layout_but_not_content() -> None:
         (("version: v7", "version: v 7"), "version: 'v 7' is not a plain name"),
         (("version: v7", "version: v7:x"), "version: 'v7:x' is not a plain name"),
         (("version: v7", "version: 2"), 'version: 2 is a number in YAML: quote it, e.g. "2"'),
+        (("version: v7", "version: [v7]"), "version: Input should be a valid string"),
         (("version: v7", "version: active"), "version: 'active' is reserved"),
         (("description: Spam is violating.\n", ""), "description: Field required"),
         (("version: v7", "version: v7\ndescripton: typo"), "descripton: Extra inputs are not"),
@@ -199,6 +200,19 @@ def test_effective_at_needs_a_time_zone() -> None:
 )
 def test_yaml_problems_are_one_line_with_the_position(text: str, expected: str) -> None:
     assert _refused(text).startswith(expected)
+
+
+def test_merge_keys_may_be_overridden_and_a_key_that_cannot_be_hashed_is_refused() -> None:
+    # `<<: {...}` (or `<<: *anchor`) is how YAML reuses a mapping: its keys are meant to be
+    # overridden, so they do not count as written twice
+    merged = VALID.replace(
+        "review_band:\n  low: 0.3\n  high: 0.7\n",
+        "review_band:\n  <<: {low: 0.3, high: 0.7}\n  high: 0.8\n",
+    )
+    assert merged != VALID
+    band = parse_policy(merged, source="policy.yaml").review_band
+    assert (band.low, band.high) == (0.3, 0.8)
+    assert "found unhashable key" in _refused(VALID + "? [a, b]\n: 1\n")
 
 
 def test_an_unreadable_file_is_a_policy_error(tmp_path: Path) -> None:

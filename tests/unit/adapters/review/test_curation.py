@@ -395,6 +395,12 @@ def test_window_is_a_ring_buffer() -> None:
     assert w.snapshot()[0] == ["c", "d", "a"]
 
 
+@pytest.mark.parametrize(("size", "dim"), [(0, 2), (3, 0)])
+def test_window_needs_room_and_a_dimension(size: int, dim: int) -> None:
+    with pytest.raises(CurationError, match=f"got size={size}, dim={dim}"):
+        CurationWindow(size=size, dim=dim)
+
+
 def test_window_keeps_the_newest_of_a_big_batch_and_returns_copies() -> None:
     w = CurationWindow(size=4, dim=3)
     ids = [f"ad-{i}" for i in range(10)]
@@ -522,6 +528,13 @@ def test_budget_refuses_bad_arguments() -> None:
         ReviewBudget(labels_per_hour=10, max_open=1, tokens=-1.0)
     with pytest.raises(CurationError, match="wanted"):
         ReviewBudget(labels_per_hour=10, max_open=1).allow(-1, open_requests=0, now=0.0)
+
+
+def test_budget_shows_its_state() -> None:
+    budget = ReviewBudget(labels_per_hour=120, max_open=7, tokens=3.0, updated_at=50.0)
+    assert repr(budget) == (
+        "ReviewBudget(labels_per_hour=120.0, max_open=7, tokens=3.0, updated_at=50.0)"
+    )
 
 
 # --- merging --------------------------------------------------------------------------------------
