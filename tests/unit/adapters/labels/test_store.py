@@ -100,8 +100,9 @@ def test_the_first_label_of_an_item_by_a_reviewer_wins_in_the_raw_data(
 ) -> None:
     async def body(store: LabelStore, redis: Redis) -> None:
         assert await store.add_label("v1", "a", "alice", "benign", 100.0) == "stored"
-        assert await store.add_label("v1", "a", "alice", "violating", 200.0) == "duplicate"
         assert await store.add_label("v1", "a", "alice", "benign", 100.0) == "duplicate"
+        # the same reviewer's later, other answer: the last call, so an overwrite would show
+        assert await store.add_label("v1", "a", "alice", "violating", 200.0) == "duplicate"
         assert await store.add_label("v1", "a", "bob", "violating", 150.0) == "stored"
         # the documented keys, read raw: one field per reviewer, the first label and its time
         raw = await redis.hgetall(f"{prefix}:labels:v1:a")
