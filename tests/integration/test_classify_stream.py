@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import signal
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -31,7 +30,7 @@ def _items(corpus: Path, n: int, seed: int) -> list[LabeledItem]:
 
 
 def _read(stack: Stack, topic: str, until: Any, timeout_s: float = 120.0) -> list[dict[str, Any]]:
-    return asyncio.run(read_topic(stack.bootstrap_servers, topic, until=until, timeout_s=timeout_s))
+    return stack.read(topic, until, timeout_s=timeout_s)
 
 
 def _covers(ids: set[str]) -> Any:
@@ -87,15 +86,7 @@ def test_every_item_decided_reviews_once_and_bad_input_dead_lettered(
         timeout_s=30,
     )
     # nothing else arrives: read again with an idle cut-off to catch late duplicates
-    requests = asyncio.run(
-        read_topic(
-            stack.bootstrap_servers,
-            stack.topics.review_requests,
-            until=lambda m: False,
-            timeout_s=10,
-            idle_s=3,
-        )
-    )
+    requests = stack.read_all(stack.topics.review_requests, timeout_s=10, idle_s=3)
     counts = Counter(r["item_id"] for r in requests)
     assert max(counts.values()) == 1, "an item was requested for review twice"
     uncertain = {r["item_id"] for r in requests if r["reason"] == "uncertain"}
@@ -134,7 +125,6 @@ def test_every_item_decided_reviews_once_and_bad_input_dead_lettered(
     # a redelivered item (same id produced again) is decided again but not re-requested
     again = [i for i in items if i.item_id in in_band][:3]
     asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, again))
-    time.sleep(1)
     twice = _read(
         stack,
         stack.topics.decisions,
@@ -142,15 +132,7 @@ def test_every_item_decided_reviews_once_and_bad_input_dead_lettered(
         timeout_s=60,
     )
     assert len(twice) >= len(ids) + len(again)
-    requests = asyncio.run(
-        read_topic(
-            stack.bootstrap_servers,
-            stack.topics.review_requests,
-            until=lambda m: False,
-            timeout_s=8,
-            idle_s=3,
-        )
-    )
+    requests = stack.read_all(stack.topics.review_requests, timeout_s=8, idle_s=3)
     assert len(requests) == requested_before, "a redelivered item was requested for review again"
 
 

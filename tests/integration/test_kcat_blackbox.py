@@ -21,8 +21,10 @@ import jsonschema
 import pytest
 
 from adapters.labels.dataset import read_jsonl, sample
+from streams.embedded.probes import tcp_open
 from streams.wire.messages import IncomingItem, encode, export_schemas
 from streams.wire.topics import TopicNames
+from tests.waiting import wait_until
 
 from .compat_proxy import compat_proxy
 from .conftest import Stack, free_port
@@ -67,7 +69,12 @@ def proxied_stack(services: Any, model_dir: Path, tmp_path: Path) -> Iterator[St
     )
     try:
         with compat_proxy(proxy_port, broker_port):
-            time.sleep(0.5)
+            wait_until(
+                lambda: tansu.poll() is None and tcp_open(broker_port, 0.5),
+                30,
+                0.05,
+                f"tansu to listen on {broker_port}",
+            )
             stack.create_topics()
             yield stack
             for worker in stack.workers:
@@ -102,8 +109,8 @@ def test_kcat_produces_items_and_reads_valid_decisions(
     schema = json.loads((schema_dir / "decision.schema.json").read_text())
     ids = {i.item_id for i in items}
     seen: dict[str, dict[str, object]] = {}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and set(seen) != ids:
+
+    def all_decided() -> bool:
         consumed = subprocess.run(
             [
                 kcat,
@@ -129,5 +136,7 @@ def test_kcat_produces_items_and_reads_valid_decisions(
             jsonschema.validate(doc, schema)
             assert key == doc["item_id"]
             seen[key] = doc
-        time.sleep(1)
+        return set(seen) == ids
+
+    wait_until(all_decided, 120, 1.0, f"kcat to read the decisions of {len(ids)} items")
     assert set(seen) == ids
