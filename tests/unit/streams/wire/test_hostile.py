@@ -217,3 +217,10 @@ def test_any_nesting_is_bounded(depth: int, wrap: bytes) -> None:
     raw = arrays if wrap == b"[]" else b'{"k": ' * depth + b"1" + b"}" * depth
     outcome = _outcome(raw)
     assert (outcome == "too_deeply_nested") == (depth > MAX_DEPTH)
+
+
+def test_a_depth_limit_above_the_parsers_own_is_still_a_reason_not_a_crash() -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    with pytest.raises(MessageError) as caught:
+        parse_json(deep, max_bytes=10**6, max_depth=10**6)
+    assert caught.value.reason == "too_deeply_nested"
