@@ -213,6 +213,7 @@ def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.offline.simulation import DEFAULT_PANEL, parse_panel
     from streams.demo.panel import load_truth, run_simulated_panel
+    from streams.service.retry import Retrying
 
     settings = _connected(settings)
     assert settings.kafka.bootstrap_servers and settings.redis.url
@@ -244,6 +245,7 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
             truth,
             per_item=args.per_item,
             seed=args.seed,
+            retry=Retrying.for_process(settings),
         )
     )
     print(f"answered {stats.requests} requests with {stats.labels} labels")

@@ -2,7 +2,11 @@
 It reads review requests, gives each to ``per_item`` simulated reviewers (a second-opinion
 request to one who has not labelled the item), and produces their labels after their delays.
 Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_for``), so a policy
-change can flip what the experts say. Never part of a production deployment."""
+change can flip what the experts say. Never part of a production deployment.
+
+Delivering labels and committing what was read ride out a broker outage under the retry policy
+(`streams.service.retry`); once the broker outlasted the outage budget, `InfrastructureError`
+(one line)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,17 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
+from streams.service.outage import Outages
+from streams.service.retry import Retrying, RetryPolicy
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
+from streams.wire.settings import ResilienceSettings
 from streams.wire.topics import TopicNames
 
 __all__ = ["PanelStats", "load_truth", "run_simulated_panel"]
@@ -48,10 +56,16 @@ async def run_simulated_panel(
     truth_for: Callable[[str, str, str], str] | None = None,
     stats: PanelStats | None = None,
     group_id: str | None = None,
+    retry: Retrying | None = None,
 ) -> PanelStats:
     """Answer review requests until ``stop`` is set. ``truth_for(item_id, policy, truth)`` may
-    map the corpus label to the label under a policy version."""
+    map the corpus label to the label under a policy version. ``retry``: the retry policy (by
+    default the configured defaults)."""
     stats = stats or PanelStats()
+    retry = retry or Retrying(
+        RetryPolicy.from_settings(ResilienceSettings()),
+        outages=Outages(names={"kafka": f"the broker at {bootstrap_servers}"}),
+    )
     stop = stop or asyncio.Event()
     rng = np.random.default_rng(seed)
     consumer = AIOKafkaConsumer(
@@ -104,23 +118,26 @@ async def run_simulated_panel(
                         )
                         counter += 1
                         heapq.heappush(due, (now + reviewer.delay_s, counter, label))
-            pending = []
+            ready = []
             while due and due[0][0] <= time.time():
-                _, _, label = heapq.heappop(due)
-                value = encode(label)
-                pending.append(
-                    await producer.send(
-                        topics.review_labels, value=value, key=label.item_id.encode()
-                    )
-                )
-                stats.labels += 1
-            if pending:
-                await asyncio.gather(*pending)
-            await consumer.commit()
+                ready.append(heapq.heappop(due)[2])
+            if ready:
+                await retry("kafka", partial(_send_all, producer, topics.review_labels, ready))
+                stats.labels += len(ready)
+            await retry("kafka", consumer.commit)
     finally:
         await consumer.stop()
         await producer.stop()
     return stats
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, labels: list[ReviewLabel]) -> None:
+    """Send every label and wait until the broker has them all (retried as one)."""
+    pending = [
+        await producer.send(topic, value=encode(label), key=label.item_id.encode())
+        for label in labels
+    ]
+    await asyncio.gather(*pending)
 
 
 def load_truth(path: str) -> dict[str, str]:

@@ -3,8 +3,11 @@ agent: take a batch of raw records, hand it to `Classifier.handle`, and let faus
 only after every output was delivered. Values are read as raw bytes and decoded inside the
 classifier, so a bad message becomes a dead letter instead of crashing the agent.
 
-Any failure that is not about the data (broker or Redis down past its retries, a bug) is fatal:
-the process exits at once without committing, and a supervisor restarts it (at-least-once).
+Any failure that is not about the data (broker or Redis down past the outage budget, a bug) is
+fatal: the process exits at once without committing, and a supervisor restarts it
+(at-least-once). Background tasks and timers are guarded the same way, and a timer's errors are
+retried under the retry policy first (`add_periodic`), so a stall never ends a process by itself.
+SIGTERM stops a process within `STOP_WITHIN_S`, offsets committed when the broker answers.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -20,19 +25,44 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.service.metrics import Metrics
+from streams.service.outage import InfrastructureError, ThrottledLogs
 from streams.service.outbox import RawRecord
+from streams.service.retry import Retrying, any_error
 from streams.wire.settings import Settings
 
-__all__ = ["BatchHandler", "FaustSink", "add_batch_agent", "exit_now", "make_app"]
+__all__ = [
+    "FINISH_BATCH_S",
+    "STOP_WITHIN_S",
+    "BatchHandler",
+    "FaustSink",
+    "add_batch_agent",
+    "add_guarded_task",
+    "add_periodic",
+    "exit_now",
+    "make_app",
+    "run_app",
+]
 
 log = logging.getLogger(__name__)
 
 EXIT_FATAL = 70
+STOP_WITHIN_S = 9.0
+"""SIGTERM to exit at most: a stop that waits on a broker that does not answer is cut short."""
+FINISH_BATCH_S = 5.0
+"""How long a batch in flight at shutdown may take to be delivered before it is given up."""
+CONSUMER_STOP_S = 3.0
+"""How long the consumer thread may take to stop (mode waits 60 s for a thread that crashed)."""
 
 
 def exit_now(exc: BaseException) -> None:
-    """The default fatal handler: log loudly and leave without committing offsets."""
-    log.critical("fatal error, exiting without commit so nothing is lost: %r", exc, exc_info=exc)
+    """The default fatal handler: log loudly and leave without committing offsets. A spent
+    outage budget is one line (what was unreachable, for how long); anything else, a traceback."""
+    if isinstance(exc, InfrastructureError):
+        log.critical("%s: exiting without commit, so nothing is lost", exc)
+    else:
+        log.critical(
+            "fatal error, exiting without commit so nothing is lost: %r", exc, exc_info=exc
+        )
     logging.shutdown()
     sys.stderr.flush()
     os._exit(EXIT_FATAL)
@@ -60,6 +90,8 @@ def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tr
     0.002 s at 100 ms), which sets a floor under decision latency; so the wait is a setting."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        shutdown_timeout = CONSUMER_STOP_S
+
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by the Fetcher at start()
@@ -106,6 +138,9 @@ def make_app(settings: Settings, *, app_id: str, metrics: Metrics) -> faust.App:
         broker_session_timeout=kafka.session_timeout_s,
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        # a delivery the broker does not take expires with the retry policy's attempt, instead
+        # of after faust's 20 minutes
+        producer_request_timeout=settings.resilience.call_timeout_s,
         web_enabled=web_port > 0,
         web_port=web_port or 6066,
         web_host="127.0.0.1",
@@ -115,22 +150,122 @@ def make_app(settings: Settings, *, app_id: str, metrics: Metrics) -> faust.App:
 
     @app.timer(5.0)
     async def report_lag() -> None:
-        consumer = app.consumer
-        read = getattr(consumer, "_read_offset", {})
-        for tp in consumer.assignment():
-            try:
-                high = consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                continue
-            if high is None:
-                continue
-            position = read.get(tp)
-            lag = high - (position + 1 if position is not None else 0)
-            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(0, lag)
-            )
+        try:
+            _report_lag(app, metrics)
+        except Exception as exc:  # a gauge is not worth a process
+            log.warning("consumer lag not reported: %r", exc)
 
     return app
+
+
+def _report_lag(app: faust.App, metrics: Metrics) -> None:
+    consumer = app.consumer
+    read = getattr(consumer, "_read_offset", {})
+    for tp in consumer.assignment():
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # not fetched yet
+            continue
+        if high is None:
+            continue
+        position = read.get(tp)
+        lag = high - (position + 1 if position is not None else 0)
+        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, lag))
+
+
+def add_guarded_task(
+    app: faust.App,
+    body: Callable[[], Awaitable[None]],
+    *,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> None:
+    """Run ``body`` as a task of the app; should it ever raise (its own retries spent), the
+    process exits (``on_fatal``) instead of faust crashing the app with a traceback."""
+
+    async def guarded() -> None:
+        try:
+            await body()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            on_fatal(exc)
+
+    guarded.__qualname__ = guarded.__name__ = getattr(body, "__name__", "guarded")
+    app.task(guarded)
+
+
+def add_periodic(
+    app: faust.App,
+    body: Callable[[], Awaitable[None]],
+    *,
+    interval_s: float,
+    name: str,
+    retry: Retrying,
+    target: str,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> None:
+    """A timer whose body rides out an outage: any error in it is retried under the process's
+    retry policy, reported against ``target``, logged once per interval; only a spent outage
+    budget ends the process (``on_fatal``). The body must be safe to run again."""
+
+    async def tick() -> None:
+        try:
+            await retry(target, body, retry_on=any_error)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            on_fatal(exc)
+
+    app.timer(interval_s, name=name)(tick)
+
+
+class Worker(faust.Worker):
+    """faust's worker, whose log handlers say a repeated warning once per ``log_every_s``, and
+    whose stop on SIGTERM or Ctrl-C never takes longer than `STOP_WITHIN_S`."""
+
+    log_every_s = 10.0
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        ThrottledLogs.install(self.log_every_s, logger)
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        _arm_stop_deadline(STOP_WITHIN_S)
+        super()._schedule_shutdown(sig)
+
+
+_deadline_lock = threading.Lock()
+_deadline: list[threading.Timer] = []
+
+
+def _arm_stop_deadline(seconds: float) -> None:
+    """Once: exit after ``seconds`` if the orderly stop has not ended the process by then."""
+
+    def overdue() -> None:
+        log.critical(
+            "stop not finished after %g s (the broker or Redis does not answer): exiting without "
+            "the last commit; uncommitted batches are redelivered",
+            seconds,
+        )
+        logging.shutdown()
+        os._exit(EXIT_FATAL)
+
+    with _deadline_lock:
+        if _deadline:
+            return
+        timer = threading.Timer(seconds, overdue)
+        timer.daemon = True
+        timer.start()
+        _deadline.append(timer)
+
+
+def run_app(
+    app: faust.App, loop: asyncio.AbstractEventLoop, *, loglevel: str, log_every_s: float
+) -> None:
+    """Run ``app`` as a faust worker until stopped (see `Worker`)."""
+    worker = Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker.log_every_s = log_every_s
+    worker.execute_from_commandline()
 
 
 def add_batch_agent(
@@ -142,9 +277,11 @@ def add_batch_agent(
     batch_max: int,
     batch_wait_s: float,
     on_fatal: Callable[[BaseException], None] = exit_now,
+    finish_within_s: float = FINISH_BATCH_S,
 ) -> None:
     """Consume ``topic`` in batches of raw records; faust acks a batch only after ``handler``
-    returned (every output delivered). Anything the handler raises is fatal (see module doc)."""
+    returned (every output delivered). Anything the handler raises is fatal (see module doc);
+    so is a batch in flight at shutdown that is not delivered within ``finish_within_s``."""
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name=name, concurrency=1)
@@ -167,7 +304,7 @@ def add_batch_agent(
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 try:
-                    await asyncio.wait_for(task, timeout=30.0)
+                    await asyncio.wait_for(task, timeout=finish_within_s)
                 except BaseException as exc:
                     on_fatal(exc)
                 raise

@@ -28,7 +28,7 @@ from models.scorer import ScoreBatch
 from streams.service.curate import Curator
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
-from streams.service.retry import InfrastructureError, Retrying
+from streams.service.retry import InfrastructureError, Retrying, RetryPolicy
 from streams.service.serving import ServingState
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
@@ -90,7 +90,10 @@ class Classifier:
         retry_backoff_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         on_scored: Callable[[ScoreBatch], Awaitable[None]] | None = None,
+        retry: Retrying | None = None,
     ) -> None:
+        """``retry``: the process's retry policy (`streams.service.retry`); without one, a call
+        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
         self.model = model
         self.executor = executor
         self.sink = sink
@@ -100,7 +103,9 @@ class Classifier:
         self._state = state
         self.worker = worker
         self.max_text_bytes = max_text_bytes
-        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
+        self._retry = retry or Retrying(
+            RetryPolicy(attempts=retry_attempts, base_s=retry_backoff_s), metrics=metrics
+        )
         self.clock = clock
         self.on_scored = on_scored
 

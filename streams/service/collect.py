@@ -21,7 +21,7 @@ from adapters.labels.store import LabelStore
 from adapters.review.routing import RoutingPolicy
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
-from streams.service.retry import Retrying
+from streams.service.retry import Retrying, RetryPolicy
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
     DeadLetter,
@@ -67,7 +67,10 @@ class Collector:
         retry_backoff_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
+        retry: Retrying | None = None,
     ) -> None:
+        """``retry``: the process's retry policy (`streams.service.retry`); without one, a call
+        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
         self.store = store
         self.routings = routings
         self.sink = sink
@@ -77,7 +80,9 @@ class Collector:
         self.agreement_threshold = agreement_threshold
         self.min_shared = min_shared
         self.recompute_every = recompute_every
-        self._retry = Retrying(attempts=retry_attempts, backoff_s=retry_backoff_s, metrics=metrics)
+        self._retry = retry or Retrying(
+            RetryPolicy(attempts=retry_attempts, base_s=retry_backoff_s), metrics=metrics
+        )
         self.clock = clock
         self._since_recompute = 0
         self.on_feedback = on_feedback
@@ -126,7 +131,7 @@ class Collector:
         self._since_recompute += len(result.stored)
         if self._since_recompute >= self.recompute_every:
             self._since_recompute = 0
-            await self.recompute()
+            await self._retry("redis", self.recompute)  # recomputed from scratch: idempotent
         return result
 
     async def _second_opinions(
@@ -168,15 +173,17 @@ class Collector:
         fresh = [key for key in touched if key not in self._settled]
         out = []
         for policy, item_id in fresh:
-            votes = await self.store.votes(policy, item_id)
+            votes = await self._retry("redis", partial(self.store.votes, policy, item_id))
             verdict = consensus(item_id, votes, exclude=excluded)
             if verdict.label is None or verdict.votes < 2:
                 continue
-            reviewed = (await self.store.reviewed_items([item_id])).get(item_id)
+            reviewed = (
+                await self._retry("redis", partial(self.store.reviewed_items, [item_id]))
+            ).get(item_id)
             if reviewed is None:
                 continue
+            routing = await self._retry("redis", partial(self.routings.routing, policy))
             self._settled.add((policy, item_id))
-            routing = await self.routings.routing(policy)
             model = "violating" if routing.blocks(reviewed.p_violating) else "benign"
             out.append(model != verdict.label)
         return out

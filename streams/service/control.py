@@ -7,8 +7,9 @@ one, then hands the state to the classifier's one method, `Classifier.apply`, wh
 between batches. The previous adapter stays loaded for an instant rollback.
 
 A corrupted adapter, or one for another base, is refused (counted once, logged with the reason)
-and the active one keeps serving. A Redis outage is waited out with a warning: the classify path
-is what crashes the worker on one.
+and the active one keeps serving. A Redis outage is waited out, polling at its own pace, and
+reported to the process's retry policy: logged once per outage interval, and an
+`InfrastructureError` (the worker exits) once Redis has been unreachable for the outage budget.
 
 `PolicyRoutings` gives the label collector the routing each policy version was decided under.
 """
@@ -29,6 +30,8 @@ from adapters.registry.store import ActiveRecord, RegistryError
 from adapters.review.routing import RoutingPolicy
 from models.adapter_file import AdapterFileError
 from streams.service.metrics import Metrics
+from streams.service.outage import Outages
+from streams.service.retry import Retrying, RetryPolicy
 from streams.service.serving import ServingState, next_state, routing_for
 from streams.wire.settings import PolicySettings
 
@@ -124,9 +127,11 @@ class ControlPlane:
         on_swap: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry: Retrying | None = None,
     ) -> None:
         """``on_swap(previous, new)`` is called after every adapter swap: the drift detectors
-        start a fresh reference, since a new adapter moves the scores and embeddings on purpose."""
+        start a fresh reference, since a new adapter moves the scores and embeddings on purpose.
+        ``retry`` is the process's retry policy, which Redis failures are reported to."""
         self.policies = policies
         self.registry = registry
         self.redis = redis
@@ -139,6 +144,7 @@ class ControlPlane:
         self.on_swap = on_swap
         self.clock = clock
         self.sleep = sleep
+        self.retry = retry or Retrying(RetryPolicy(), outages=Outages(clock=clock), metrics=metrics)
         self._refused: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -231,7 +237,8 @@ class ControlPlane:
         )
 
     async def run(self) -> None:
-        """Follow both channels until cancelled; a Redis outage is waited out with a warning."""
+        """Follow both channels until cancelled. A Redis outage is waited out, one poll interval
+        between tries; `InfrastructureError` once it outlasted the outage budget."""
         self._set_info(self.serving.state)
         while True:
             try:
@@ -239,14 +246,14 @@ class ControlPlane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("policy store or adapter registry unreachable (%r); retrying", exc)
-                self.metrics.retries.labels(target="redis").inc()
+                self.retry.failed("redis", exc)  # logged once per interval, raises when spent
                 await self.sleep(self.poll_interval_s)
 
     async def _follow(self) -> None:
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.policies.channel, self.registry.channel)
+            self.retry.succeeded("redis")
             last_poll = float("-inf")
             while True:
                 message = await pubsub.get_message(

@@ -38,6 +38,8 @@ from adapters.labels.store import LabeledExample
 from adapters.registry.store import ActiveRecord, RegistryError
 from models.scorer import Scorer
 from streams.service.metrics import Metrics, serve_metrics
+from streams.service.outage import throttled_logs
+from streams.service.retry import Retrying, is_infrastructure, open_redis
 from streams.service.trainer_ports import TrainerPorts, judge_live, open_ports
 from streams.wire.messages import AdapterEvent
 from streams.wire.ready import TRAINER_READY
@@ -347,24 +349,36 @@ async def trainer_step(
 
 def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False) -> None:
     """The trainer process: its clients and ports built once, then a step every
-    ``settings.gate.interval_s`` seconds (``once``: one forced step)."""
+    ``settings.gate.interval_s`` seconds (``once``: one forced step). Broker and Redis calls
+    ride out an outage under the retry policy (untimed: training and judging take their time);
+    a step that fails on one anyway (a rollback is never repeated inside a step) is tried again
+    at the next interval, until the outage budget is spent: then one line, exit 2."""
     assert settings.redis.url is not None
+    resilience = settings.resilience
 
     async def main() -> None:
         assert settings.redis.url is not None
-        redis = Redis.from_url(settings.redis.url.get_secret_value())
+        redis = open_redis(settings.redis.url.get_secret_value())
         scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)
         metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer")
+        retry = Retrying.for_process(settings, metrics=metrics, timed=False)
         state = TrainerState()
         out_dir = settings.worker.adapter_cache_dir / "candidates"
         try:
             async with open_ports(
-                settings, redis, scorer, out_dir=out_dir, metrics=metrics
+                settings, redis, scorer, out_dir=out_dir, metrics=metrics, retry=retry
             ) as ports:
                 trainer = Trainer(ports, config)
                 print(TRAINER_READY, flush=True)
                 while True:
-                    report = await trainer.step(state, force=once)
+                    try:
+                        report = await trainer.step(state, force=once)
+                    except Exception as exc:
+                        if not is_infrastructure(exc):
+                            raise
+                        retry.failed("redis", exc)  # raises once the budget is spent
+                        await asyncio.sleep(settings.gate.interval_s)
+                        continue
                     if report is not None:
                         print(json.dumps(report), flush=True)
                     elif once:
@@ -375,4 +389,5 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
         finally:
             await redis.aclose()
 
-    asyncio.run(main())
+    with throttled_logs(resilience.log_interval_s):
+        asyncio.run(main())

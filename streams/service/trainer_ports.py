@@ -1,17 +1,21 @@
 """The trainer's ports: what `streams.service.trainer.Trainer` needs of the world, one Protocol
 each (labels, policies, the registry, its verdicts and drift flags, adapter events, the model
 work), and the real ones, built once when the trainer starts (`open_ports`): the Redis stores,
-ONE long-lived Kafka producer for adapter events, and the product's scorer for judging."""
+ONE long-lived Kafka producer for adapter events, and the product's scorer for judging. Given the
+process's retry policy, every broker and Redis call of the real ports rides out an outage under
+it, except a rollback (applied twice, it would step back twice)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -26,6 +30,7 @@ from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.metrics import Metrics
 from streams.service.reader import read_recent
+from streams.service.retry import Retrying
 from streams.wire.messages import AdapterEvent, encode
 from streams.wire.settings import Settings
 
@@ -45,6 +50,8 @@ __all__ = [
 
 RECENT_ITEMS = 300
 """Recent live items scored in shadow by candidate and incumbent."""
+
+T = TypeVar("T")
 
 
 class LabelPort(Protocol):
@@ -122,15 +129,54 @@ class TrainerPorts:
     metrics: Metrics | None = None
 
 
+async def _io(retry: Retrying | None, target: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` under the retry policy, or once when there is none (tests, scripts)."""
+    return await call() if retry is None else await retry(target, call)
+
+
+class _RetriedRedis:
+    """A Redis-backed port whose coroutine methods run under the retry policy (target
+    ``redis``), except those in ``once``, which are not safe to repeat."""
+
+    def __init__(self, port: object, retry: Retrying, once: frozenset[str] = frozenset()) -> None:
+        self._port = port
+        self._retry = retry
+        self._once = once
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._port, name)
+        if name in self._once or not inspect.iscoroutinefunction(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._retry("redis", lambda: attr(*args, **kwargs))
+
+        return call
+
+
+P = TypeVar("P")
+
+
+def _retried(port: P, retry: Retrying | None, once: frozenset[str] = frozenset()) -> P:
+    return port if retry is None else cast(P, _RetriedRedis(port, retry, once))
+
+
 class KafkaEvents:
     """Adapter events on their topic through one producer, started and stopped by its owner."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, retry: Retrying | None = None
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        self.retry = retry
 
     async def announce(self, event: AdapterEvent) -> None:
-        await self.producer.send_and_wait(self.topic, encode(event), key=event.adapter_id.encode())
+        value, key = encode(event), event.adapter_id.encode()
+        await _io(
+            self.retry, "kafka", lambda: self.producer.send_and_wait(self.topic, value, key=key)
+        )
 
 
 async def judge_live(
@@ -158,20 +204,34 @@ class ScorerLab:
     judging through the product's scorer (one onnxruntime session, adapters switched per run)."""
 
     def __init__(
-        self, scorer: Scorer, registry: AdapterRegistry, settings: Settings, *, out_dir: Path
+        self,
+        scorer: Scorer,
+        registry: AdapterRegistry,
+        settings: Settings,
+        *,
+        out_dir: Path,
+        retry: Retrying | None = None,
     ) -> None:
         self.scorer = scorer
         self.registry = registry
         self.settings = settings
         self.out_dir = out_dir
+        self.retry = retry
         self.base = ModelManifest.read(settings.model.dir, verify=False).model_version
 
     async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
         model_dir = self.settings.model.dir
         start = None
         if active is not None:
-            start = await self.registry.fetch(
-                active.adapter_id, self.out_dir / active.adapter_id, expected_base=self.base
+            start = await _io(
+                self.retry,
+                "redis",
+                functools.partial(
+                    self.registry.fetch,
+                    active.adapter_id,
+                    self.out_dir / active.adapter_id,
+                    expected_base=self.base,
+                ),
             )
         elif (model_dir / BOOTSTRAP_ARTIFACT).is_dir():
             start = AdapterArtifact.load(model_dir / BOOTSTRAP_ARTIFACT, expected_base=self.base)
@@ -203,7 +263,13 @@ class ScorerLab:
     ) -> Judgement:
         kafka = self.settings.kafka
         assert kafka.bootstrap_servers
-        recent = await read_recent(kafka.bootstrap_servers, kafka.topics.items, RECENT_ITEMS)
+        recent = await _io(
+            self.retry,
+            "kafka",
+            functools.partial(
+                read_recent, kafka.bootstrap_servers, kafka.topics.items, RECENT_ITEMS
+            ),
+        )
         texts = [m["text"] for m in recent if isinstance(m.get("text"), str)]
         return await asyncio.to_thread(
             judge, self.scorer, candidate, incumbent_id, evaluation, texts
@@ -212,7 +278,13 @@ class ScorerLab:
     async def live_decisions(
         self, adapter_id: str, examples: Sequence[LabeledExample]
     ) -> list[str]:
-        return await judge_live(self.scorer, adapter_id, examples, self.registry, self.settings)
+        return await _io(
+            self.retry,
+            "redis",
+            functools.partial(
+                judge_live, self.scorer, adapter_id, examples, self.registry, self.settings
+            ),
+        )
 
 
 @asynccontextmanager
@@ -223,24 +295,41 @@ async def open_ports(
     *,
     out_dir: Path,
     metrics: Metrics | None = None,
+    retry: Retrying | None = None,
 ) -> AsyncIterator[TrainerPorts]:
     """The trainer's ports on these clients, with the event producer started; it stops on
-    exit. The Redis client stays its caller's."""
+    exit. The Redis client stays its caller's. With ``retry``, broker and Redis calls ride out
+    an outage (see module doc)."""
     prefix = settings.redis.key_prefix
     kafka = settings.kafka
     assert kafka.bootstrap_servers
+    bootstrap = kafka.bootstrap_servers
     registry = AdapterRegistry(redis, prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
-    await producer.start()
+    producer = await _io(retry, "kafka", lambda: _started_producer(bootstrap, settings))
     try:
         yield TrainerPorts(
-            labels=LabelStore(redis, prefix),
-            policies=PolicyStore(redis, prefix),
-            registry=registry,
-            verdicts=VerdictStore(redis, prefix),
-            events=KafkaEvents(producer, kafka.topics.adapter_events),
-            lab=ScorerLab(scorer, registry, settings, out_dir=out_dir),
+            labels=_retried(LabelStore(redis, prefix), retry),
+            policies=_retried(PolicyStore(redis, prefix), retry),
+            registry=_retried(registry, retry, once=frozenset({"rollback"})),
+            verdicts=_retried(VerdictStore(redis, prefix), retry),
+            events=KafkaEvents(producer, kafka.topics.adapter_events, retry),
+            lab=ScorerLab(scorer, registry, settings, out_dir=out_dir, retry=retry),
             metrics=metrics,
         )
     finally:
         await producer.stop()
+
+
+async def _started_producer(bootstrap_servers: str, settings: Settings) -> AIOKafkaProducer:
+    """A started producer (a fresh one per try: one that failed to start is not reused)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        request_timeout_ms=int(settings.resilience.call_timeout_s * 1000),
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer

@@ -1,7 +1,11 @@
 """The stream processes. `borderline worker`: a classify worker; it loads the model
 (sha256-verified), checks that Redis answers and that every topic exists, serves /metrics, and
 runs the faust app until Ctrl-C or SIGTERM; several share the partitions through the consumer
-group. `borderline collector`: the label collector, a faust app of its own on the labels topic."""
+group. `borderline collector`: the label collector, a faust app of its own on the labels topic.
+
+Each builds one retry policy (`streams.service.retry`, the `BORDERLINE_RESILIENCE__*` settings)
+that every broker and Redis call of the process goes through, and runs a watchdog that probes
+both, so a busy or an idle process exits with one line once either outlasted the outage budget."""
 
 from __future__ import annotations
 
@@ -20,7 +24,14 @@ from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
 from adapters.review.window import CurationWindow
 from models.scorer import Scorer
-from streams.service.app import FaustSink, add_batch_agent, make_app
+from streams.service.app import (
+    FaustSink,
+    add_batch_agent,
+    add_guarded_task,
+    add_periodic,
+    make_app,
+    run_app,
+)
 from streams.service.classify import Classifier
 from streams.service.collect import Collector
 from streams.service.control import ControlPlane, PolicyRoutings
@@ -28,8 +39,9 @@ from streams.service.curate import Curator, RedisReviewBudget
 from streams.service.drift_watch import DriftWatch
 from streams.service.ledger import RedisReviewLedger
 from streams.service.metrics import Metrics, serve_metrics
-from streams.service.retry import retry
+from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
+from streams.service.watchdog import BrokerProbe, Watchdog, probe_interval
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
@@ -42,18 +54,27 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _prepare(settings: Settings, redis: Redis) -> None:
+async def _prepare(settings: Settings, redis: Redis, retry: Retrying) -> None:
     kafka = settings.kafka
     assert kafka.bootstrap_servers
-    await retry(
-        lambda: redis.ping(),
-        target="redis",
-        attempts=settings.worker.retry_attempts,
-        backoff_s=settings.worker.retry_backoff_s,
-    )
+    await retry("redis", redis.ping)
     await ensure_topics(
         kafka.bootstrap_servers, kafka.topics.all(), kafka.partitions, kafka.replication_factor
     )
+
+
+def _add_watchdog(app: faust.App, settings: Settings, redis: Redis, retry: Retrying) -> None:
+    """Probe the broker and Redis every few seconds (see `streams.service.watchdog`)."""
+    assert settings.kafka.bootstrap_servers
+    broker = BrokerProbe(
+        settings.kafka.bootstrap_servers, timeout_s=settings.resilience.call_timeout_s
+    )
+    watchdog = Watchdog(
+        {"kafka": broker, "redis": redis.ping},
+        retry,
+        interval_s=probe_interval(settings.resilience.outage_budget_s),
+    )
+    add_guarded_task(app, watchdog.run)
 
 
 def _serve_metrics(settings: Settings) -> Metrics:
@@ -104,8 +125,9 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
-    loop.run_until_complete(_prepare(settings, redis))
+    redis = open_redis(settings.redis.url.get_secret_value())
+    retry = Retrying.for_process(settings, metrics=metrics)
+    loop.run_until_complete(_prepare(settings, redis, retry))
     registry = AdapterRegistry(redis, settings.redis.key_prefix)
     # the base's own adapter is always in the registry, so it can be promoted back to
     bootstrap = settings.model.dir / BOOTSTRAP_ARTIFACT
@@ -126,9 +148,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         state=configured,
         worker=worker_id,
         max_text_bytes=settings.worker.max_text_bytes,
-        retry_attempts=settings.worker.retry_attempts,
-        retry_backoff_s=settings.worker.retry_backoff_s,
         on_scored=drift.observe,
+        retry=retry,
     )
     control = ControlPlane(
         policies=PolicyStore(redis, settings.redis.key_prefix),
@@ -141,6 +162,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         worker=worker_id,
         poll_interval_s=settings.worker.adapter_poll_s,
         on_swap=drift.adapter_changed,
+        retry=retry,
     )
     # before any traffic: a published policy overrides the configured default, and a worker
     # that starts after a promotion serves the active adapter from its first item
@@ -153,11 +175,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         batch_max=settings.worker.batch_max_size,
         batch_wait_s=settings.worker.batch_max_wait_s,
     )
-
-    @app.task
-    async def follow_control_plane() -> None:
-        await control.run()
-
+    add_guarded_task(app, control.run)  # exits once Redis outlasted the outage budget
+    _add_watchdog(app, settings, redis, retry)
     log.info(
         "worker %s serving model %s adapter %s policy %s",
         worker_id,
@@ -165,9 +184,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         classifier.state.adapter_id,
         classifier.state.policy_version,
     )
-    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
     try:
-        worker.execute_from_commandline()
+        run_app(app, loop, loglevel=loglevel, log_every_s=settings.resilience.log_interval_s)
     finally:
         executor.shutdown(wait=False)
 
@@ -179,8 +197,9 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     metrics = _serve_metrics(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
-    loop.run_until_complete(_prepare(settings, redis))
+    redis = open_redis(settings.redis.url.get_secret_value())
+    retry = Retrying.for_process(settings, metrics=metrics)
+    loop.run_until_complete(_prepare(settings, redis, retry))
     app = make_app(settings, app_id=f"{settings.kafka.app_id}-collector", metrics=metrics)
     review = settings.review
     collector = Collector(
@@ -192,8 +211,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         worker=worker_id,
         agreement_threshold=review.agreement_threshold,
         min_shared=review.min_shared,
-        retry_attempts=settings.worker.retry_attempts,
-        retry_backoff_s=settings.worker.retry_backoff_s,
+        retry=retry,
     )
     collector.on_feedback = DriftWatch(
         redis, settings.redis.key_prefix, metrics, settings.drift
@@ -207,12 +225,23 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         batch_wait_s=0.1,
     )
 
-    @app.timer(10.0)
+    policies = PolicyStore(redis, settings.redis.key_prefix)
+
     async def recompute_agreement() -> None:
         await collector.recompute()
-        active = await PolicyStore(redis, settings.redis.key_prefix).active_version()
+        active = await policies.active_version()
         policy = active or settings.policy.version
         metrics.review_open.set(await collector.store.open_count(policy))
 
+    # a stall is retried under the outage budget, never the end of the collector by itself
+    add_periodic(
+        app,
+        recompute_agreement,
+        interval_s=10.0,
+        name="recompute_agreement",
+        retry=retry,
+        target="redis",
+    )
+    _add_watchdog(app, settings, redis, retry)
     log.info("collector %s on %s", worker_id, settings.kafka.topics.review_labels)
-    faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()
+    run_app(app, loop, loglevel=loglevel, log_every_s=settings.resilience.log_interval_s)

@@ -27,6 +27,7 @@ __all__ = [
     "ModelSettings",
     "PolicySettings",
     "RedisSettings",
+    "ResilienceSettings",
     "ReviewSettings",
     "ServicesSettings",
     "Settings",
@@ -38,6 +39,13 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BORDERLINE_"
+
+RETIRED = {
+    "BORDERLINE_WORKER__RETRY_ATTEMPTS": "BORDERLINE_RESILIENCE__OUTAGE_BUDGET_S (seconds, "
+    "not attempts)",
+    "BORDERLINE_WORKER__RETRY_BACKOFF_S": "BORDERLINE_RESILIENCE__BACKOFF_BASE_S",
+}
+"""Settings that were replaced, with what replaces them (README: Configuration)."""
 
 
 class SettingsError(ValueError):
@@ -76,8 +84,6 @@ class WorkerSettings(BaseModel):
     batch_max_wait_s: float = Field(default=0.05, gt=0, le=10)
     max_text_bytes: int = Field(default=64_000, ge=1)
     scorer_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0=auto")
-    retry_attempts: int = Field(default=5, ge=1, description="broker/Redis retries before crashing")
-    retry_backoff_s: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="faust's web server; 0=off")
     adapter_cache_dir: Path = Field(
         default=Path(".borderline/adapter-cache"), description="verified adapters from Redis"
@@ -85,6 +91,35 @@ class WorkerSettings(BaseModel):
     adapter_poll_s: float = Field(
         default=2.0, gt=0, description="registry poll, besides its pub/sub channel"
     )
+
+
+class ResilienceSettings(BaseModel):
+    """How every process (worker, collector, trainer, panel) rides out a broker or Redis outage:
+    calls are retried with exponential backoff and full jitter until the target has been
+    unreachable for ``outage_budget_s``, then the process exits with one line."""
+
+    outage_budget_s: float = Field(
+        default=60.0, gt=0, description="how long an unreachable broker or Redis is waited out"
+    )
+    backoff_base_s: float = Field(
+        default=0.2, gt=0, description="ceiling of the first wait; doubles per failure"
+    )
+    backoff_max_s: float = Field(default=5.0, gt=0, description="ceiling of any wait")
+    call_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest one delivery to the broker may take"
+    )
+    log_interval_s: float = Field(
+        default=10.0, gt=0, description="during an outage, one summary line per interval"
+    )
+
+    @model_validator(mode="after")
+    def _ceilings(self) -> ResilienceSettings:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_base_s ({self.backoff_base_s}) must not exceed backoff_max_s "
+                f"({self.backoff_max_s})"
+            )
+        return self
 
 
 class ModelSettings(BaseModel):
@@ -183,6 +218,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
@@ -247,6 +283,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
         upper = variable.upper()
         if not upper.startswith(ENV_PREFIX) or upper in valid or upper in sections:
             continue
+        if upper in RETIRED:
+            raise SettingsError(f"{variable} was replaced by {RETIRED[upper]}")
         # compare what follows the prefix: every name shares it
         bare = [n[len(ENV_PREFIX) :] for n in valid]
         close = difflib.get_close_matches(upper[len(ENV_PREFIX) :], bare, n=1, cutoff=0.75)
