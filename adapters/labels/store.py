@@ -2,6 +2,9 @@
 and policy version, the items sent to review (text, embedding, scores) so that labels can become
 training data, open requests, and which reviewers are excluded from training.
 
+Reviewer registrations and clearances are also told to a `ReviewerJournal` when one is given (the
+streams side writes them to a topic), so that the store can be rebuilt from the record.
+
 Labels under different policy versions live under different keys and are never mixed. Keys
 (prefix ``p``, policy ``v``): ``p:reviewers``, ``p:reviewers:excluded``, ``p:reviewers:cleared``,
 ``p:labels:{v}:{item}`` (reviewer -> label), ``p:labels:{v}:items`` (item -> first label time),
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -20,7 +23,15 @@ from redis.asyncio import Redis
 
 from adapters.labels.consensus import consensus, split_of
 
-__all__ = ["LabelStore", "LabeledExample", "ReviewedItem"]
+__all__ = ["LabelStore", "LabeledExample", "ReviewedItem", "ReviewerJournal"]
+
+
+class ReviewerJournal(Protocol):
+    """Where changes to the reviewer registry are recorded, after Redis took them."""
+
+    async def reviewers_added(self, reviewer_ids: Sequence[str]) -> None: ...
+
+    async def reviewer_cleared(self, reviewer_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -100,15 +111,24 @@ class LabelKeys:
 
 
 class LabelStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, *, journal: ReviewerJournal | None = None
+    ) -> None:
+        """``journal``: told of every reviewer registration and clearance (None: not recorded,
+        e.g. while the store is being rebuilt from the record)."""
         self.redis = redis
         self.prefix = prefix
         self.keys = LabelKeys(prefix)
+        self.journal = journal
 
     # --- reviewers ------------------------------------------------------------------------
     async def register_reviewers(self, reviewer_ids: Iterable[str]) -> int:
+        """Register reviewers; return how many were new. Recorded when any was new."""
         ids = list(reviewer_ids)
-        return int(await self.redis.sadd(self.keys.reviewers, *ids)) if ids else 0
+        added = int(await self.redis.sadd(self.keys.reviewers, *ids)) if ids else 0
+        if added and self.journal is not None:
+            await self.journal.reviewers_added(ids)
+        return added
 
     async def registered(self) -> set[str]:
         return {_s(r) for r in await self.redis.smembers(self.keys.reviewers)}
@@ -137,6 +157,8 @@ class LabelStore:
             pipe.sadd(self.keys.cleared, reviewer_id)
             pipe.srem(self.keys.excluded, reviewer_id)
             await pipe.execute()
+        if self.journal is not None:
+            await self.journal.reviewer_cleared(reviewer_id)
 
     # --- review requests ------------------------------------------------------------------
     async def record_requests(

@@ -7,6 +7,10 @@ serialised, each gets a strictly increasing epoch, and the active key always hol
 Workers are told on a pub/sub channel but never trust the message: they re-read the active key,
 so a late or lost message cannot leave two workers disagreeing for longer than one poll.
 
+A `RegistryJournal`, when given, is told of every registration (with the files) and every change
+of the active adapter (with its record) after Redis took it: the streams side writes them to
+topics, so that the registry can be rebuilt from the record.
+
 Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:adapters``
 (ids by creation time), ``p:adapter:active:{policy}``, ``p:adapter:history:{policy}``,
 ``p:adapter:epoch``; channel ``p:adapter:events``.
@@ -15,7 +19,9 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from redis.asyncio import Redis
@@ -24,7 +30,7 @@ from redis.exceptions import ResponseError
 from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterArtifact, AdapterManifest
 from models.errors import BorderlineError
 
-__all__ = ["ActiveRecord", "AdapterRegistry", "RegistryError"]
+__all__ = ["ActiveRecord", "AdapterRegistry", "RegistryError", "RegistryJournal"]
 
 
 def _bytes(value: object) -> bytes:
@@ -65,6 +71,16 @@ class ActiveRecord(BaseModel):
             return cls.model_validate_json(raw)
         except ValidationError as exc:
             raise RegistryError(f"malformed active-adapter record: {exc}") from exc
+
+
+class RegistryJournal(Protocol):
+    """Where registry changes are recorded, after Redis took them."""
+
+    async def adapter_registered(
+        self, manifest: AdapterManifest, files: Mapping[str, bytes]
+    ) -> None: ...
+
+    async def adapter_changed(self, record: ActiveRecord) -> None: ...
 
 
 # KEYS: active, history, epoch, manifest-of-target
@@ -111,9 +127,14 @@ return 1
 
 
 class AdapterRegistry:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, *, journal: RegistryJournal | None = None
+    ) -> None:
+        """``journal``: told of every new registration and every change of the active adapter
+        (None: not recorded, e.g. while the registry is being rebuilt from the record)."""
         self.redis = redis
         self.prefix = prefix
+        self.journal = journal
         self._change = redis.register_script(_CHANGE_ACTIVE)
         self._register = redis.register_script(_REGISTER)
 
@@ -157,6 +178,8 @@ class AdapterRegistry:
                     f"adapter id {adapter_id!r} is taken by another adapter"
                 ) from None
             raise
+        if created and self.journal is not None:
+            await self.journal.adapter_registered(artifact.manifest, files)
         return bool(created)
 
     async def files(self, adapter_id: str) -> dict[str, bytes]:
@@ -236,7 +259,10 @@ class AdapterRegistry:
                     f"nothing to roll back to for policy {policy}: {message.split(' ', 1)[1]}"
                 ) from None
             raise
-        return ActiveRecord.parse(raw)
+        record = ActiveRecord.parse(raw)
+        if self.journal is not None:
+            await self.journal.adapter_changed(record)
+        return record
 
     async def promote(
         self,

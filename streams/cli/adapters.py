@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from adapters.registry.artifact import AdapterArtifact, ArtifactError
 from adapters.registry.store import ActiveRecord, AdapterRegistry
 from models.manifest import ModelManifest
+from streams.service.record import open_journal
 from streams.wire.settings import Settings
 
 __all__ = ["adapters_command"]
@@ -23,7 +24,7 @@ def _when(ts: float) -> str:
 
 
 def _actor(args: argparse.Namespace) -> str:
-    return args.actor or f"{getpass.getuser()}@{socket.gethostname()}"
+    return getattr(args, "actor", None) or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _record_line(r: ActiveRecord) -> str:
@@ -37,6 +38,24 @@ async def adapters_command(args: argparse.Namespace, settings: Settings) -> int:
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     registry = AdapterRegistry(redis, settings.redis.key_prefix)
     policy = getattr(args, "policy", None) or settings.policy.version
+    if args.action in ("register", "promote", "rollback"):
+        assert settings.kafka.bootstrap_servers
+        # recorded on the adapter topics too: the registry is rebuilt from them
+        async with open_journal(
+            settings.kafka.bootstrap_servers, settings.kafka.topics, actor=_actor(args)
+        ) as journal:
+            registry.journal = journal
+            return await _run(args, settings, redis, registry, policy)
+    return await _run(args, settings, redis, registry, policy)
+
+
+async def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    redis: Redis,
+    registry: AdapterRegistry,
+    policy: str,
+) -> int:
     try:
         if args.action == "list":
             active = await registry.active(policy)

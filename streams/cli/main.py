@@ -192,9 +192,12 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.store import ensure_store
     from streams.service.worker import run_collector
 
-    run_collector(_connected(settings), worker_id=args.id)
+    settings = _connected(settings)
+    asyncio.run(ensure_store(settings))  # an empty or older store is rebuilt from the record
+    run_collector(settings, worker_id=args.id)
     return 0
 
 
@@ -357,6 +360,12 @@ def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(policy_command(args, _connected(settings)))
 
 
+def _cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.store import store_command
+
+    return asyncio.run(store_command(args, _connected(settings)))
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo.run import run_demo
     from streams.demo.state import DemoOptions
@@ -418,6 +427,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "adapters": _cmd_adapters,
     "policy": _cmd_policy,
+    "store": _cmd_store,
     "trainer": _cmd_trainer,
     "demo": _cmd_demo,
 }

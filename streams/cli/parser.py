@@ -217,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_show.add_argument("--version", default=None)
     policy_sub.add_parser("history", help="one line per publication")
 
+    store = sub.add_parser("store", help="Redis as a view of the record on Kafka")
+    store_sub = store.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    store_sub.add_parser("rebuild", help="replay the topics into Redis (idempotent)")
+    store_sub.add_parser("status", help="whether the store is marked complete")
+
     demo = sub.add_parser("demo", help="the whole loop on the real corpus, with one command")
     demo.add_argument("--items", type=_positive_int, default=1500, help="items in the stream")
     demo.add_argument("--rate", type=_positive_float, default=8.0, help="items per second")

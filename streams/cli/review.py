@@ -4,15 +4,22 @@ people. Stats print queue depth, budget use, and agreement per reviewer and per 
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 
 from redis.asyncio import Redis
 
 from adapters.labels.agreement import agreement_report, expert_ceiling
 from adapters.labels.consensus import consensus
 from adapters.labels.store import LabelStore
+from streams.service.record import open_journal
 from streams.wire.settings import Settings
 
 __all__ = ["review_command", "reviewers_command"]
+
+
+def _actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _fmt(value: float | None) -> str:
@@ -24,12 +31,20 @@ async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     store = LabelStore(redis, settings.redis.key_prefix)
     try:
-        if args.action == "add":
-            added = await store.register_reviewers(args.ids)
-            print(f"registered {added} new reviewer(s); {len(await store.registered())} in all")
-        elif args.action == "clear":
-            await store.clear(args.id)
-            print(f"{args.id}: cleared, labels count for training again")
+        if args.action in ("add", "clear"):
+            assert settings.kafka.bootstrap_servers
+            # recorded on the reviewer-events topic too: the store is rebuilt from it
+            async with open_journal(
+                settings.kafka.bootstrap_servers, settings.kafka.topics, actor=_actor()
+            ) as journal:
+                store.journal = journal
+                if args.action == "add":
+                    added = await store.register_reviewers(args.ids)
+                    total = len(await store.registered())
+                    print(f"registered {added} new reviewer(s); {total} in all")
+                else:
+                    await store.clear(args.id)
+                    print(f"{args.id}: cleared, labels count for training again")
         else:
             excluded, cleared = await store.excluded(), await store.cleared()
             for reviewer in sorted(await store.registered()):

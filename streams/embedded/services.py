@@ -238,8 +238,12 @@ def _argv(name: ServiceName, binary: str, port: int, state_dir: Path) -> list[st
         HOST,
         "--save",
         "",
+        # an append-only file in the state folder: a restarted Redis keeps its data (a Redis that
+        # lost it anyway is rebuilt from the topics: `borderline store rebuild`)
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
         "--daemonize",
         "no",
         "--dir",

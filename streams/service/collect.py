@@ -21,6 +21,7 @@ from adapters.labels.store import LabelStore
 from adapters.review.routing import RoutingPolicy
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
+from streams.service.rebuild import StoreGuard
 from streams.service.retry import Retrying, RetryPolicy
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
@@ -68,6 +69,7 @@ class Collector:
         clock: Callable[[], float] = time.time,
         on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
         retry: Retrying | None = None,
+        guard: StoreGuard | None = None,
     ) -> None:
         """``retry``: the process's retry policy (`streams.service.retry`); without one, a call
         is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
@@ -87,8 +89,10 @@ class Collector:
         self._since_recompute = 0
         self.on_feedback = on_feedback
         self._settled: set[tuple[str, str]] = set()
+        self.guard = guard
 
     async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
+        await self._ensure_store()
         result = CollectResult()
         registered: set[str] = await self._retry("redis", self.store.registered)
         touched: dict[tuple[str, str], ReviewLabel] = {}
@@ -133,6 +137,12 @@ class Collector:
             self._since_recompute = 0
             await self._retry("redis", self.recompute)  # recomputed from scratch: idempotent
         return result
+
+    async def _ensure_store(self) -> None:
+        """Before storing labels: a store that is not marked complete (Redis restarted empty,
+        or an older store) is rebuilt from the record first (`streams.service.rebuild`)."""
+        if self.guard is not None:
+            await self._retry("redis", self.guard.ensure)
 
     async def _second_opinions(
         self, touched: dict[tuple[str, str], ReviewLabel]

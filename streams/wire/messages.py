@@ -14,7 +14,7 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,7 +25,9 @@ from streams.wire.hostile import parse_json
 __all__ = [
     "MESSAGE_TYPES",
     "Action",
+    "AdapterActivated",
     "AdapterEvent",
+    "AdapterRegistered",
     "DeadLetter",
     "Decision",
     "Evidence",
@@ -35,6 +37,7 @@ __all__ = [
     "ReviewLabel",
     "ReviewReason",
     "ReviewRequest",
+    "ReviewerEvent",
     "decode",
     "decode_item",
     "encode",
@@ -145,6 +148,12 @@ class PolicyUpdate(_Message):
     review_high: float = Field(ge=0, le=1)
     examples: list[dict[str, str]] = Field(default_factory=list)
     published_at: float
+    document: dict[str, Any] | None = Field(
+        default=None,
+        description="the whole policy document as published (canonical JSON object): what the "
+        "policy store is rebuilt from",
+    )
+    actor: str | None = Field(default=None, description="who published it")
 
 
 class AdapterEvent(_Message):
@@ -155,6 +164,54 @@ class AdapterEvent(_Message):
     policy_version: str
     actor: str
     reason: str = ""
+    at: float
+
+
+class ReviewerEvent(_Message):
+    """A change to the reviewer registry: reviewers ``added``, or one ``cleared`` (a person vouched
+    for them: their labels count for training again). Keyed by reviewer id (the first one)."""
+
+    event: Literal["added", "cleared"]
+    reviewer_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
+    actor: str = ""
+    at: float
+
+
+class AdapterRegistered(_Message):
+    """An adapter as registered: its manifest and its adapter file (base64, ~400 KB for a 300 KB
+    adapter), so that the registry can be rebuilt from the topic alone. Keyed by adapter id."""
+
+    adapter_id: str = Field(min_length=1, max_length=128)
+    policy_version: str
+    manifest_json: str = Field(description="the manifest file's bytes (UTF-8 JSON), verbatim")
+    file_b64: str = Field(description="the adapter file, base64")
+    file_sha256: str = Field(description="sha256 of the adapter file (the manifest lists it too)")
+    actor: str = ""
+    at: float
+
+    def file_bytes(self) -> bytes:
+        """The adapter file; `MessageError` when it is not valid base64 or not the bytes named."""
+        try:
+            data = base64.b64decode(self.file_b64, validate=True)
+        except ValueError as exc:
+            raise MessageError("invalid_fields", f"file_b64: {exc}") from None
+        if hashlib.sha256(data).hexdigest() != self.file_sha256:
+            raise MessageError("invalid_fields", f"adapter {self.adapter_id}: sha256 mismatch")
+        return data
+
+
+class AdapterActivated(_Message):
+    """A change of the adapter serving a policy, as the registry recorded it (its time and
+    epoch): what the registry's active adapter and history are rebuilt from. Keyed by policy
+    version. (`AdapterEvent` on ``moderation.adapter.changed`` stays the announcement.)"""
+
+    action: Literal["promote", "rollback"]
+    adapter_id: str = Field(min_length=1, max_length=128)
+    previous: str | None = None
+    policy_version: str
+    epoch: int = Field(ge=1)
+    actor: str
+    reason: str
     at: float
 
 
@@ -229,6 +286,9 @@ MESSAGE_TYPES: dict[str, type[_Message]] = {
     "review_label": ReviewLabel,
     "policy_update": PolicyUpdate,
     "adapter_event": AdapterEvent,
+    "adapter_activated": AdapterActivated,
+    "adapter_registered": AdapterRegistered,
+    "reviewer_event": ReviewerEvent,
     "dead_letter": DeadLetter,
 }
 
@@ -242,6 +302,8 @@ def encode(message: _Message) -> bytes:
 # A message is a few hundred bytes of JSON; text is capped by the worker's max_text_bytes (which
 # JSON escapes can inflate up to six times). Nothing we read nests deeper than 4 levels.
 MAX_MESSAGE_BYTES = 512 * 1024
+# An `AdapterRegistered` carries the adapter file: ~400 KB of base64 for a 300 KB adapter.
+MAX_ADAPTER_MESSAGE_BYTES = 1024 * 1024
 MAX_DEPTH = 16
 
 

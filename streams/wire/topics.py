@@ -36,6 +36,10 @@ class TopicNames(BaseModel):
     review_labels: str = "moderation.review.labeled"
     policy_updates: str = "moderation.policy.published"
     adapter_events: str = "moderation.adapter.changed"
+    # the record the Redis store is rebuilt from (`borderline store rebuild`)
+    reviewer_events: str = "moderation.reviewer.changed"
+    adapter_registrations: str = "moderation.adapter.registered"
+    adapter_activations: str = "moderation.adapter.activated"
 
     @property
     def items_dlq(self) -> str:
@@ -54,6 +58,9 @@ class TopicNames(BaseModel):
             self.review_labels,
             self.policy_updates,
             self.adapter_events,
+            self.reviewer_events,
+            self.adapter_registrations,
+            self.adapter_activations,
             self.items_dlq,
             self.review_labels_dlq,
         ]

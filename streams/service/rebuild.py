@@ -1,0 +1,338 @@
+"""Rebuilding Redis from the record: read the topics from their beginning to their current end,
+replay every record by time through the same store methods the live service calls
+(`LabelStore.register_reviewers`, `clear`, `record_requests` and `add_label`,
+`PolicyStore.publish`, `AdapterRegistry.register`, `promote` and `rollback`), and mark the store
+complete (``{prefix}:store:epoch``). Idempotent: what the store holds already is left as it is,
+so a second rebuild changes nothing.
+
+`StoreGuard` is the collector's check: a store without the marker (a Redis restarted empty, or
+restored from before the marker) or with an older epoch is rebuilt before new labels are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from adapters.labels.store import LabelStore, ReviewedItem
+from adapters.policy.schema import Policy, PolicyError
+from adapters.policy.store import PolicyStore
+from adapters.registry.artifact import (
+    ADAPTER_FILE,
+    MANIFEST_FILE,
+    AdapterArtifact,
+    AdapterManifest,
+    ArtifactError,
+)
+from adapters.registry.store import AdapterRegistry, RegistryError
+from streams.service.replay import (
+    STORE_EPOCH,
+    Recorded,
+    StoreMarker,
+    activation_step,
+    policy_applied,
+    replay_order,
+    staleness,
+)
+from streams.wire.errors import MessageError
+from streams.wire.messages import (
+    MAX_ADAPTER_MESSAGE_BYTES,
+    AdapterActivated,
+    AdapterRegistered,
+    PolicyUpdate,
+    ReviewerEvent,
+    ReviewLabel,
+    ReviewReason,
+    ReviewRequest,
+    decode,
+)
+from streams.wire.topics import TopicNames
+
+__all__ = ["Rebuilder", "StoreGuard", "marker_key", "read_topics", "rebuild_store"]
+
+log = logging.getLogger(__name__)
+
+REBUILD_ACTOR = "borderline store rebuild"
+FETCH_BYTES = 8 * 1024 * 1024
+
+
+def marker_key(prefix: str) -> str:
+    return f"{prefix}:store:epoch"
+
+
+def record_topics(topics: TopicNames) -> list[str]:
+    """The topics the store is rebuilt from, registries first (they win a tie in time)."""
+    return [
+        topics.reviewer_events,
+        topics.policy_updates,
+        topics.adapter_registrations,
+        topics.adapter_activations,
+        topics.review_requests,
+        topics.review_labels,
+    ]
+
+
+async def read_topics(
+    bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 60.0
+) -> list[list[Recorded]]:
+    """Every record of ``topics`` from the beginning to the end they had when reading began, one
+    list per partition, in ``topics`` order. No consumer group: nothing is committed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_bytes=FETCH_BYTES,
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata of every topic
+        parts = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        out: dict[TopicPartition, list[Recorded]] = {tp: [] for tp in parts}
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        deadline = time.monotonic() + timeout_s
+        while not await _at_end(consumer, end):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not read to their end within {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batches.items():
+                out[tp].extend(
+                    Recorded(tp.topic, tp.partition, m.offset, m.timestamp, m.value)
+                    for m in messages
+                    if m.offset < end[tp]
+                )
+        return [out[tp] for tp in parts]
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
+
+
+class Rebuilder:
+    """Replays records into one store through the live store methods (no journal: replaying
+    the record does not write to it again). ``bootstrap``: the base's own adapter, registered
+    first as every worker does at start."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        topics: TopicNames,
+        *,
+        scratch: Path,
+        bootstrap: AdapterArtifact | None = None,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.topics = topics
+        self.labels = LabelStore(redis, prefix)
+        self.policies = PolicyStore(redis, prefix)
+        self.registry = AdapterRegistry(redis, prefix)
+        self.scratch = scratch
+        self.bootstrap = bootstrap
+        self.counts: Counter[str] = Counter()
+        self._registered: set[str] = set()
+        self._apply: dict[str, Callable[[bytes | None], Awaitable[str]]] = {
+            topics.reviewer_events: self._reviewer,
+            topics.policy_updates: self._policy,
+            topics.adapter_registrations: self._registration,
+            topics.adapter_activations: self._activation,
+            topics.review_requests: self._request,
+            topics.review_labels: self._label,
+        }
+
+    async def replay(self, partitions: Sequence[Sequence[Recorded]]) -> Counter[str]:
+        """Replay every record by time; return what each did (``kind:outcome`` counts)."""
+        if self.bootstrap is not None:
+            new = await self.registry.register(self.bootstrap)
+            self.counts["adapter:registered" if new else "adapter:present"] += 1
+        ordered = replay_order(partitions)
+        # a label counts if its reviewer was registered before it, as live: a reviewer is
+        # registered from their recorded registration on, or throughout if the store has them
+        # without any record (registered before registrations were recorded)
+        recorded = self._recorded_reviewers(ordered)
+        self._registered = await self.labels.registered() - recorded
+        for record in ordered:
+            try:
+                outcome = await self._apply[record.topic](record.value)
+            except MessageError as exc:  # dead-lettered by the live service too
+                outcome = f"skipped_{exc.reason}"
+            self.counts[outcome] += 1
+        return self.counts
+
+    def _recorded_reviewers(self, records: Sequence[Recorded]) -> set[str]:
+        out: set[str] = set()
+        for record in records:
+            if record.topic == self.topics.reviewer_events:
+                try:
+                    event = decode(record.value, ReviewerEvent)
+                except MessageError:
+                    continue
+                if event.event == "added":
+                    out.update(event.reviewer_ids)
+        return out
+
+    async def mark_complete(self, *, now: float) -> StoreMarker:
+        marker = StoreMarker(epoch=STORE_EPOCH, at=now, replayed=sum(self.counts.values()))
+        await self.redis.set(marker_key(self.prefix), marker.model_dump_json())
+        return marker
+
+    async def _reviewer(self, raw: bytes | None) -> str:
+        event = decode(raw, ReviewerEvent)
+        if event.event == "added":
+            self._registered.update(event.reviewer_ids)
+            new = await self.labels.register_reviewers(event.reviewer_ids)
+            return "reviewers:added" if new else "reviewers:present"
+        for reviewer_id in event.reviewer_ids:
+            await self.labels.clear(reviewer_id)
+        return "reviewers:cleared"
+
+    async def _policy(self, raw: bytes | None) -> str:
+        update = decode(raw, PolicyUpdate)
+        if update.document is None:
+            return "policy:no_document"  # announced before the record carried the document
+        history = await self.policies.history()
+        if policy_applied(history, update.policy_version, update.published_at):
+            return "policy:present"
+        try:
+            policy = Policy.model_validate(update.document)
+            await self.policies.publish(
+                policy, actor=update.actor or REBUILD_ACTOR, now=update.published_at
+            )
+        except (PolicyError, ValueError) as exc:
+            log.warning("policy %s not replayed: %s", update.policy_version, exc)
+            return "policy:refused"
+        return "policy:published"
+
+    async def _registration(self, raw: bytes | None) -> str:
+        message = decode(raw, AdapterRegistered, max_bytes=MAX_ADAPTER_MESSAGE_BYTES)
+        files = {MANIFEST_FILE: message.manifest_json.encode(), ADAPTER_FILE: message.file_bytes()}
+        try:
+            manifest = AdapterManifest.model_validate_json(files[MANIFEST_FILE])
+            artifact = AdapterArtifact.from_files(
+                files,
+                self.scratch / message.adapter_id,
+                expected_base=manifest.base_model_version,
+            )
+            new = await self.registry.register(artifact)
+        except (ArtifactError, RegistryError, ValueError) as exc:
+            log.warning("adapter %s not replayed: %s", message.adapter_id, exc)
+            return "adapter:refused"
+        return "adapter:registered" if new else "adapter:present"
+
+    async def _activation(self, raw: bytes | None) -> str:
+        message = decode(raw, AdapterActivated)
+        policy = message.policy_version
+        history = await self.registry.history(policy, limit=1_000_000)
+        step = activation_step(history, await self.registry.active(policy), message)
+        try:
+            if step == "rollback":
+                await self.registry.rollback(
+                    policy, actor=message.actor, reason=message.reason, now=message.at
+                )
+            elif step == "promote":
+                await self.registry.promote(
+                    message.adapter_id,
+                    actor=message.actor,
+                    reason=message.reason,
+                    policy=policy,
+                    now=message.at,
+                )
+        except RegistryError as exc:  # e.g. an adapter whose registration is not on the record
+            log.warning("adapter change %s not replayed: %s", message.adapter_id, exc)
+            return "activation:refused"
+        return f"activation:{step}"
+
+    async def _request(self, raw: bytes | None) -> str:
+        request = decode(raw, ReviewRequest)
+        if request.reason == ReviewReason.SECOND_OPINION:
+            return "request:second_opinion"  # the collector sends those without recording them
+        item = ReviewedItem(
+            item_id=request.item_id,
+            text=request.text,
+            embedding=None,  # not on the record: the curator's evidence search skips the item
+            p_violating=request.probabilities.get("violating", 0.0),
+            reason=request.reason.value,
+            requested_at=request.requested_at,
+        )
+        await self.labels.record_requests(request.policy_version, [item])
+        return "request:recorded"
+
+    async def _label(self, raw: bytes | None) -> str:
+        label = decode(raw, ReviewLabel)
+        if label.reviewer_id not in self._registered:
+            return "label:unregistered_reviewer"  # dead-lettered by the live collector too
+        outcome = await self.labels.add_label(
+            label.policy_version, label.item_id, label.reviewer_id, label.label, label.labeled_at
+        )
+        return f"label:{outcome}"
+
+
+async def rebuild_store(
+    redis: Redis,
+    prefix: str,
+    bootstrap_servers: str,
+    topics: TopicNames,
+    *,
+    bootstrap: AdapterArtifact | None = None,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Counter[str], StoreMarker]:
+    """Read the record and replay it into ``redis``; mark the store complete. Returns what was
+    done (``kind:outcome`` counts) and the marker written."""
+    partitions = await read_topics(bootstrap_servers, record_topics(topics))
+    with tempfile.TemporaryDirectory(prefix="borderline-rebuild-") as scratch:
+        rebuilder = Rebuilder(redis, prefix, topics, scratch=Path(scratch), bootstrap=bootstrap)
+        counts = await rebuilder.replay(partitions)
+        marker = await rebuilder.mark_complete(now=clock())
+    return counts, marker
+
+
+class StoreGuard:
+    """Rebuilds the store when it is not marked complete (see `staleness`): at the start of a
+    process and before each batch of labels is stored (one GET when the store is complete)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        rebuild: Callable[[], Awaitable[object]],
+        *,
+        epoch: int = STORE_EPOCH,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.rebuild = rebuild
+        self.epoch = epoch
+        self.rebuilds = 0
+
+    async def ensure(self) -> str | None:
+        """Rebuild if the store is incomplete; return why it was rebuilt (None: it was not)."""
+        marker = StoreMarker.parse(await self.redis.get(marker_key(self.prefix)))
+        reason = staleness(marker, epoch=self.epoch)
+        if reason is None:
+            return None
+        log.warning("rebuilding the store from the record: %s", reason)
+        await self.rebuild()
+        self.rebuilds += 1
+        return reason
