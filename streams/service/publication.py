@@ -1,7 +1,7 @@
 """Publishing a policy: validated, recorded in the policy store (atomic, versioned) and announced
-on the policy topic, so that every worker and any other consumer follows it. The announcement
-carries the whole document and who published it: the policy store is rebuilt from the topic
-(`streams.service.rebuild`)."""
+on the policy topic, so that every worker and any other consumer follows it. The publication is
+also recorded, with the whole document and who published it, on the policy-records topic: the
+policy store is rebuilt from it (`streams.service.rebuild`)."""
 
 from __future__ import annotations
 
@@ -15,32 +15,33 @@ from aiokafka.errors import KafkaError
 from adapters.policy.message import to_message
 from adapters.policy.schema import Policy, PolicyError
 from adapters.policy.store import PolicyRecord, PolicyStore, Publication
-from streams.wire.messages import PolicyUpdate, encode
+from streams.wire.messages import PolicyRecorded, PolicyUpdate, encode
 from streams.wire.settings import Settings
 
-__all__ = ["announce", "policy_message", "publish_policy"]
+__all__ = ["announce", "policy_record", "publish_policy"]
 
 
 SEND_TIMEOUT_S = 30.0
 
 
-async def announce(bootstrap_servers: str, topic: str, message: PolicyUpdate) -> tuple[int, int]:
-    """Produce ``message`` keyed by its version; wait until every in-sync replica has it.
-    Returns (partition, offset)."""
+async def announce(
+    bootstrap_servers: str, messages: list[tuple[str, bytes, PolicyUpdate | PolicyRecorded]]
+) -> tuple[int, int]:
+    """Produce each (topic, key, message) in turn; wait until every in-sync replica has each.
+    Returns the (partition, offset) of the last."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", request_timeout_ms=15_000
     )
+    topic = messages[0][0]
     try:
         await asyncio.wait_for(producer.start(), SEND_TIMEOUT_S)
-        sent = await asyncio.wait_for(
-            producer.send_and_wait(
-                topic, value=encode(message), key=message.policy_version.encode()
-            ),
-            SEND_TIMEOUT_S,
-        )
+        for topic, key, message in messages:
+            sent = await asyncio.wait_for(
+                producer.send_and_wait(topic, value=encode(message), key=key), SEND_TIMEOUT_S
+            )
     except (KafkaError, TimeoutError) as exc:
         raise PolicyError(
-            f"policy {message.policy_version} is recorded in Redis but could not be announced "
+            f"policy {messages[0][1].decode()} is recorded in Redis but could not be announced "
             f"on {topic} at {bootstrap_servers} ({exc!r}): check the broker and that the topic "
             "exists (borderline topics create), then publish the same file again"
         ) from None
@@ -49,15 +50,17 @@ async def announce(bootstrap_servers: str, topic: str, message: PolicyUpdate) ->
     return sent.partition, sent.offset
 
 
-def policy_message(policy: Policy, record: PolicyRecord) -> PolicyUpdate:
-    """The announcement of a publication: the policy's wire fields, the whole document and who
-    published it, at the store's own time (a replay recognises it by version and time)."""
-    return PolicyUpdate.model_validate(
-        {
-            **to_message(policy, now=record.at),
-            "document": json.loads(policy.canonical_json()),
-            "actor": record.actor,
-        }
+def policy_record(policy: Policy, record: PolicyRecord) -> PolicyRecorded:
+    """The record of a publication: the store's own record (its time: a replay recognises it by
+    version and time) with the whole document."""
+    return PolicyRecorded(
+        policy_version=policy.version,
+        document=json.loads(policy.canonical_json()),
+        sha256=record.sha256,
+        action=record.action,
+        previous=record.previous,
+        actor=record.actor,
+        at=record.at,
     )
 
 
@@ -68,8 +71,13 @@ async def publish_policy(
     publishing the same document again is safe). Returns the publication, partition, offset."""
     assert settings.kafka.bootstrap_servers is not None
     publication = await store.publish(policy, actor=actor, now=time.time())
-    message = policy_message(policy, publication.record)
+    message = PolicyUpdate.model_validate(to_message(policy, now=publication.record.at))
+    topics, key = settings.kafka.topics, policy.version.encode()
     partition, offset = await announce(
-        settings.kafka.bootstrap_servers, settings.kafka.topics.policy_updates, message
+        settings.kafka.bootstrap_servers,
+        [
+            (topics.policy_records, key, policy_record(policy, publication.record)),
+            (topics.policy_updates, key, message),
+        ],
     )
     return publication, partition, offset

@@ -46,7 +46,7 @@ from streams.wire.messages import (
     MAX_ADAPTER_MESSAGE_BYTES,
     AdapterActivated,
     AdapterRegistered,
-    PolicyUpdate,
+    PolicyRecorded,
     ReviewerEvent,
     ReviewLabel,
     ReviewReason,
@@ -59,7 +59,6 @@ __all__ = ["Rebuilder", "StoreGuard", "marker_key", "read_topics", "rebuild_stor
 
 log = logging.getLogger(__name__)
 
-REBUILD_ACTOR = "borderline store rebuild"
 FETCH_BYTES = 8 * 1024 * 1024
 
 
@@ -71,7 +70,7 @@ def record_topics(topics: TopicNames) -> list[str]:
     """The topics the store is rebuilt from, registries first (they win a tie in time)."""
     return [
         topics.reviewer_events,
-        topics.policy_updates,
+        topics.policy_records,
         topics.adapter_registrations,
         topics.adapter_activations,
         topics.review_requests,
@@ -155,7 +154,7 @@ class Rebuilder:
         self._registered: set[str] = set()
         self._apply: dict[str, Callable[[bytes | None], Awaitable[str]]] = {
             topics.reviewer_events: self._reviewer,
-            topics.policy_updates: self._policy,
+            topics.policy_records: self._policy,
             topics.adapter_registrations: self._registration,
             topics.adapter_activations: self._activation,
             topics.review_requests: self._request,
@@ -209,19 +208,15 @@ class Rebuilder:
         return "reviewers:cleared"
 
     async def _policy(self, raw: bytes | None) -> str:
-        update = decode(raw, PolicyUpdate)
-        if update.document is None:
-            return "policy:no_document"  # announced before the record carried the document
+        recorded = decode(raw, PolicyRecorded)
         history = await self.policies.history()
-        if policy_applied(history, update.policy_version, update.published_at):
+        if policy_applied(history, recorded.policy_version, recorded.at):
             return "policy:present"
         try:
-            policy = Policy.model_validate(update.document)
-            await self.policies.publish(
-                policy, actor=update.actor or REBUILD_ACTOR, now=update.published_at
-            )
+            policy = Policy.model_validate(recorded.document)
+            await self.policies.publish(policy, actor=recorded.actor, now=recorded.at)
         except (PolicyError, ValueError) as exc:
-            log.warning("policy %s not replayed: %s", update.policy_version, exc)
+            log.warning("policy %s not replayed: %s", recorded.policy_version, exc)
             return "policy:refused"
         return "policy:published"
 

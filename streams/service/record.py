@@ -6,8 +6,8 @@ adapter registry: reviewer registrations and clearances go to the reviewer-event
 registrations (manifest and file, base64) to the adapter-registrations topic, and every change of
 the active adapter (the registry's own record: its time and epoch) to the adapter-activations
 topic (the adapter-events topic stays the trainer's announcements). Policies are recorded by
-`streams.service.publication` (the whole document). Labels and review requests are on their
-topics already.
+`streams.service.publication` (the whole document, on the policy-records topic). Labels and
+review requests are on their topics already.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "Evidence",
     "IncomingItem",
     "PolicyCategory",
+    "PolicyRecorded",
     "PolicyUpdate",
     "ReviewLabel",
     "ReviewReason",
@@ -148,12 +149,20 @@ class PolicyUpdate(_Message):
     review_high: float = Field(ge=0, le=1)
     examples: list[dict[str, str]] = Field(default_factory=list)
     published_at: float
-    document: dict[str, Any] | None = Field(
-        default=None,
-        description="the whole policy document as published (canonical JSON object): what the "
-        "policy store is rebuilt from",
-    )
-    actor: str | None = Field(default=None, description="who published it")
+
+
+class PolicyRecorded(_Message):
+    """A publication as the policy store recorded it, with the whole document: what the policy
+    store is rebuilt from (`PolicyUpdate` on ``moderation.policy.published`` stays the
+    announcement workers and tools read). Keyed by version."""
+
+    policy_version: str = Field(min_length=1)
+    document: dict[str, Any] = Field(description="the policy document (canonical JSON object)")
+    sha256: str = Field(description="sha256 of the document's canonical JSON")
+    action: Literal["published", "reactivated"]
+    previous: str | None = None
+    actor: str
+    at: float
 
 
 class AdapterEvent(_Message):
@@ -285,6 +294,7 @@ MESSAGE_TYPES: dict[str, type[_Message]] = {
     "review_request": ReviewRequest,
     "review_label": ReviewLabel,
     "policy_update": PolicyUpdate,
+    "policy_recorded": PolicyRecorded,
     "adapter_event": AdapterEvent,
     "adapter_activated": AdapterActivated,
     "adapter_registered": AdapterRegistered,

@@ -38,6 +38,7 @@ class TopicNames(BaseModel):
     adapter_events: str = "moderation.adapter.changed"
     # the record the Redis store is rebuilt from (`borderline store rebuild`)
     reviewer_events: str = "moderation.reviewer.changed"
+    policy_records: str = "moderation.policy.recorded"
     adapter_registrations: str = "moderation.adapter.registered"
     adapter_activations: str = "moderation.adapter.activated"
 
@@ -59,6 +60,7 @@ class TopicNames(BaseModel):
             self.policy_updates,
             self.adapter_events,
             self.reviewer_events,
+            self.policy_records,
             self.adapter_registrations,
             self.adapter_activations,
             self.items_dlq,

@@ -22,7 +22,7 @@ from adapters.policy.schema import load_policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
 from adapters.registry.store import AdapterRegistry
-from streams.service.publication import policy_message
+from streams.service.publication import policy_record
 from streams.service.rebuild import Rebuilder, StoreGuard, marker_key
 from streams.service.record import KafkaJournal
 from streams.service.replay import Recorded, StoreMarker
@@ -57,7 +57,7 @@ class Tape:
     def partitions(self) -> list[list[Recorded]]:
         order = [
             TOPICS.reviewer_events,
-            TOPICS.policy_updates,
+            TOPICS.policy_records,
             TOPICS.adapter_registrations,
             TOPICS.adapter_activations,
             TOPICS.review_requests,
@@ -84,9 +84,8 @@ async def _live(redis: Redis, prefix: str, tape: Tape, tmp: Path) -> None:
     await labels.clear("bob")
     for policy in (V1, V2, V1):  # v1 reactivated last
         publication = await policies.publish(policy, actor="ops", now=tape.clock())
-        await tape.send_and_wait(
-            TOPICS.policy_updates, encode(policy_message(policy, publication.record))
-        )
+        recorded = policy_record(policy, publication.record)
+        await tape.send_and_wait(TOPICS.policy_records, encode(recorded))
     for adapter_id in ("a1", "a2"):
         artifact = write_artifact(
             tmp / adapter_id,
@@ -230,19 +229,26 @@ def test_what_the_live_collector_refused_is_skipped(
     assert counts["activation:promote"] == 2
 
 
-def test_a_policy_announced_without_its_document_is_counted_not_guessed(
+def test_a_policy_record_under_a_version_taken_by_another_document_is_refused(
     run_redis: Any, prefix: str, tmp_path: Path
 ) -> None:
-    message = policy_message(V1, _record_at(5.0)).model_copy(update={"document": None})
-    record = Recorded(TOPICS.policy_updates, 0, 0, 1, encode(message))
+    forged = policy_record(V1, _record_at(5.0)).model_copy(
+        update={"document": {**json.loads(V2.canonical_json()), "version": "v1"}}
+    )
+    records = [
+        Recorded(TOPICS.policy_records, 0, 0, 1, encode(policy_record(V1, _record_at(5.0)))),
+        Recorded(TOPICS.policy_records, 0, 1, 2, encode(forged.model_copy(update={"at": 6.0}))),
+    ]
 
-    async def body(redis: Redis) -> tuple[dict[str, int], str | None]:
-        counts = await _rebuilder(redis, prefix, tmp_path).replay([[record]])
-        return dict(counts), await PolicyStore(redis, prefix).active_version()
+    async def body(redis: Redis) -> tuple[dict[str, int], str]:
+        counts = await _rebuilder(redis, prefix, tmp_path).replay([records])
+        active = await PolicyStore(redis, prefix).active()
+        assert active is not None
+        return dict(counts), active.sha256()
 
-    counts, active = run_redis(body)
-    assert counts == {"policy:no_document": 1}
-    assert active is None
+    counts, active_sha = run_redis(body)
+    assert counts == {"policy:published": 1, "policy:refused": 1}
+    assert active_sha == V1.sha256()
 
 
 def _record_at(at: float) -> Any:

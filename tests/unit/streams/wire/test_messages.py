@@ -22,6 +22,7 @@ from streams.wire.messages import (
     Evidence,
     IncomingItem,
     PolicyCategory,
+    PolicyRecorded,
     PolicyUpdate,
     ReviewerEvent,
     ReviewLabel,
@@ -94,8 +95,15 @@ SAMPLES = {
         review_high=0.8,
         examples=[{"text": "free money", "label": "violating"}],
         published_at=1700000004.0,
+    ),
+    "policy_recorded": PolicyRecorded(
+        policy_version="v2",
         document={"version": "v2", "description": "spam", "categories": [{"name": "spam"}]},
+        sha256="0" * 64,
+        action="published",
+        previous="v1",
         actor="ops@host",
+        at=1700000004.0,
     ),
     "adapter_event": AdapterEvent(
         event="promoted",

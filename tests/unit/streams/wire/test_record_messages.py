@@ -1,7 +1,8 @@
 """The messages of the record (what the Redis store is rebuilt from): an adapter registration
 carries its file and refuses bytes that are not the ones named, a reviewer event names at least one
-reviewer, an activation has a real epoch, a policy announcement carries the whole document (the
-same sha256 once parsed back), and each has a published JSON Schema."""
+reviewer, an activation has a real epoch, a policy record carries the whole document (the same
+sha256 once parsed back) beside the announcement, which is unchanged, and each has a published
+JSON Schema."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from pydantic import ValidationError
 
 from adapters.policy.schema import Policy, load_policy
 from adapters.policy.store import PolicyRecord
-from streams.service.publication import policy_message
+from streams.service.publication import policy_record
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
     MAX_ADAPTER_MESSAGE_BYTES,
     MAX_MESSAGE_BYTES,
     AdapterActivated,
     AdapterRegistered,
-    PolicyUpdate,
+    PolicyRecorded,
     ReviewerEvent,
     decode,
     encode,
@@ -95,27 +96,25 @@ def test_a_reviewer_event_names_someone_and_an_activation_has_an_epoch() -> None
 
 
 @pytest.mark.parametrize("name", ["v1.yaml", "v2.yaml"])
-def test_a_policy_announcement_carries_the_whole_document(name: str) -> None:
+def test_a_policy_record_carries_the_whole_document(name: str) -> None:
     policy = load_policy(REPO / "deploy" / "policies" / name)
     record = PolicyRecord(
-        version=policy.version, action="published", actor="ops", at=5.0, sha256=policy.sha256()
+        version=policy.version,
+        previous="v0",
+        action="reactivated",
+        actor="ops",
+        at=5.0,
+        sha256=policy.sha256(),
     )
-    message = decode(encode(policy_message(policy, record)), PolicyUpdate)
-    assert message.document is not None and message.actor == "ops"
-    assert message.published_at == 5.0
+    message = decode(encode(policy_record(policy, record)), PolicyRecorded)
+    assert (message.actor, message.at, message.action, message.previous) == (
+        "ops",
+        5.0,
+        "reactivated",
+        "v0",
+    )
+    assert message.sha256 == policy.sha256()
     assert Policy.model_validate(message.document).sha256() == policy.sha256()
-
-
-def test_a_policy_announcement_without_the_document_still_decodes() -> None:
-    doc = {
-        "policy_version": "v1",
-        "categories": [{"name": "violating", "definition": "spam"}],
-        "review_low": 0.3,
-        "review_high": 0.7,
-        "published_at": 1.0,
-    }
-    message = decode(json.dumps(doc).encode(), PolicyUpdate)
-    assert message.document is None and message.actor is None
 
 
 def test_the_record_messages_have_published_schemas(tmp_path: Path) -> None:
@@ -124,8 +123,9 @@ def test_the_record_messages_have_published_schemas(tmp_path: Path) -> None:
         "adapter_registered.schema.json",
         "adapter_activated.schema.json",
         "reviewer_event.schema.json",
+        "policy_recorded.schema.json",
     } <= names
     schema = json.loads((tmp_path / "adapter_registered.schema.json").read_text())
     assert {"file_b64", "file_sha256", "manifest_json"} <= set(schema["required"])
-    policy = json.loads((tmp_path / "policy_update.schema.json").read_text())
-    assert "document" in policy["properties"]
+    policy = json.loads((tmp_path / "policy_recorded.schema.json").read_text())
+    assert {"document", "sha256", "actor", "at"} <= set(policy["required"])
