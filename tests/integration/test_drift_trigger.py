@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from adapters.adapt.gate import GateConfig
@@ -40,8 +38,10 @@ from streams.embedded.launcher import WorkerProcess, start_worker
 from streams.service.drift_watch import flags_key
 from streams.service.reader import read_topic
 from streams.service.trainer import TrainerState, trainer_step
+from tests.redis_support import redis_client
 
 from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
+from .helpers import samples, settle_labels
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +59,11 @@ WORKER_SIGNALS = {"input", "prediction"}  # the collector's is "concept"
 def _drift_gauges(*processes: WorkerProcess) -> dict[str, float]:
     """The `borderline_drift_statistic` gauges of these processes, by signal (a worker sets
     input and prediction, the collector concept)."""
-    out: dict[str, float] = {}
-    for process in processes:
-        url = f"http://127.0.0.1:{process.metrics_port}/metrics"
-        text = urllib.request.urlopen(url).read().decode()
-        out |= {
-            gauge.labels["signal"]: float(f"{gauge.value:.3g}")
-            for family in text_string_to_metric_families(text)
-            if family.name == "borderline_drift_statistic"
-            for gauge in family.samples
-        }
-    return out
+    return {
+        labels["signal"]: float(f"{value:.3g}")
+        for process in processes
+        for labels, value in samples(process, "borderline_drift_statistic")
+    }
 
 
 def _alarm_lines(*logs: Path) -> list[str]:
@@ -93,20 +87,6 @@ async def _decided(stack: Stack, items: Sequence[LabeledItem], timeout_s: float 
     )
     missing = ids - {d["item_id"] for d in decisions}
     assert not missing, f"{len(missing)} items undecided after {timeout_s}s"
-
-
-async def _settle(labels: LabelStore, timeout_s: float) -> int:
-    """Wait until no review request is open and the labelled items stop growing (the collector,
-    and with it the concept detector, has seen every label); returns their count."""
-    deadline = time.monotonic() + timeout_s
-    last = -1
-    while time.monotonic() < deadline:
-        count = len(await labels.labelled_items(POLICY))
-        if count == last and await labels.open_count(POLICY) == 0:
-            break
-        last = count
-        await asyncio.sleep(2)
-    return last
 
 
 async def _flags(redis: Redis, prefix: str) -> set[str]:
@@ -147,7 +127,10 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
     stack.workers.append(collector)
 
     async def scenario() -> tuple[set[str], dict[str, Any]]:
-        redis = Redis.from_url(stack.redis_url)
+        async with redis_client(stack.redis_url) as redis:
+            return await drift_then_train(redis)
+
+    async def drift_then_train(redis: Redis) -> tuple[set[str], dict[str, Any]]:
         labels = LabelStore(redis, prefix)
         registry = AdapterRegistry(redis, prefix)
         await labels.register_reviewers(r.reviewer_id for r in panel)
@@ -176,7 +159,7 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
             # phase 1: a stationary stream raises no flag and does not trigger training
             await replay_items(stack.bootstrap_servers, stack.topics.items, stationary)
             await _decided(stack, stationary)
-            labelled = await _settle(labels, timeout_s=40)
+            labelled = await settle_labels(labels, POLICY, timeout_s=60)
             train = await labels.dataset(POLICY, "train", eval_share=settings.review.eval_share)
             flags = await _flags(redis, prefix)
             print(
@@ -201,7 +184,7 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
             for line in _alarm_lines(worker.log, collector.log):
                 print(f"  {line}")
             assert flags & WORKER_SIGNALS, f"no worker flag after {fed} drifted items"
-            await _settle(labels, timeout_s=20)
+            await settle_labels(labels, POLICY, timeout_s=60)
             report = await step()
             assert report is not None
             candidate = await registry.manifest(report["adapter_id"])
@@ -210,7 +193,6 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
         finally:
             stop.set()
             await experts
-            await redis.aclose()
 
     try:
         flags, report = asyncio.run(scenario())
