@@ -20,6 +20,9 @@ import pytest
 
 from streams.demo.plots import PLOTS
 from streams.embedded.launcher import free_port
+from tests.waiting import wait_until
+
+from .helpers import samples
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +63,14 @@ def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _decided(port: int) -> float:
+    """Items decided so far by the worker whose /metrics is on ``port`` (0 before it serves)."""
+    try:
+        return sum(value for _, value in samples(port, "borderline_items_total"))
+    except OSError:
+        return 0.0
 
 
 def _demo(out: Path, *options: str) -> list[str]:
@@ -124,11 +135,15 @@ def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path) -> None:
         start_new_session=True,  # a terminal of its own: Ctrl-C reaches its process group
     )
     try:
-        deadline = time.monotonic() + 240
-        while "replaying" not in Path(log.name).read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, Path(log.name).read_text()[-3000:]
-            time.sleep(1)
-        time.sleep(8)  # mid-stream
+        wait_until(
+            lambda: proc.poll() is not None or "replaying" in Path(log.name).read_text(),
+            240,
+            0.5,
+            "the demo to start replaying",
+        )
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        # mid-stream: worker-1 (its /metrics on the base port) has decided a few dozen items
+        wait_until(lambda: _decided(base) >= 50, 120, 0.5, "worker-1 to decide 50 items")
         assert _listening(base), "worker-1 serves /metrics while the demo runs"
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=120)
