@@ -221,42 +221,32 @@ def add_periodic(
 
 class Worker(faust.Worker):
     """faust's worker, whose log handlers say a repeated warning once per ``log_every_s``, and
-    whose stop on SIGTERM or Ctrl-C never takes longer than `STOP_WITHIN_S`."""
+    whose stop on SIGTERM or Ctrl-C never takes longer than `STOP_WITHIN_S`: past it, the
+    process exits without waiting (what was not committed is redelivered)."""
 
     log_every_s = 10.0
+    _stop_deadline: threading.Timer | None = None
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
         ThrottledLogs.install(self.log_every_s, logger)
 
     def _schedule_shutdown(self, sig: signal.Signals) -> None:
-        _arm_stop_deadline(STOP_WITHIN_S)
+        if self._stop_deadline is None:
+            self._stop_deadline = threading.Timer(STOP_WITHIN_S, _stop_overdue)
+            self._stop_deadline.daemon = True
+            self._stop_deadline.start()
         super()._schedule_shutdown(sig)
 
 
-_deadline_lock = threading.Lock()
-_deadline: list[threading.Timer] = []
-
-
-def _arm_stop_deadline(seconds: float) -> None:
-    """Once: exit after ``seconds`` if the orderly stop has not ended the process by then."""
-
-    def overdue() -> None:
-        log.critical(
-            "stop not finished after %g s (the broker or Redis does not answer): exiting without "
-            "the last commit; uncommitted batches are redelivered",
-            seconds,
-        )
-        logging.shutdown()
-        os._exit(EXIT_FATAL)
-
-    with _deadline_lock:
-        if _deadline:
-            return
-        timer = threading.Timer(seconds, overdue)
-        timer.daemon = True
-        timer.start()
-        _deadline.append(timer)
+def _stop_overdue() -> None:
+    log.critical(
+        "stop not finished after %g s (the broker or Redis does not answer): exiting without "
+        "the last commit; uncommitted batches are redelivered",
+        STOP_WITHIN_S,
+    )
+    logging.shutdown()
+    os._exit(EXIT_FATAL)
 
 
 def run_app(

@@ -148,7 +148,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         state=configured,
         worker=worker_id,
         max_text_bytes=settings.worker.max_text_bytes,
-        on_scored=drift.observe,
+        # a drift flag raised during an outage waits for Redis like the rest of the batch
+        on_scored=lambda batch: retry("redis", lambda: drift.observe(batch)),
         retry=retry,
     )
     control = ControlPlane(
@@ -213,9 +214,10 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         min_shared=review.min_shared,
         retry=retry,
     )
-    collector.on_feedback = DriftWatch(
-        redis, settings.redis.key_prefix, metrics, settings.drift
-    ).feedback
+    watch = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
+    collector.on_feedback = lambda disagreements: retry(
+        "redis", lambda: watch.feedback(disagreements)
+    )
     add_batch_agent(
         app,
         topic=settings.kafka.topics.review_labels,

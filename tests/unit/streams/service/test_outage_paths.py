@@ -1,6 +1,7 @@
 """Unit tests for how each process rides out an outage, over small fakes of our interfaces and a
 fake clock: the collector stores every label through a Redis stall; a periodic task's errors are
-retried and end the process only once the outage budget is spent; the control plane keeps its
+retried and end the process only once the outage budget is spent, a background task's error ends
+it (one line), a cancellation does not; the control plane keeps its
 poll pace through an outage and raises after the budget; the trainer's Redis ports retry every
 call but a rollback (applied twice it would step back twice)."""
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from adapters.labels.store import ReviewedItem
-from streams.service.app import add_periodic
+from streams.service.app import add_guarded_task, add_periodic
 from streams.service.collect import Collector
 from streams.service.control import ControlPlane
 from streams.service.metrics import Metrics
@@ -144,9 +145,10 @@ def test_the_collector_gives_up_after_the_budget_without_storing_half_a_batch() 
 
 @dataclass
 class FakeApp:
-    """The part of a faust app `add_periodic` uses: the timer decorator."""
+    """The part of a faust app `add_periodic` and `add_guarded_task` use."""
 
     timers: dict[str, tuple[float, Callable[[], Awaitable[None]]]] = field(default_factory=dict)
+    tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def timer(self, interval: float, name: str) -> Callable[[Any], Any]:
         def register(fun: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -154,6 +156,10 @@ class FakeApp:
             return fun
 
         return register
+
+    def task(self, fun: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        self.tasks.append(fun)
+        return fun
 
 
 def _periodic(
@@ -200,6 +206,24 @@ def test_a_bug_in_a_timer_is_retried_too_and_ends_the_process_only_after_the_bud
     asyncio.run(tick())
     assert len(fatal) == 1 and isinstance(fatal[0], InfrastructureError)
     assert time.now == pytest.approx(20.0)
+
+
+def test_a_guarded_task_that_raises_ends_the_process_and_one_that_is_cancelled_does_not() -> None:
+    app, fatal = FakeApp(), []
+
+    async def spent() -> None:
+        raise InfrastructureError("Redis at r:6379 unreachable for 60.1 s")
+
+    async def stopped() -> None:
+        raise asyncio.CancelledError
+
+    add_guarded_task(app, spent, on_fatal=fatal.append)  # type: ignore[arg-type]
+    add_guarded_task(app, stopped, on_fatal=fatal.append)  # type: ignore[arg-type]
+    assert [t.__name__ for t in app.tasks] == ["spent", "stopped"]
+    asyncio.run(app.tasks[0]())
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(app.tasks[1]())
+    assert [str(e) for e in fatal] == ["Redis at r:6379 unreachable for 60.1 s"]
 
 
 # --- the control plane ----------------------------------------------------------------------------
