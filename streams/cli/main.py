@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError
@@ -18,7 +17,15 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from models.errors import BorderlineError
+from streams.cli.context import connected, corpus_path
 from streams.cli.parser import build_parser
+from streams.cli.setup import (
+    data_command,
+    model_command,
+    schemas_command,
+    services_command,
+    topics_command,
+)
 from streams.wire.settings import Settings, SettingsError, check_environment, masked
 
 __all__ = ["main"]
@@ -37,157 +44,10 @@ def _load_settings() -> Settings:
         raise BorderlineError(f"invalid settings: {where}{first['msg']}") from None
 
 
-def _connected(settings: Settings) -> Settings:
-    """Settings that name a broker and Redis: external ones, or those of `services up`."""
-    from streams.embedded.detached import running_endpoints
-    from streams.embedded.services import ServiceError
-
-    if not settings.embedded:
-        return settings
-    endpoints = running_endpoints(settings.services.state_dir)
-    if endpoints is None:
-        raise ServiceError(
-            "no broker and Redis: run `borderline services up` first, or set "
-            "BORDERLINE_KAFKA__BOOTSTRAP_SERVERS and BORDERLINE_REDIS__URL"
-        )
-    return settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
-
-
-def _corpus(settings: Settings, path: Path | None) -> Path:
-    if path is not None:
-        return path
-    from adapters.offline.corpus import fetch_spamassassin
-
-    return fetch_spamassassin(settings.data_dir).path
-
-
-def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.embedded.detached import services_down, services_status, services_up
-
-    state = settings.services.state_dir
-    if args.action == "up":
-        if not settings.embedded:
-            raise BorderlineError("external Kafka and Redis are configured: nothing to start")
-        s = settings.services
-        endpoints = services_up(state, s.tansu_bin, s.redis_bin, s.start_timeout_s)
-        print(f"kafka  {endpoints.bootstrap_servers}")
-        print(f"redis  {endpoints.redis_url}")
-        print(f"state  {state}")
-    elif args.action == "down":
-        stopped = services_down(state)
-        print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
-    else:
-        status = services_status(state)
-        if not status:
-            print("no embedded services recorded")
-            return 1
-        for name, st in status.items():
-            health = (
-                "up" if st["reachable"] else ("alive, not answering" if st["alive"] else "down")
-            )
-            print(f"{name:<6} pid {st['pid']:<8} port {st['port']:<6} {health}")
-        return 0 if all(st["reachable"] for st in status.values()) else 1
-    return 0
-
-
-def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.wire.topics import ensure_topics
-
-    names = settings.kafka.topics.all()
-    if args.action == "list":
-        for name in names:
-            print(name)
-        return 0
-    settings = _connected(settings)
-    kafka = settings.kafka
-    assert kafka.bootstrap_servers
-    if args.action == "create":
-        created = asyncio.run(
-            ensure_topics(
-                kafka.bootstrap_servers, names, kafka.partitions, kafka.replication_factor
-            )
-        )
-        for name in names:
-            state = "created" if name in created else "exists"
-            print(f"{name:<40} {state}")
-    return 0
-
-
-def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.wire.messages import export_schemas
-
-    for path in export_schemas(args.dir):
-        print(path)
-    return 0
-
-
-def _cmd_data(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.offline.corpus import fetch_spamassassin
-
-    result = fetch_spamassassin(args.out or settings.data_dir)
-    origin = "cached" if result.cached else "fetched"
-    print(f"{origin} {result.items} items -> {result.path} (dropped {result.dropped} empty)")
-    for group, n in sorted(result.per_group.items()):
-        print(f"  {group:<12} {n}")
-    return 0
-
-
-def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
-    from models.manifest import ModelManifest
-
-    if args.action == "show":
-        manifest = ModelManifest.read(args.dir or settings.model.dir)
-        print(manifest.model_dump_json(indent=2))
-        return 0
-
-    from adapters.adapt.bootstrap import bootstrap_model
-    from adapters.adapt.training import TrainConfig
-    from adapters.labels.dataset import read_jsonl, sample
-
-    items = read_jsonl(_corpus(settings, args.labels))
-    if len(items) < args.train_size + args.holdout_size:
-        raise BorderlineError(
-            f"{len(items)} labelled items, need --train-size + --holdout-size = "
-            f"{args.train_size + args.holdout_size}"
-        )
-    train_items = sample(items, args.train_size, seed=args.seed)
-    holdout = sample(
-        items, args.holdout_size, seed=args.seed + 1, exclude={i.item_id for i in train_items}
-    )
-    config = TrainConfig(
-        epochs=args.epochs, seed=args.seed, max_length=args.max_length or settings.model.max_length
-    )
-    out = args.out or settings.model.dir
-    result = bootstrap_model(
-        train_items,
-        holdout,
-        out,
-        config=config,
-        policy_version=settings.policy.version,
-        categories=[settings.policy.category],
-    )
-    ev = result.manifest.evaluation
-    print(f"model {result.manifest.model_version} adapter {result.manifest.adapter_version}")
-    print(f"  written to {result.model_dir}")
-    print(
-        f"  held-out kappa: int8 {ev['kappa_int8']:.3f}, torch {ev['kappa_torch']:.3f}, "
-        f"untrained head {ev['kappa_untrained_head']:.3f}"
-    )
-    parity = ev["int8_vs_torch"]
-    print(
-        f"  int8 vs torch on {parity['items']} held-out items: decisions agree "
-        f"{parity['decision_agreement']:.1%}, max probability difference "
-        f"{parity['max_abs_prob_diff']:.4f}"
-    )
-    return 0
-
-
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.service.worker import run_worker
 
-    run_worker(
-        _connected(settings), worker_id=args.id, loglevel="debug" if args.verbose else "info"
-    )
+    run_worker(connected(settings), worker_id=args.id, loglevel="debug" if args.verbose else "info")
     return 0
 
 
@@ -195,7 +55,7 @@ def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.store import ensure_store
     from streams.service.worker import run_collector
 
-    settings = _connected(settings)
+    settings = connected(settings)
     asyncio.run(ensure_store(settings))  # an empty or older store is rebuilt from the record
     run_collector(settings, worker_id=args.id)
     return 0
@@ -204,13 +64,13 @@ def _cmd_collector(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_reviewers(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.review import reviewers_command
 
-    return asyncio.run(reviewers_command(args, _connected(settings)))
+    return asyncio.run(reviewers_command(args, connected(settings)))
 
 
 def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.review import review_command
 
-    return asyncio.run(review_command(args, _connected(settings)))
+    return asyncio.run(review_command(args, connected(settings)))
 
 
 def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,10 +78,10 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo.panel import load_truth, run_simulated_panel
     from streams.service.retry import Retrying
 
-    settings = _connected(settings)
+    settings = connected(settings)
     assert settings.kafka.bootstrap_servers and settings.redis.url
     panel = parse_panel(args.reviewers or DEFAULT_PANEL)
-    truth = load_truth(str(_corpus(settings, args.data)))
+    truth = load_truth(str(corpus_path(settings, args.data)))
     if args.register:
         from redis.asyncio import Redis
 
@@ -259,9 +119,9 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.labels.dataset import read_jsonl, sample
     from streams.demo.replay import replay_items
 
-    settings = _connected(settings)
+    settings = connected(settings)
     assert settings.kafka.bootstrap_servers
-    items = read_jsonl(_corpus(settings, args.data))
+    items = read_jsonl(corpus_path(settings, args.data))
     if args.items:
         items = sample(items, min(args.items, len(items)), seed=args.seed)
     report = asyncio.run(
@@ -278,7 +138,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from streams.bench.efficiency import bench_label_efficiency
 
         bench_label_efficiency(
-            _corpus(settings, args.data),
+            corpus_path(settings, args.data),
             args.json,
             prevalences=args.prevalence,
             seeds=args.seeds,
@@ -322,7 +182,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.adapters import adapters_command
 
-    return asyncio.run(adapters_command(args, _connected(settings)))
+    return asyncio.run(adapters_command(args, connected(settings)))
 
 
 def trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -349,7 +209,7 @@ def trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
     from streams.service.trainer import TrainerConfig, run_trainer
 
-    settings = _connected(trainer_settings(args, settings))
+    settings = connected(trainer_settings(args, settings))
     run_trainer(settings, config=TrainerConfig.from_settings(settings), once=args.once)
     return 0
 
@@ -357,13 +217,13 @@ def _cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.policy import policy_command
 
-    return asyncio.run(policy_command(args, _connected(settings)))
+    return asyncio.run(policy_command(args, connected(settings)))
 
 
 def _cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.store import store_command
 
-    return asyncio.run(store_command(args, _connected(settings)))
+    return asyncio.run(store_command(args, connected(settings)))
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -413,11 +273,11 @@ def _unreachable(exc: BaseException, settings: Settings | None) -> str:
 
 _COMMANDS = {
     "config": _cmd_config,
-    "services": _cmd_services,
-    "topics": _cmd_topics,
-    "schemas": _cmd_schemas,
-    "data": _cmd_data,
-    "model": _cmd_model,
+    "services": services_command,
+    "topics": topics_command,
+    "schemas": schemas_command,
+    "data": data_command,
+    "model": model_command,
     "worker": _cmd_worker,
     "produce": _cmd_produce,
     "collector": _cmd_collector,
