@@ -13,10 +13,8 @@ from redis.asyncio import Redis
 
 from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
-from models.manifest import ModelManifest
-from streams.service.rebuild import StoreGuard, marker_key, rebuild_store
+from streams.service.rebuild import bootstrap_artifact, marker_key, rebuild_store, store_guard
 from streams.service.replay import StoreMarker, staleness
 from streams.wire.settings import Settings
 
@@ -36,16 +34,6 @@ def summary(counts: Counter[str]) -> list[str]:
     return [f"{kind:<11} {' '.join(parts)}" for kind, parts in kinds.items()]
 
 
-def _bootstrap(settings: Settings) -> AdapterArtifact | None:
-    """The base's own adapter from the model folder, when there is one (workers register it at
-    start; a rebuild registers it first, so a recorded rollback to it can be replayed)."""
-    folder = settings.model.dir / BOOTSTRAP_ARTIFACT
-    if not folder.is_dir() or not (settings.model.dir / "manifest.json").is_file():
-        return None
-    base = ModelManifest.read(settings.model.dir, verify=False).model_version
-    return AdapterArtifact.load(folder, expected_base=base)
-
-
 async def store_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
     prefix = settings.redis.key_prefix
@@ -62,7 +50,7 @@ async def store_command(args: argparse.Namespace, settings: Settings) -> int:
             prefix,
             settings.kafka.bootstrap_servers,
             settings.kafka.topics,
-            bootstrap=_bootstrap(settings),
+            bootstrap=bootstrap_artifact(settings),
         )
         for line in summary(counts):
             print(line)
@@ -86,16 +74,9 @@ async def store_command(args: argparse.Namespace, settings: Settings) -> int:
 async def ensure_store(settings: Settings) -> str | None:
     """At a collector's start: rebuild the store when it is not marked complete (see
     `streams.service.rebuild.StoreGuard`); return why it was rebuilt (None: it was not)."""
-    assert settings.redis.url is not None and settings.kafka.bootstrap_servers
-    bootstrap_servers, prefix = settings.kafka.bootstrap_servers, settings.redis.key_prefix
+    assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
-
-    async def rebuild() -> None:
-        await rebuild_store(
-            redis, prefix, bootstrap_servers, settings.kafka.topics, bootstrap=_bootstrap(settings)
-        )
-
     try:
-        return await StoreGuard(redis, prefix, rebuild).ensure()
+        return await store_guard(settings, redis).ensure()
     finally:
         await redis.aclose()

@@ -26,12 +26,14 @@ from adapters.policy.schema import Policy, PolicyError
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import (
     ADAPTER_FILE,
+    BOOTSTRAP_ARTIFACT,
     MANIFEST_FILE,
     AdapterArtifact,
     AdapterManifest,
     ArtifactError,
 )
 from adapters.registry.store import AdapterRegistry, RegistryError
+from models.manifest import ModelManifest
 from streams.service.replay import (
     STORE_EPOCH,
     Recorded,
@@ -53,6 +55,7 @@ from streams.wire.messages import (
     ReviewRequest,
     decode,
 )
+from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames
 
 __all__ = ["Rebuilder", "StoreGuard", "marker_key", "read_topics", "rebuild_store"]
@@ -331,3 +334,30 @@ class StoreGuard:
         await self.rebuild()
         self.rebuilds += 1
         return reason
+
+
+def bootstrap_artifact(settings: Settings) -> AdapterArtifact | None:
+    """The base's own adapter from the model folder, when there is one (workers register it at
+    start; a rebuild registers it first, so a recorded rollback to it can be replayed)."""
+    folder = settings.model.dir / BOOTSTRAP_ARTIFACT
+    if not folder.is_dir() or not (settings.model.dir / "manifest.json").is_file():
+        return None
+    base = ModelManifest.read(settings.model.dir, verify=False).model_version
+    return AdapterArtifact.load(folder, expected_base=base)
+
+
+def store_guard(settings: Settings, redis: Redis) -> StoreGuard:
+    """The guard a collector holds: rebuilds this deployment's store from its topics."""
+    assert settings.kafka.bootstrap_servers
+    bootstrap_servers, prefix = settings.kafka.bootstrap_servers, settings.redis.key_prefix
+
+    async def rebuild() -> None:
+        await rebuild_store(
+            redis,
+            prefix,
+            bootstrap_servers,
+            settings.kafka.topics,
+            bootstrap=bootstrap_artifact(settings),
+        )
+
+    return StoreGuard(redis, prefix, rebuild)

@@ -30,6 +30,7 @@ from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.metrics import Metrics
 from streams.service.reader import read_recent
+from streams.service.record import KafkaJournal
 from streams.service.retry import Retrying
 from streams.wire.messages import AdapterEvent, encode
 from streams.wire.settings import Settings
@@ -304,8 +305,9 @@ async def open_ports(
     kafka = settings.kafka
     assert kafka.bootstrap_servers
     bootstrap = kafka.bootstrap_servers
-    registry = AdapterRegistry(redis, prefix)
     producer = await _io(retry, "kafka", lambda: _started_producer(bootstrap, settings))
+    # every registration and promotion also goes on the record, so a lost Redis is rebuilt
+    registry = AdapterRegistry(redis, prefix, journal=KafkaJournal(producer, kafka.topics))
     try:
         yield TrainerPorts(
             labels=_retried(LabelStore(redis, prefix), retry),

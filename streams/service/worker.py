@@ -39,6 +39,7 @@ from streams.service.curate import Curator, RedisReviewBudget
 from streams.service.drift_watch import DriftWatch
 from streams.service.ledger import RedisReviewLedger
 from streams.service.metrics import Metrics, serve_metrics
+from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
 from streams.service.watchdog import BrokerProbe, Watchdog, probe_interval
@@ -213,6 +214,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         agreement_threshold=review.agreement_threshold,
         min_shared=review.min_shared,
         retry=retry,
+        guard=store_guard(settings, redis),  # Redis lost under a running collector: rebuilt
     )
     watch = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     collector.on_feedback = lambda disagreements: retry(
