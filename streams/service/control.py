@@ -31,7 +31,7 @@ from adapters.review.routing import RoutingPolicy
 from models.adapter_file import AdapterFileError
 from streams.service.metrics import Metrics
 from streams.service.outage import Outages
-from streams.service.retry import Retrying, RetryPolicy
+from streams.service.retry import Retrying, RetryPolicy, is_infrastructure
 from streams.service.serving import ServingState, next_state, routing_for
 from streams.wire.settings import PolicySettings
 
@@ -238,7 +238,9 @@ class ControlPlane:
 
     async def run(self) -> None:
         """Follow both channels until cancelled. A Redis outage is waited out, one poll interval
-        between tries; `InfrastructureError` once it outlasted the outage budget."""
+        between tries; `InfrastructureError` once it outlasted the outage budget. Any other
+        failure (a record the stores refuse, say) is logged and tried again, never fatal: the
+        current state keeps serving."""
         self._set_info(self.serving.state)
         while True:
             try:
@@ -246,7 +248,12 @@ class ControlPlane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.retry.failed("redis", exc)  # logged once per interval, raises when spent
+                if is_infrastructure(exc):
+                    self.retry.failed("redis", exc)  # once per interval; raises when spent
+                else:
+                    log.warning(
+                        "control plane: %r; following again in %g s", exc, self.poll_interval_s
+                    )
                 await self.sleep(self.poll_interval_s)
 
     async def _follow(self) -> None:

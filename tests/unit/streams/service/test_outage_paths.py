@@ -8,6 +8,7 @@ call but a rollback (applied twice it would step back twice)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,45 @@ def test_the_control_plane_polls_at_its_pace_through_an_outage_and_raises_after_
     with pytest.raises(InfrastructureError, match="redis unreachable for 10"):
         asyncio.run(control.run())
     assert time.sleeps == [2.0] * 5  # the poll interval, not the backoff
+
+
+def test_a_control_plane_failure_that_is_not_redis_is_never_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = FakeTime(now=1000.0)
+    policies = FakePolicies()
+
+    async def refused() -> None:
+        raise ValueError("a policy record the store refuses")
+
+    policies.active = refused  # type: ignore[method-assign,assignment]
+    control = ControlPlane(
+        policies=policies,
+        registry=FakeRegistry(),
+        redis=FakeRedis(time),  # type: ignore[arg-type]
+        model=FakeModel(),
+        serving=FakeServing(),
+        cache_dir=Path("/nonexistent/cache"),
+        metrics=Metrics(),
+        worker="w1",
+        poll_interval_s=2.0,
+        clock=time.clock,
+        sleep=time.sleep,
+        retry=_retry(time, budget_s=10.0),
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(control.run())
+        while time.now < 1100.0 and not task.done():  # ten budgets
+            await asyncio.sleep(0)
+        assert not task.done(), task.exception()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert "a policy record the store refuses" in caplog.text
+    assert control.retry.outages.down_for("redis") is None  # Redis answered all along
 
 
 # --- the trainer's ports --------------------------------------------------------------------------
