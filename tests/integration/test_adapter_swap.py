@@ -26,49 +26,34 @@ from adapters.registry.artifact import (
     ADAPTER_FILE,
     BOOTSTRAP_ARTIFACT,
     AdapterArtifact,
-    write_artifact,
 )
 from adapters.registry.store import AdapterRegistry
-from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from streams.demo.replay import replay_items
+from streams.embedded.launcher import WorkerProcess
 from streams.service.reader import read_topic
+from tests.redis_support import with_redis
+from tests.waiting import wait_until
 
 from .conftest import Stack
+from .helpers import inverted_adapter, samples
 
 pytestmark = pytest.mark.integration
 
 
-def _inverted(
-    model_dir: Path, out: Path, adapter_id: str, base: str | None = None
-) -> AdapterArtifact:
-    manifest = ModelManifest.read(model_dir)
-    boot = AdapterArtifact.load(
-        model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
-    )
-    params = read_adapter_file(boot.path)
-    for name in ("classifier.weight", "classifier.bias"):
-        params[name] = -params[name]
-    return write_artifact(
-        out,
-        adapter_id=adapter_id,
-        params=params,
-        base_model_version=base or manifest.model_version,
-        policy_version="v1",
-        labels=manifest.labels,
-        parent_id=boot.adapter_id,
-    )
-
-
 def _registry_call(stack: Stack, fn: Any) -> Any:
-    async def run() -> Any:
-        redis = Redis.from_url(stack.redis_url)
-        try:
-            return await fn(AdapterRegistry(redis, f"test-{stack.tag}"), redis)
-        finally:
-            await redis.aclose()
+    return with_redis(
+        stack.redis_url, lambda redis: fn(AdapterRegistry(redis, f"test-{stack.tag}"), redis)
+    )
 
-    return asyncio.run(run())
+
+def _refused(worker: WorkerProcess) -> float:
+    found = samples(worker, "borderline_adapter_swaps_total")
+    return sum(value for labels, value in found if labels.get("result") == "refused")
+
+
+def _decided_by(worker: WorkerProcess) -> float:
+    return sum(value for _, value in samples(worker, "borderline_items_total"))
 
 
 def _decisions(stack: Stack, until: Any, timeout_s: float = 120) -> list[dict[str, Any]]:
@@ -84,7 +69,7 @@ def test_promote_then_rollback_while_two_workers_stream(
 ) -> None:
     manifest = ModelManifest.read(stack.model_dir)
     boot_id = manifest.adapter_version
-    inverted = _inverted(stack.model_dir, tmp_path / "inverted", f"inverted-{stack.tag}")
+    inverted = inverted_adapter(stack.model_dir, tmp_path / "inverted", f"inverted-{stack.tag}")
     boot = AdapterArtifact.load(
         stack.model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
     )
@@ -109,7 +94,9 @@ def test_promote_then_rollback_while_two_workers_stream(
 
     producer = threading.Thread(target=produce)
     producer.start()
-    time.sleep(5)
+    # traffic first: both workers decide on the bootstrap before the promotion
+    for worker in (a, b):
+        wait_until(lambda w=worker: _decided_by(w) >= 30, 60, 0.2, f"{worker.worker_id} deciding")
     promoted = _registry_call(
         stack,
         lambda reg, _r: reg.promote(inverted.adapter_id, actor="test", reason="integration test"),
@@ -118,7 +105,8 @@ def test_promote_then_rollback_while_two_workers_stream(
     assert promoted.previous == boot_id and promoted.action == "promote"
     # a worker that starts after the promotion serves the new adapter before any traffic
     late = stack.start_worker("late", app_id=f"late-{stack.tag}")
-    time.sleep(4)
+    # the rollback waits until the late worker has decided (on the promoted adapter)
+    wait_until(lambda: _decided_by(late) >= 1, 60, 0.2, "the late worker's first decision")
     rolled = _registry_call(
         stack, lambda reg, _r: reg.rollback("v1", actor="test", reason="integration test")
     )
@@ -183,9 +171,9 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     stack: Stack, corpus: Path, tmp_path: Path
 ) -> None:
     manifest = ModelManifest.read(stack.model_dir)
-    good = _inverted(stack.model_dir, tmp_path / "good", f"good-{stack.tag}")
-    corrupt = _inverted(stack.model_dir, tmp_path / "corrupt", f"corrupt-{stack.tag}")
-    foreign = _inverted(
+    good = inverted_adapter(stack.model_dir, tmp_path / "good", f"good-{stack.tag}")
+    corrupt = inverted_adapter(stack.model_dir, tmp_path / "corrupt", f"corrupt-{stack.tag}")
+    foreign = inverted_adapter(
         stack.model_dir, tmp_path / "foreign", f"foreign-{stack.tag}", base="m-another-base"
     )
 
@@ -202,14 +190,14 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     _registry_call(stack, setup)
     worker = stack.start_worker("w")
     items: list[LabeledItem] = sample(read_jsonl(corpus), 60, seed=41)
-    for bad in (corrupt, foreign):
+    for count, bad in enumerate((corrupt, foreign), start=1):
         _registry_call(
             stack,
             lambda reg, _r, bad=bad: reg.promote(
                 bad.adapter_id, actor="test", reason="should be refused"
             ),
         )
-        time.sleep(3)
+        wait_until(lambda n=count: _refused(worker) >= n, 30, 0.2, f"refusal {count}")
     asyncio.run(replay_items(stack.bootstrap_servers, stack.topics.items, items))
     ids = {i.item_id for i in items}
     decisions = _decisions(stack, lambda msgs: ids <= {m["item_id"] for m in msgs})

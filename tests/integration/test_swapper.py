@@ -23,9 +23,8 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.policy.store import PolicyStore
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
-from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.classify import Classifier
@@ -36,6 +35,9 @@ from streams.service.metrics import Metrics
 from streams.service.serving import ServingState, routing_for
 from streams.wire.settings import PolicySettings
 from streams.wire.topics import TopicNames
+from tests.redis_support import redis_client
+
+from .helpers import inverted_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +71,7 @@ class Rig:
     boot: AdapterArtifact
     inverted: AdapterArtifact
     manifest: ModelManifest
+    model_dir: Path
     tmp: Path
 
     def refused(self) -> float:
@@ -77,20 +80,10 @@ class Rig:
         )
         return value or 0.0
 
-    def variant(self, adapter_id: str, *, base: str | None = None, negate: bool = True) -> Any:
-        """Another adapter from the bootstrap's tensors (head negated unless ``negate`` is off)."""
-        params = read_adapter_file(self.boot.path)
-        if negate:
-            for name in ("classifier.weight", "classifier.bias"):
-                params[name] = -params[name]
-        return write_artifact(
-            self.tmp / "adapters" / adapter_id,
-            adapter_id=adapter_id,
-            params=params,
-            base_model_version=base or self.manifest.model_version,
-            policy_version="v1",
-            labels=self.manifest.labels,
-            parent_id=self.boot.adapter_id,
+    def variant(self, adapter_id: str, *, base: str | None = None) -> AdapterArtifact:
+        """Another adapter: the bootstrap's with its head negated (claiming ``base``, if given)."""
+        return inverted_adapter(
+            self.model_dir, self.tmp / "adapters" / adapter_id, adapter_id, base=base
         )
 
 
@@ -110,8 +103,7 @@ def _run(
     prefix = f"test-swap-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        redis = Redis.from_url(services.redis_url)
-        try:
+        async with redis_client(services.redis_url) as redis:
             registry = AdapterRegistry(redis, prefix)
             metrics = Metrics()
             configured = ServingState(routing_for(PolicySettings(version="v1")), boot.adapter_id)
@@ -151,14 +143,13 @@ def _run(
                 boot=boot,
                 inverted=boot,  # replaced just below
                 manifest=manifest,
+                model_dir=model_dir,
                 tmp=tmp,
             )
             rig.inverted = rig.variant(f"inverted-{prefix}")
             assert await registry.register(boot)
             assert await registry.register(rig.inverted)
             await body(rig)
-        finally:
-            await redis.aclose()
 
     asyncio.run(main())
 
