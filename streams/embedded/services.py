@@ -125,6 +125,30 @@ class EmbeddedServices:
             raise
         return self._endpoints
 
+    def restart(self, name: ServiceName, *, kill: bool = True) -> None:
+        """Stop one service (SIGKILL with ``kill``, else SIGTERM) and start it again on the same
+        port, as a crash and a supervisor's restart would. A memory-only tansu comes back
+        empty: no topics, no offsets (see README, "Broker restarts")."""
+        with self._lock:
+            old = next((c for c in self._children if c.name == name), None)
+            if old is None:
+                raise ServiceError(f"{name} is not running: start() the services first")
+            if kill:
+                signal_group(old.process.pid, signal.SIGKILL)
+                old.process.wait()
+            else:
+                stop_children([old], self._stop_grace_s)
+            self._children.remove(old)
+            _start_one(
+                name,
+                old.binary,
+                self._state_dir,
+                self._start_timeout_s,
+                self._children,
+                self._stop_grace_s,
+                port=old.port,
+            )
+
     def stop(self) -> None:
         """SIGTERM every child, SIGKILL what is left after the grace period. Idempotent."""
         with self._lock:
@@ -258,12 +282,17 @@ def _start_one(
     timeout_s: float,
     children: list[Child],
     grace_s: float,
+    *,
+    port: int | None = None,
 ) -> Child:
+    """Start one service on ``port`` (a restart), or on a free port, tried a few times."""
     log_path = state_dir / ("tansu.log" if name == "tansu" else "redis.log")
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = free_port()
+    attempts = 1 if port is not None else _PORT_ATTEMPTS
+    fixed = port
+    for attempt in range(1, attempts + 1):
+        port = fixed if fixed is not None else free_port()
         try:
-            with log_path.open("wb") as log:
+            with log_path.open("ab" if fixed is not None else "wb") as log:
                 process = subprocess.Popen(
                     _argv(name, binary, port, state_dir),
                     stdin=subprocess.DEVNULL,
@@ -282,7 +311,7 @@ def _start_one(
             return child
         tail = log_tail(log_path)
         port_taken = "in use" in tail.lower()
-        if port_taken and attempt < _PORT_ATTEMPTS:
+        if port_taken and attempt < attempts:
             children.remove(child)
             continue
         reason = "the port is already in use" if port_taken else "see its log"

@@ -38,6 +38,7 @@ __all__ = [
     "add_batch_agent",
     "add_guarded_task",
     "add_periodic",
+    "add_topic_check",
     "exit_now",
     "make_app",
     "run_app",
@@ -217,6 +218,28 @@ def add_periodic(
             on_fatal(exc)
 
     app.timer(interval_s, name=name)(tick)
+
+
+def add_topic_check(
+    app: faust.App,
+    check: Callable[[], Awaitable[None]],
+    *,
+    interval_s: float,
+    retry: Retrying,
+    on_fatal: Callable[[BaseException], None] = exit_now,
+) -> None:
+    """Run ``check`` (a `streams.service.topic_watch.TopicWatch`) every ``interval_s`` against
+    the broker: topics a restarted broker lost are made again before the next outputs go out.
+    A broker that does not answer is an outage of ``kafka`` like any other (see `add_periodic`)."""
+    add_periodic(
+        app,
+        check,
+        interval_s=interval_s,
+        name="topic_check",
+        retry=retry,
+        target="kafka",
+        on_fatal=on_fatal,
+    )
 
 
 class Worker(faust.Worker):

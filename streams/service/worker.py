@@ -29,6 +29,7 @@ from streams.service.app import (
     add_batch_agent,
     add_guarded_task,
     add_periodic,
+    add_topic_check,
     make_app,
     run_app,
 )
@@ -42,6 +43,7 @@ from streams.service.metrics import Metrics, serve_metrics
 from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
+from streams.service.topic_watch import TopicWatch
 from streams.service.watchdog import BrokerProbe, Watchdog, probe_interval
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
@@ -49,6 +51,9 @@ from streams.wire.topics import ensure_topics
 __all__ = ["default_worker_id", "run_collector", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+TOPIC_CHECK_S = 2.0
+"""How often a process checks that its topics still exist (one metadata request)."""
 
 
 def default_worker_id() -> str:
@@ -76,6 +81,21 @@ def _add_watchdog(app: faust.App, settings: Settings, redis: Redis, retry: Retry
         interval_s=probe_interval(settings.resilience.outage_budget_s),
     )
     add_guarded_task(app, watchdog.run)
+
+
+def _add_topic_check(app: faust.App, settings: Settings, retry: Retrying) -> None:
+    """Every few seconds, make again the topics a restarted broker lost (`TopicWatch`)."""
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers
+    watch = TopicWatch(
+        kafka.bootstrap_servers,
+        kafka.topics.all(),
+        kafka.partitions,
+        kafka.replication_factor,
+        timeout_s=settings.resilience.call_timeout_s,
+    )
+    interval_s = min(TOPIC_CHECK_S, probe_interval(settings.resilience.outage_budget_s))
+    add_topic_check(app, watch, interval_s=interval_s, retry=retry)
 
 
 def _serve_metrics(settings: Settings) -> Metrics:
@@ -179,6 +199,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     )
     add_guarded_task(app, control.run)  # exits once Redis outlasted the outage budget
     _add_watchdog(app, settings, redis, retry)
+    _add_topic_check(app, settings, retry)
     log.info(
         "worker %s serving model %s adapter %s policy %s",
         worker_id,
@@ -247,5 +268,6 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         target="redis",
     )
     _add_watchdog(app, settings, redis, retry)
+    _add_topic_check(app, settings, retry)
     log.info("collector %s on %s", worker_id, settings.kafka.topics.review_labels)
     run_app(app, loop, loglevel=loglevel, log_every_s=settings.resilience.log_interval_s)

@@ -1,0 +1,116 @@
+"""A broker restart under a running worker, as an unlucky operator meets it: a real `borderline
+worker` on a tansu of the test's own (memory storage: a restart forgets every topic), killed
+and started again on the same port. The worker notices the topics are gone, makes them again
+with their partitions, says so, and decides the items sent after the restart, without exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adapters.labels.dataset import read_jsonl, sample
+from streams.demo.replay import replay_items
+from streams.embedded.launcher import WorkerProcess, start_worker
+from streams.embedded.services import EmbeddedServices
+from streams.service.reader import read_topic
+from streams.wire.settings import Settings
+from streams.wire.topics import TopicNames, ensure_topics
+from tests.waiting import Progress, wait_until
+
+from .outages import log_lines
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+
+
+@pytest.fixture
+def private_services(tmp_path: Path) -> Iterator[EmbeddedServices]:
+    services = EmbeddedServices(state_dir=tmp_path / "services")
+    services.start()
+    yield services
+    services.stop()
+
+
+def _topics(bootstrap_servers: str) -> dict[str, int]:
+    """Every topic the broker reports, with its partition count."""
+
+    async def main() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        await admin.start()
+        try:
+            names = await admin.list_topics()
+            described: list[Any] = await admin.describe_topics(names) if names else []
+            return {d["topic"]: len(d["partitions"]) for d in described}
+        finally:
+            await admin.close()
+
+    return asyncio.run(main())
+
+
+def _decided(bootstrap_servers: str, topic: str, ids: set[str], timeout_s: float) -> set[str]:
+    decisions = asyncio.run(
+        read_topic(
+            bootstrap_servers,
+            topic,
+            until=lambda msgs: ids <= {m["item_id"] for m in msgs},
+            timeout_s=timeout_s,
+        )
+    )
+    return ids & {d["item_id"] for d in decisions}
+
+
+def test_a_worker_remakes_the_topics_of_a_restarted_memory_broker_and_goes_on(
+    private_services: EmbeddedServices, model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    endpoints = private_services.endpoints
+    bootstrap = endpoints.bootstrap_servers
+    topics = TopicNames()
+    asyncio.run(ensure_topics(bootstrap, topics.all(), PARTITIONS))
+    settings = Settings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": bootstrap, "partitions": PARTITIONS},
+            "redis": {"url": endpoints.redis_url},
+            "model": {"dir": str(model_dir)},
+            "worker": {"scorer_threads": 1, "adapter_cache_dir": str(tmp_path / "cache")},
+        }
+    )
+    log = tmp_path / "worker.log"
+    worker: WorkerProcess = start_worker(settings, "restarted", log)
+    try:
+        items = sample(read_jsonl(corpus), 80, seed=31)
+        before, after = items[:30], items[30:]
+        asyncio.run(replay_items(bootstrap, topics.items, before))
+        ids = {i.item_id for i in before}
+        assert _decided(bootstrap, topics.decisions, ids, timeout_s=60) == ids
+
+        private_services.restart("tansu")  # SIGKILL, then the same port, empty
+        restarted = time.monotonic()
+
+        def remade() -> Progress:
+            present = _topics(bootstrap)
+            done = all(present.get(t) == PARTITIONS for t in topics.all())
+            return Progress(done, {"topics": present})
+
+        wait_until(remade, timeout_s=30, what="the worker re-creating its topics")
+        assert any("re-creating" in line for line in log_lines(log)), log_lines(log)[-5:]
+
+        asyncio.run(replay_items(bootstrap, topics.items, after))
+        ids = {i.item_id for i in after}
+        decided = _decided(bootstrap, topics.decisions, ids, timeout_s=90)
+        assert decided == ids, (
+            f"{len(ids - decided)} of {len(ids)} items sent after the restart never decided; "
+            f"{log_lines(log)[-5:]}"
+        )
+        assert time.monotonic() - restarted < 120
+        assert worker.process.poll() is None, log_lines(log)[-5:]  # no exit, no restart
+    finally:
+        worker.stop(signal.SIGKILL, timeout_s=5)
