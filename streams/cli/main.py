@@ -160,6 +160,11 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             min_eval_items=args.min_eval_items,
         )
         return 0
+    if args.action == "chaos":
+        from streams.bench.chaos import bench_chaos
+
+        bench_chaos(settings, json_path=args.json, items=args.items, rate=args.rate, seed=args.seed)
+        return 0
     if args.action == "swap":
         from streams.bench.swap import bench_swap
 

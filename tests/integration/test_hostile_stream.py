@@ -10,11 +10,11 @@ import base64
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from streams.bench.hostile import DECIDED, KINDS, hostile_messages
 from streams.demo.replay import replay_raw
 from streams.service.reader import read_topic
 
@@ -22,93 +22,12 @@ from .conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-DECIDED = "decided"
-
-
-def _item(i: int, text: str, **extra: Any) -> bytes:
-    return json.dumps({"item_id": f"h{i}", "text": text, **extra}).encode()
-
-
-# kind -> (value for message i, what must happen to it: DECIDED or a dead-letter reason)
-KINDS: dict[str, tuple[Callable[[int], bytes], str]] = {
-    "not_json": (lambda i: b"{not json %d" % i, "invalid_json"),
-    "bom": (lambda i: b"\xef\xbb\xbf" + _item(i, "x"), "invalid_json"),
-    "bad_utf8": (lambda i: b'{"item_id": "h%d", "text": "\xff\xfe"}' % i, "invalid_utf8"),
-    "missing_text": (lambda i: json.dumps({"item_id": f"h{i}"}).encode(), "invalid_fields"),
-    "empty_text": (lambda i: _item(i, "   "), "empty_text"),
-    "ideographic_space": (lambda i: _item(i, "\u3000\u3000"), "empty_text"),
-    "text_too_large": (lambda i: _item(i, "a" * 5000), "text_too_large"),
-    "future_schema": (lambda i: _item(i, "x", schema_version=9), "unknown_schema_version"),
-    "schema_true": (lambda i: _item(i, "x", schema_version=True), "unknown_schema_version"),
-    "deep_array": (lambda i: b"[" * 10_000 + b"]" * 10_000 + b" " * i, "too_deeply_nested"),
-    "deep_metadata": (
-        lambda i: (
-            b'{"item_id": "h%d", "text": "x", "metadata": ' % i
-            + b'{"k": ' * 10_000
-            + b'"v"'
-            + b"}" * 10_001
-        ),
-        "too_deeply_nested",
-    ),
-    "lone_surrogate": (
-        lambda i: b'{"item_id": "h%d", "text": "buy \\ud800 now"}' % i,
-        "invalid_unicode",
-    ),
-    "surrogate_id": (lambda i: b'{"item_id": "\\udfff%d", "text": "x"}' % i, "invalid_unicode"),
-    "surrogate_metadata": (
-        lambda i: b'{"item_id": "h%d", "text": "x", "metadata": {"\\ud800": "v"}}' % i,
-        "invalid_unicode",
-    ),
-    "huge": (lambda i: _item(i, "x" * 800_000), "value_too_large"),
-    "empty_value": (lambda i: b"", "empty_value"),
-    "nan": (lambda i: b'{"item_id": "h%d", "text": "x", "produced_at": NaN}' % i, "invalid_json"),
-    "infinity": (
-        lambda i: b'{"item_id": "h%d", "text": "x", "produced_at": -Infinity}' % i,
-        "invalid_json",
-    ),
-    "overflow": (
-        lambda i: b'{"item_id": "h%d", "text": "x", "produced_at": 1e400}' % i,
-        "invalid_fields",
-    ),
-    "negative_time": (lambda i: _item(i, "x", produced_at=-5), "invalid_fields"),
-    "milliseconds": (lambda i: _item(i, "x", produced_at=1_700_000_000_000), "invalid_fields"),
-    "array": (lambda i: json.dumps([i, "x"]).encode(), "invalid_json"),
-    "string": (lambda i: json.dumps(f"item {i}").encode(), "invalid_json"),
-    "null": (lambda i: b"null" + b" " * i, "invalid_json"),
-    "extra_field": (lambda i: _item(i, "x", admin=True), "invalid_fields"),
-    "metadata_not_strings": (lambda i: _item(i, "x", metadata={"n": [1, 2]}), "invalid_fields"),
-    "long_id": (
-        lambda i: json.dumps({"item_id": f"{i}" + "x" * 300, "text": "x"}).encode(),
-        "invalid_fields",
-    ),
-    "empty_id": (lambda i: json.dumps({"item_id": "", "text": f"x{i}"}).encode(), "invalid_fields"),
-    "numeric_id": (lambda i: json.dumps({"item_id": i, "text": "x"}).encode(), "invalid_fields"),
-    # hostile but legitimate: decided
-    "script": (
-        lambda i: _item(i, "<script>alert(1)</script><img src=x onerror=alert(2)>"),
-        DECIDED,
-    ),
-    "emoji_rtl_zero_width": (
-        lambda i: _item(i, "free \U0001f600 \u202e\u200b\u200d gift"),
-        DECIDED,
-    ),
-    "nul_and_controls": (lambda i: _item(i, "cheap\u0000pills\u0007\u001b[31m now"), DECIDED),
-    "combining_flood": (lambda i: _item(i, "Z" + "\u0301" * 1500), DECIDED),
-    "surrogate_pair": (lambda i: b'{"item_id": "h%d", "text": "win \\ud83d\\ude00"}' % i, DECIDED),
-    "duplicate_keys": (lambda i: b'{"item_id": "h%d", "text": "a", "text": "b"}' % i, DECIDED),
-}
 PER_KIND = 30
 
 
 def _messages() -> list[tuple[str, bytes, bytes]]:
     """(kind, key, value) for every message; item ids are unique across kinds."""
-    out = []
-    n = 0
-    for kind, (make, _) in KINDS.items():
-        for _ in range(PER_KIND):
-            out.append((kind, f"{kind}-{n}".encode(), make(n)))
-            n += 1
-    return out
+    return hostile_messages(PER_KIND)
 
 
 def _whole_sha(letter: dict[str, Any]) -> str:
