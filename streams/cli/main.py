@@ -76,6 +76,7 @@ def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.offline.simulation import DEFAULT_PANEL, parse_panel
     from streams.demo.panel import load_truth, run_simulated_panel
+    from streams.service.outage import throttled_logs
     from streams.service.retry import Retrying
 
     settings = connected(settings)
@@ -100,17 +101,18 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
         f"SIMULATED expert panel: {', '.join(r.reviewer_id for r in panel)} "
         f"({args.per_item} per item); Ctrl-C to stop"
     )
-    stats = asyncio.run(
-        run_simulated_panel(
-            settings.kafka.bootstrap_servers,
-            settings.kafka.topics,
-            panel,
-            truth,
-            per_item=args.per_item,
-            seed=args.seed,
-            retry=Retrying.for_process(settings),
+    with throttled_logs(settings.resilience.log_interval_s):  # an outage said once per interval
+        stats = asyncio.run(
+            run_simulated_panel(
+                settings.kafka.bootstrap_servers,
+                settings.kafka.topics,
+                panel,
+                truth,
+                per_item=args.per_item,
+                seed=args.seed,
+                retry=Retrying.for_process(settings),
+            )
         )
-    )
     print(f"answered {stats.requests} requests with {stats.labels} labels")
     return 0
 

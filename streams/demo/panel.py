@@ -5,12 +5,14 @@ Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_fo
 change can flip what the experts say. Never part of a production deployment.
 
 Delivering labels and committing what was read ride out a broker outage under the retry policy
-(`streams.service.retry`); once the broker outlasted the outage budget, `InfrastructureError`
+(`streams.service.retry`), and so does a metadata request every few seconds (an idle panel
+notices an outage too); once the broker outlasted the outage budget, `InfrastructureError`
 (one line)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -25,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
 from streams.service.outage import Outages
 from streams.service.retry import Retrying, RetryPolicy
+from streams.service.watchdog import probe_interval
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
 from streams.wire.settings import ResilienceSettings
@@ -33,6 +37,9 @@ from streams.wire.topics import TopicNames
 __all__ = ["PanelStats", "load_truth", "run_simulated_panel"]
 
 log = logging.getLogger(__name__)
+
+STOP_WITHIN_S = 4.0
+"""How long the consumer and the producer each get to stop."""
 
 
 @dataclass
@@ -68,21 +75,43 @@ async def run_simulated_panel(
     )
     stop = stop or asyncio.Event()
     rng = np.random.default_rng(seed)
-    consumer = AIOKafkaConsumer(
-        topics.review_requests,
-        bootstrap_servers=bootstrap_servers,
-        group_id=group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
+    group = group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}"
+    # starting joins the group, which takes seconds when all is well: the budget bounds it
+    consumer = await retry(
+        "kafka",
+        lambda: _started(
+            AIOKafkaConsumer(
+                topics.review_requests,
+                bootstrap_servers=bootstrap_servers,
+                group_id=group,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=100,
+            )
+        ),
+        attempt_timeout_s=retry.policy.budget_s,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    await consumer.start()
-    await producer.start()
+    try:
+        producer = await retry(
+            "kafka",
+            lambda: _started(AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")),
+        )
+    except BaseException:
+        await _stop(consumer)
+        raise
     due: list[tuple[float, int, ReviewLabel]] = []  # (when, tie-break, label)
     counter = 0
+    every_s, probed = probe_interval(retry.policy.budget_s), time.monotonic()
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=500)
+            if time.monotonic() - probed >= every_s:  # the consumer retries a lost broker
+                await retry("kafka", consumer.topics)  # forever, quietly: ask it ourselves
+                probed = time.monotonic()
+            try:  # a rebalance waits for the broker without a timeout: look again meanwhile
+                batch = await asyncio.wait_for(
+                    consumer.getmany(timeout_ms=100, max_records=500), 1.0
+                )
+            except TimeoutError:
+                batch = {}
             now = time.time()
             for records in batch.values():
                 for record in records:
@@ -124,11 +153,31 @@ async def run_simulated_panel(
             if ready:
                 await retry("kafka", partial(_send_all, producer, topics.review_labels, ready))
                 stats.labels += len(ready)
-            await retry("kafka", consumer.commit)
+            if batch:  # offsets move only with what was read (and a join holds a commit)
+                await retry("kafka", consumer.commit)
     finally:
-        await consumer.stop()
-        await producer.stop()
+        await _stop(consumer)
+        await _stop(producer)
     return stats
+
+
+C = TypeVar("C", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+async def _started(client: C) -> C:
+    """``client`` started (a fresh one per try: one that failed to start is not reused)."""
+    try:
+        await client.start()
+    except BaseException:
+        await _stop(client)
+        raise
+    return client
+
+
+async def _stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """A broker that is gone would hold the last commit or flush for ever: bounded."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.stop(), STOP_WITHIN_S)
 
 
 async def _send_all(producer: AIOKafkaProducer, topic: str, labels: list[ReviewLabel]) -> None:

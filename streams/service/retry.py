@@ -149,16 +149,22 @@ class Retrying:
         operation: Callable[[], Awaitable[T]],
         *,
         retry_on: Callable[[BaseException], bool] = is_infrastructure,
+        attempt_timeout_s: float | None = None,
     ) -> T:
         """Run ``operation`` until it succeeds; an error ``retry_on`` refuses is raised at once;
-        `InfrastructureError` when the budget is spent."""
+        `InfrastructureError` when the budget is spent. ``attempt_timeout_s`` replaces the
+        policy's for a call that may take longer when all is well (joining a consumer group)."""
         clock = self.outages.clock
+        timeout_s = attempt_timeout_s or self.policy.attempt_timeout_s
         failures = 0
         first: float | None = None
         while True:
             started = clock()
+            spent = max(
+                self.outages.down_for(target) or 0.0, 0.0 if first is None else started - first
+            )
             try:
-                result = await self._attempt(operation)
+                result = await self._attempt(operation, timeout_s, self.policy.budget_s - spent)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -176,10 +182,14 @@ class Retrying:
                 self.outages.succeeded(target)
                 return result
 
-    async def _attempt(self, operation: Callable[[], Awaitable[T]]) -> T:
-        if self.policy.attempt_timeout_s is None:
+    @staticmethod
+    async def _attempt(
+        operation: Callable[[], Awaitable[T]], timeout_s: float | None, left_s: float
+    ) -> T:
+        """One try, cut at the attempt timeout, or sooner when less of the budget is left."""
+        if timeout_s is None:
             return await operation()
-        async with asyncio.timeout(self.policy.attempt_timeout_s):
+        async with asyncio.timeout(max(0.05, min(timeout_s, left_s))):
             return await operation()
 
     def _count(self, target: str) -> None:

@@ -41,6 +41,7 @@ from streams.service.metrics import Metrics, serve_metrics
 from streams.service.outage import throttled_logs
 from streams.service.retry import Retrying, is_infrastructure, open_redis
 from streams.service.trainer_ports import TrainerPorts, judge_live, open_ports
+from streams.service.watchdog import Watchdog
 from streams.wire.messages import AdapterEvent
 from streams.wire.ready import TRAINER_READY
 from streams.wire.settings import Settings
@@ -352,7 +353,8 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
     ``settings.gate.interval_s`` seconds (``once``: one forced step). Broker and Redis calls
     ride out an outage under the retry policy (untimed: training and judging take their time);
     a step that fails on one anyway (a rollback is never repeated inside a step) is tried again
-    at the next interval, until the outage budget is spent: then one line, exit 2."""
+    at the next interval, until the outage budget is spent: then one line, exit 2. A watchdog
+    probes both meanwhile, so an idle trainer notices an outage too."""
     assert settings.redis.url is not None
     resilience = settings.resilience
 
@@ -370,24 +372,38 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
             ) as ports:
                 trainer = Trainer(ports, config)
                 print(TRAINER_READY, flush=True)
-                while True:
-                    try:
-                        report = await trainer.step(state, force=once)
-                    except Exception as exc:
-                        if not is_infrastructure(exc):
-                            raise
-                        retry.failed("redis", exc)  # raises once the budget is spent
-                        await asyncio.sleep(settings.gate.interval_s)
-                        continue
-                    if report is not None:
-                        print(json.dumps(report), flush=True)
-                    elif once:
-                        print(f"no candidate: {state.reason}", flush=True)
-                    if once:
-                        return
-                    await asyncio.sleep(settings.gate.interval_s)
+                tasks = [
+                    asyncio.ensure_future(_steps(trainer, state, retry, settings, once)),
+                    asyncio.ensure_future(Watchdog.for_services(settings, redis, retry).run()),
+                ]
+                try:  # until the steps end (once) or either raises (a spent budget)
+                    await next(asyncio.as_completed(tasks))
+                finally:
+                    for task in tasks:
+                        task.cancel()
         finally:
             await redis.aclose()
 
     with throttled_logs(resilience.log_interval_s):
         asyncio.run(main())
+
+
+async def _steps(
+    trainer: Trainer, state: TrainerState, retry: Retrying, settings: Settings, once: bool
+) -> None:
+    while True:
+        try:
+            report = await trainer.step(state, force=once)
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
+            retry.failed("redis", exc)  # raises once the budget is spent
+            await asyncio.sleep(settings.gate.interval_s)
+            continue
+        if report is not None:
+            print(json.dumps(report), flush=True)
+        elif once:
+            print(f"no candidate: {state.reason}", flush=True)
+        if once:
+            return
+        await asyncio.sleep(settings.gate.interval_s)

@@ -10,8 +10,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiokafka import AIOKafkaClient
+from redis.asyncio import Redis
 
 from streams.service.retry import Retrying
+from streams.wire.settings import Settings
 
 __all__ = ["BrokerProbe", "Watchdog", "probe_interval"]
 
@@ -45,8 +47,26 @@ class Watchdog:
         self.interval_s = interval_s
         self.sleep = sleep
 
+    @classmethod
+    def for_services(cls, settings: Settings, redis: Redis, retry: Retrying) -> Watchdog:
+        """The broker (a metadata request) and Redis (PING) of these settings, probed at the
+        pace `probe_interval` sets for the outage budget."""
+        assert settings.kafka.bootstrap_servers
+        resilience = settings.resilience
+        broker = BrokerProbe(settings.kafka.bootstrap_servers, timeout_s=resilience.call_timeout_s)
+        return cls(
+            {"kafka": broker, "redis": redis.ping},
+            retry,
+            interval_s=probe_interval(resilience.outage_budget_s),
+        )
+
     async def run(self) -> None:
-        await asyncio.gather(*(self._watch(target, probe) for target, probe in self.probes.items()))
+        try:
+            await asyncio.gather(*(self._watch(t, probe) for t, probe in self.probes.items()))
+        finally:
+            for probe in self.probes.values():
+                if isinstance(probe, BrokerProbe):
+                    await probe.close()
 
     async def _watch(self, target: str, probe: Probe) -> None:
         while True:

@@ -44,7 +44,7 @@ from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
 from streams.service.topic_watch import TopicWatch
-from streams.service.watchdog import BrokerProbe, Watchdog, probe_interval
+from streams.service.watchdog import Watchdog, probe_interval
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
@@ -71,16 +71,7 @@ async def _prepare(settings: Settings, redis: Redis, retry: Retrying) -> None:
 
 def _add_watchdog(app: faust.App, settings: Settings, redis: Redis, retry: Retrying) -> None:
     """Probe the broker and Redis every few seconds (see `streams.service.watchdog`)."""
-    assert settings.kafka.bootstrap_servers
-    broker = BrokerProbe(
-        settings.kafka.bootstrap_servers, timeout_s=settings.resilience.call_timeout_s
-    )
-    watchdog = Watchdog(
-        {"kafka": broker, "redis": redis.ping},
-        retry,
-        interval_s=probe_interval(settings.resilience.outage_budget_s),
-    )
-    add_guarded_task(app, watchdog.run)
+    add_guarded_task(app, Watchdog.for_services(settings, redis, retry).run)
 
 
 def _add_topic_check(app: faust.App, settings: Settings, retry: Retrying) -> None:

@@ -203,6 +203,23 @@ def test_a_stalled_try_is_cut_at_the_attempt_timeout_and_retried() -> None:
     assert len(calls) == 2
 
 
+def test_a_stalled_try_never_outlasts_the_budget() -> None:
+    async def stalled() -> str:
+        await asyncio.sleep(60)  # a broker that is gone and a client that waits for it
+        return "never"
+
+    r = Retrying(RetryPolicy(budget_s=0.3, attempt_timeout_s=10.0), rng=random.Random(0))
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(InfrastructureError, match=r"outage budget 0\.3 s"):
+            await r("kafka", stalled)
+        return loop.time() - started
+
+    assert asyncio.run(main()) < 2.0  # not the 10 s of one try
+
+
 def test_a_try_that_hung_counts_from_when_it_began() -> None:
     time = FakeTime()
     r = _retrying(time, RetryPolicy(budget_s=10.0))
