@@ -119,12 +119,12 @@ class _Chaos:
     def __init__(
         self,
         run: Settings,
-        servers: tuple[Server, Server],
+        pair: tuple[Server, Server],
         sup: Supervisor,
         mon: Monitor,
         probe: Callable[[], dict[str, Any]],
     ) -> None:
-        self.run, (self.broker, self.redis), self.sup, self.mon = run, servers, sup, mon
+        self.run, (self.broker, self.redis), self.sup, self.mon = run, pair, sup, mon
         self.probe = probe  # what the store and the stream look like just before a fault
         self.timeline: list[dict[str, Any]] = []
         self.threads: list[threading.Thread] = []
@@ -142,8 +142,10 @@ class _Chaos:
             self._hostile(hostile, hostile / max(fault.duration_s, 1.0))
         elif fault.kind == STALL_REDIS:
             self.redis.signal(signal.SIGSTOP)
-            time.sleep(stall_s)
-            self.redis.signal(signal.SIGCONT)
+            try:
+                time.sleep(stall_s)
+            finally:
+                self.redis.signal(signal.SIGCONT)
             entry.update(signal="SIGSTOP", stalled_s=stall_s)
         elif fault.kind == KILL_REDIS:
             self.redis.kill()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from adapters.labels.store import LabelStore
@@ -187,13 +188,13 @@ async def produce(
                 try:
                     if producer is None:
                         producer = AIOKafkaProducer(
-                            bootstrapservers=bootstrap, acks="all", request_timeout_ms=10_000
+                            bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000
                         )
                         await producer.start()
                     await producer.send_and_wait(topic, value=value, key=key)
                     acked.append((item_id, hashlib.sha256(value).hexdigest()))
                     break
-                except Exception:
+                except (KafkaError, OSError, TimeoutError):
                     if producer is not None:
                         with contextlib.suppress(Exception):
                             await producer.stop()
