@@ -40,6 +40,7 @@ __all__ = [
     "add_periodic",
     "add_topic_check",
     "exit_now",
+    "forget_positions",
     "make_app",
     "run_app",
 ]
@@ -240,6 +241,24 @@ def add_topic_check(
         target="kafka",
         on_fatal=on_fatal,
     )
+
+
+async def forget_positions(app: faust.App) -> None:
+    """After a broker restart (topics found gone), read every assigned partition from 0 again.
+
+    faust keeps each partition's last read offset in memory and drops any message below it
+    (a redelivery, it assumes); a restarted memory broker starts every partition at 0 again, so
+    without this a worker would skip as many new items as it had read before. Its partitions are
+    sought to 0 and their acked and committed offsets forgotten. On a broker that lost a topic
+    without restarting, this re-reads what it still holds: duplicates (at-least-once), no loss."""
+    consumer: Any = app.consumer
+    assigned = sorted(consumer.assignment())
+    for tp in assigned:
+        for table in (consumer._acked, consumer._acked_index, consumer._gap):
+            table.pop(tp, None)
+        consumer._committed_offset.pop(tp, None)
+        await consumer.seek(tp, 0)  # also forgets the read offset
+    log.warning("read positions of %d partitions forgotten: reading from 0", len(assigned))
 
 
 class Worker(faust.Worker):

@@ -52,6 +52,7 @@ class TopicWatch:
         *,
         timeout_s: float = 10.0,
         ensure: Ensure = _ensure,
+        on_recreated: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = list(topics)
@@ -59,6 +60,7 @@ class TopicWatch:
         self.replication_factor = replication_factor
         self.timeout_ms = int(timeout_s * 1000)
         self.ensure = ensure
+        self.on_recreated = on_recreated  # e.g. forget read positions on the restarted broker
         self.recreated = 0  # how many times topics were found gone and made again
         self._client: AIOKafkaClient | None = None
 
@@ -92,6 +94,8 @@ class TopicWatch:
         await self.ensure(self.bootstrap_servers, missing, self.partitions, self.replication_factor)
         self.recreated += 1
         log.info("topics re-created: %s", ", ".join(missing))
+        if self.on_recreated is not None:
+            await self.on_recreated(missing)
 
     async def close(self) -> None:
         if self._client is not None:

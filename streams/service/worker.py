@@ -30,6 +30,7 @@ from streams.service.app import (
     add_guarded_task,
     add_periodic,
     add_topic_check,
+    forget_positions,
     make_app,
     run_app,
 )
@@ -84,6 +85,7 @@ def _add_topic_check(app: faust.App, settings: Settings, retry: Retrying) -> Non
         kafka.partitions,
         kafka.replication_factor,
         timeout_s=settings.resilience.call_timeout_s,
+        on_recreated=lambda _lost: forget_positions(app),
     )
     interval_s = min(TOPIC_CHECK_S, probe_interval(settings.resilience.outage_budget_s))
     add_topic_check(app, watch, interval_s=interval_s, retry=retry)

@@ -7,6 +7,7 @@ with their partitions, says so, and decides the items sent after the restart, wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -111,6 +112,61 @@ def test_a_worker_remakes_the_topics_of_a_restarted_memory_broker_and_goes_on(
             f"{log_lines(log)[-5:]}"
         )
         assert time.monotonic() - restarted < 120
+        assert worker.process.poll() is None, log_lines(log)[-5:]  # no exit, no restart
+    finally:
+        worker.stop(signal.SIGKILL, timeout_s=5)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open: a worker busy across the restart survives and decides most items sent "
+    "after it, but 2 of 60 were missed in one run of three (a rebalance after the positions "
+    "were forgotten seeks to committed offsets; not settled), and when a client's metadata "
+    "request re-makes the items topic first it has tansu's 4 partitions, of which the worker "
+    "read 2",
+)
+def test_a_busy_worker_survives_a_broker_restart_and_decides_what_comes_after(
+    private_services: EmbeddedServices, model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Items keep arriving across the restart (each send a fresh producer, as a client would):
+    the worker does not exit, and every item sent once the topics are back is decided."""
+    endpoints = private_services.endpoints
+    bootstrap = endpoints.bootstrap_servers
+    topics = TopicNames()
+    asyncio.run(ensure_topics(bootstrap, topics.all(), PARTITIONS))
+    settings = Settings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": bootstrap, "partitions": PARTITIONS},
+            "redis": {"url": endpoints.redis_url},
+            "model": {"dir": str(model_dir)},
+            "worker": {"scorer_threads": 1, "adapter_cache_dir": str(tmp_path / "cache")},
+        }
+    )
+    log = tmp_path / "worker.log"
+    worker: WorkerProcess = start_worker(settings, "busy", log)
+    items = sample(read_jsonl(corpus), 200, seed=37)
+    try:
+        sent = 0
+        for _ in range(10):  # 5 s of traffic before the restart
+            asyncio.run(replay_items(bootstrap, topics.items, items[sent : sent + 4]))
+            sent += 4
+            time.sleep(0.5)
+        private_services.restart("tansu")
+        restarted = time.monotonic()
+        while time.monotonic() - restarted < 6.0:  # traffic while the topics are remade
+            # the broker not answering yet: those items are the sender's to send again
+            with contextlib.suppress(Exception):
+                asyncio.run(replay_items(bootstrap, topics.items, items[sent : sent + 4]))
+            sent += 4
+            time.sleep(0.5)
+        after = items[sent : sent + 60]
+        asyncio.run(replay_items(bootstrap, topics.items, after))
+        ids = {i.item_id for i in after}
+        decided = _decided(bootstrap, topics.decisions, ids, timeout_s=90)
+        assert decided == ids, (
+            f"{len(ids - decided)} of {len(ids)} items sent after the restart never decided; "
+            f"topics {_topics(bootstrap)}; {log_lines(log)[-5:]}"
+        )
         assert worker.process.poll() is None, log_lines(log)[-5:]  # no exit, no restart
     finally:
         worker.stop(signal.SIGKILL, timeout_s=5)

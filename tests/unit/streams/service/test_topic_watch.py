@@ -78,3 +78,18 @@ def test_a_broker_error_reaches_the_caller_who_retries() -> None:
 
 def test_close_without_a_client_is_a_no_op() -> None:
     asyncio.run(TopicWatch("b:1", ["items"], 1).close())
+
+
+def test_after_a_recreation_the_hook_hears_which_topics_were_lost() -> None:
+    broker = Broker({"decisions"})
+    heard: list[list[str]] = []
+
+    async def on_recreated(lost: list[str]) -> None:
+        heard.append(lost)
+
+    watch = FakeWatch("b:1", ["items", "decisions"], 3, ensure=broker.ensure)
+    watch.broker = broker
+    watch.on_recreated = on_recreated
+    asyncio.run(watch())
+    asyncio.run(watch())
+    assert heard == [["items"]]
