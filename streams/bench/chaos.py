@@ -49,6 +49,7 @@ from streams.bench.chaos_parts import (
     Server,
     Supervisor,
     produce,
+    register_reviewers,
     servers,
     settle,
     stored_labels,
@@ -228,7 +229,9 @@ def bench_chaos(
         topics = run.kafka.topics
         asyncio.run(ensure_topics(bootstrap, topics.all(), run.kafka.partitions))
         panel = parse_panel(options.panel)
-        asyncio.run(prepare(run, load_policy(options.v1), [r.reviewer_id for r in panel]))
+        reviewers = [r.reviewer_id for r in panel]
+        asyncio.run(register_reviewers(run, reviewers))  # on the record, as an operator would
+        asyncio.run(prepare(run, load_policy(options.v1), reviewers))
         watched = [
             topics.decisions,
             topics.items_dlq,
@@ -290,7 +293,7 @@ def bench_chaos(
             f = figures_now()
             return f["items_decided"] + f["items_dead_lettered"], f["items_lost"] == 0
 
-        settle(items_progress, quiet_s=60, limit_s=600)
+        settle(items_progress, quiet_s=45, limit_s=420)
         sent = {
             (m["policy_version"], m["item_id"], m["reviewer_id"])
             for m in mon.snapshot(topics.review_labels)
@@ -300,7 +303,7 @@ def bench_chaos(
             stored = asyncio.run(stored_labels(run, {p for p, _, _ in sent}))
             return len(stored), sent <= stored
 
-        settle(labels_progress, quiet_s=30, limit_s=180)
+        settle(labels_progress, quiet_s=30, limit_s=120)
         sup.close()
         mon.stop.set()
         sent = {

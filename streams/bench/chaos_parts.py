@@ -37,6 +37,7 @@ __all__ = [
     "Server",
     "Supervisor",
     "produce",
+    "register_reviewers",
     "servers",
     "settle",
     "stored_labels",
@@ -284,3 +285,20 @@ def settle(progress: Callable[[], tuple[int, bool]], quiet_s: float, limit_s: fl
         elif time.monotonic() - since > quiet_s:
             return
         time.sleep(1.0)
+
+
+async def register_reviewers(run: Settings, reviewers: list[str]) -> None:
+    """Register the panel as `borderline reviewers add` does: in Redis and on the record (the
+    reviewer-events topic a rebuilt store takes them back from)."""
+    from streams.service.record import open_journal
+
+    assert run.redis.url is not None and run.kafka.bootstrap_servers
+    redis = Redis.from_url(run.redis.url.get_secret_value())
+    try:
+        store = LabelStore(redis, run.redis.key_prefix)
+        bootstrap = run.kafka.bootstrap_servers
+        async with open_journal(bootstrap, run.kafka.topics, actor="bench chaos") as journal:
+            store.journal = journal
+            await store.register_reviewers(reviewers)
+    finally:
+        await redis.aclose()
