@@ -88,16 +88,24 @@ def test_a_worker_rides_out_a_redis_stall_and_decides_every_item(
         with redis.stalled():
             started, sent = time.monotonic(), 0
             while time.monotonic() - started < STALL_S:  # two items a second arrive
-                _send(stack.bootstrap_servers, stack.topics.items, during[sent : sent + 2])
-                sent += 2
+                if sent < len(during):
+                    _send(stack.bootstrap_servers, stack.topics.items, during[sent : sent + 2])
+                    sent += 2
                 time.sleep(1.0)
             assert worker.process.poll() is None, troubled_lines(log)[-3:]
 
         resumed = time.monotonic()
-        _send(stack.bootstrap_servers, stack.topics.items, after)
+        _send(stack.bootstrap_servers, stack.topics.items, during[sent:] + after)
         ids = {i.item_id for i in items}
         decided = _decided(stack, ids, timeout_s=60)
-        assert decided == ids, f"{len(ids - decided)} items never decided after the stall"
+        missing = ids - decided
+        if missing:
+            letters = stack.read_all(stack.topics.items_dlq)
+            order = [i.item_id for i in items]
+            raise AssertionError(
+                f"{len(missing)} items never decided after the stall: "
+                f"{sorted((order.index(m), m) for m in missing)}; dead letters: {letters}"
+            )
         assert time.monotonic() - resumed < 40.0
         assert worker.process.poll() is None
         said = troubled_lines(log)[quiet:]
