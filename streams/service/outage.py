@@ -153,9 +153,10 @@ def _one_line(error: BaseException) -> str:
 
 
 class ThrottledLogs(logging.Filter):
-    """A filter for a log handler: of WARNING-or-worse records from the same logger with the same
-    message template, the first passes, then one per ``every_s`` that says how many were held
-    back. Lower levels pass untouched. One instance per handler."""
+    """A filter for a log handler: of WARNING-or-worse records from the same logger that say the
+    same thing, the first passes, then one per ``every_s`` that says how many were held back.
+    Lower levels, and lines that differ (two adapters refused), pass untouched. One instance per
+    handler."""
 
     MAX_KINDS = 1000
 
@@ -168,7 +169,7 @@ class ThrottledLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, record.getMessage())
         now = self.clock()
         throttle = self._seen.get(key)
         if throttle is None:

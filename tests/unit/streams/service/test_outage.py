@@ -102,11 +102,18 @@ def test_throttled_logs_let_the_first_through_then_one_per_interval_saying_how_m
         time.now += 0.025
     assert len(passed) == 1
     time.now = 10.0
-    record = _record("Unable connect to node with id %s: %s", 111, "50% refused")
+    record = _record("Unable connect to node with id %s: %s", 111, "refused")
     assert throttled.filter(record)
     assert record.getMessage() == (
-        "Unable connect to node with id 111: 50% refused [399 more like this in the last 10 s]"
+        "Unable connect to node with id 111: refused [399 more like this in the last 10 s]"
     )
+    time.now = 20.5
+    assert throttled.filter(_record("%s%% of the calls failed", 100))
+    assert not throttled.filter(_record("%s%% of the calls failed", 100))
+    time.now = 31.0
+    record = _record("%s%% of the calls failed", 100)
+    assert throttled.filter(record)  # the note keeps a %-template formattable
+    assert record.getMessage() == "100% of the calls failed [1 more like this in the last 10 s]"
 
 
 def test_throttled_logs_keep_other_messages_and_lower_levels() -> None:
@@ -115,6 +122,9 @@ def test_throttled_logs_keep_other_messages_and_lower_levels() -> None:
     assert throttled.filter(_record("Unable to update metadata from %s", [111]))
     assert throttled.filter(_record("Unable connect to node %s", 1))  # another template
     assert throttled.filter(_record("Unable connect to node %s", 1, name="other"))
+    # the same template saying something else: two adapters refused are two lines
+    assert throttled.filter(_record("adapter %s refused: %s", "a1", "sha256 mismatch"))
+    assert throttled.filter(_record("adapter %s refused: %s", "a2", "for m-another-base"))
     for _ in range(5):
         assert throttled.filter(_record("Joined group %s", "g", level=logging.INFO))
     assert not throttled.filter(_record("Unable to update metadata from %s", [111]))
