@@ -75,29 +75,12 @@ async def run_simulated_panel(
     )
     stop = stop or asyncio.Event()
     rng = np.random.default_rng(seed)
-    group = group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}"
-    # starting joins the group, which takes seconds when all is well: the budget bounds it
-    consumer = await retry(
-        "kafka",
-        lambda: _started(
-            AIOKafkaConsumer(
-                topics.review_requests,
-                bootstrap_servers=bootstrap_servers,
-                group_id=group,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=100,
-            )
-        ),
-        attempt_timeout_s=retry.policy.budget_s,
+    consumer, producer = await _open(
+        bootstrap_servers,
+        topics.review_requests,
+        group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}",
+        retry,
     )
-    try:
-        producer = await retry(
-            "kafka",
-            lambda: _started(AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")),
-        )
-    except BaseException:
-        await _stop(consumer)
-        raise
     due: list[tuple[float, int, ReviewLabel]] = []  # (when, tie-break, label)
     counter = 0
     every_s, probed = probe_interval(retry.policy.budget_s), time.monotonic()
@@ -159,6 +142,35 @@ async def run_simulated_panel(
         await _stop(consumer)
         await _stop(producer)
     return stats
+
+
+async def _open(
+    bootstrap_servers: str, topic: str, group: str, retry: Retrying
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """The panel's consumer of ``topic`` and its producer, started under the retry policy."""
+    # starting joins the group, which takes seconds when all is well: the budget bounds it
+    consumer = await retry(
+        "kafka",
+        lambda: _started(
+            AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap_servers,
+                group_id=group,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=100,
+            )
+        ),
+        attempt_timeout_s=retry.policy.budget_s,
+    )
+    try:
+        producer = await retry(
+            "kafka",
+            lambda: _started(AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")),
+        )
+    except BaseException:
+        await _stop(consumer)
+        raise
+    return consumer, producer
 
 
 C = TypeVar("C", AIOKafkaConsumer, AIOKafkaProducer)
