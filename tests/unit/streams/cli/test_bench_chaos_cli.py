@@ -3,29 +3,13 @@ before any service or process starts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from streams.cli.main import main
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BORDERLINE_SERVICES__STATE_DIR", str(tmp_path / "services"))
-    monkeypatch.setenv("BORDERLINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("BORDERLINE_MODEL__DIR", str(tmp_path / "model"))
-
-
-def _one_line(text: str) -> str:
-    assert "Traceback" not in text
-    lines = text.splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
+from .conftest import one_line
 
 
 @pytest.mark.parametrize(
@@ -36,14 +20,14 @@ def _one_line(text: str) -> str:
         (["--sideways"], "--sideways"),
     ],
 )
-def test_a_bad_argument_is_one_line(
+def test_a_bad_argument_isone_line(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["bench", "chaos", *argv])
     assert info.value.code == 2
     captured = capsys.readouterr()
-    line = _one_line(captured.err)
+    line = one_line(captured.err)
     assert line.startswith("borderline") and "error" in line and says in line
     assert captured.out == ""
 
@@ -52,7 +36,7 @@ def test_a_stream_too_short_for_its_faults_is_one_line_naming_the_fix(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert main(["bench", "chaos", "--items", "100", "--json", str(tmp_path / "c.json")]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: a stream of 10 s is too short for the faults")
     assert "lower --rate or raise --items" in line
     assert not (tmp_path / "c.json").exists()

@@ -5,7 +5,6 @@ model run here."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,7 @@ import pytest
 from streams.cli.main import main
 from streams.wire.messages import MESSAGE_TYPES
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
-    # never look at (or write to) the repository's own state, data or model folders
-    monkeypatch.setenv("BORDERLINE_SERVICES__STATE_DIR", str(tmp_path / "services"))
-    monkeypatch.setenv("BORDERLINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("BORDERLINE_MODEL__DIR", str(tmp_path / "model"))
-
-
-def _one_line(text: str) -> str:
-    assert "Traceback" not in text
-    lines = text.splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
+from .conftest import one_line
 
 
 @pytest.mark.parametrize(
@@ -49,14 +32,14 @@ def _one_line(text: str) -> str:
         (["model"], "action"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(
+def test_bad_arguments_exit_2_withone_line(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     captured = capsys.readouterr()
-    line = _one_line(captured.err)
+    line = one_line(captured.err)
     assert line.startswith("borderline")
     assert "error" in line
     assert says in line
@@ -68,7 +51,7 @@ def test_worker_without_services_is_one_line_naming_services_up(
 ) -> None:
     (tmp_path / "services").mkdir()
     assert main(["worker"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: ")
     assert "borderline services up" in line
 
@@ -79,18 +62,18 @@ def test_invalid_env_setting_is_one_line_naming_the_variable(
     monkeypatch.setenv("BORDERLINE_WORKER__BATCH_MAX_SIZE", "abc")
     out = tmp_path / "schemas"
     assert main(["schemas", "export", str(out)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: ")
     assert "BORDERLINE_WORKER__BATCH_MAX_SIZE" in line
     assert not out.exists()  # settings are read before any command runs
 
 
-def test_only_one_external_service_is_one_line(
+def test_only_one_external_service_isone_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("BORDERLINE_KAFKA__BOOTSTRAP_SERVERS", "broker:9092")
     assert main(["schemas", "export", str(tmp_path / "schemas")]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: ")
     assert "BORDERLINE_REDIS__URL is missing" in line
 
@@ -114,7 +97,7 @@ def test_model_show_on_an_empty_dir_is_one_line_naming_model_init(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["model", "show", "--dir", str(empty)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: ")
     assert "model init" in line
     assert str(empty) in line
@@ -173,11 +156,11 @@ def test_trainer_config_is_built_from_the_settings(monkeypatch: pytest.MonkeyPat
         (["--margin", "-3"], "--margin: Input should be greater than or equal to -2"),
     ],
 )
-def test_a_bad_trainer_flag_is_one_line(
+def test_a_bad_trainer_flag_isone_line(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["trainer", *argv]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith("borderline: error: ")
     assert says in line
 
@@ -227,7 +210,7 @@ def test_an_unknown_setting_is_an_error_naming_it_and_the_closest(
 ) -> None:
     monkeypatch.setenv(variable, "3")
     assert main(["config", "show"]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"unknown setting {variable}" in line and hint in line
 
 
@@ -288,22 +271,22 @@ POLICY_FILE = str(Path(__file__).resolve().parents[4] / "deploy" / "policies" / 
         ["policy", "publish", POLICY_FILE],
     ],
 )
-def test_every_redis_command_against_an_unreachable_redis_is_one_line(
+def test_every_redis_command_against_an_unreachable_redis_isone_line(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = _closed_port()
     monkeypatch.setenv("BORDERLINE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("BORDERLINE_REDIS__URL", f"redis://:hunter2@127.0.0.1:{port}/0")
     assert main(argv) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"cannot reach Redis at 127.0.0.1:{port}" in line
     assert "hunter2" not in line
 
 
-def test_schemas_export_into_a_file_is_one_line(
+def test_schemas_export_into_a_file_isone_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(["schemas", "export", str(blocker / "schemas")]) == 2
-    assert str(blocker) in _one_line(capsys.readouterr().err)
+    assert str(blocker) in one_line(capsys.readouterr().err)
