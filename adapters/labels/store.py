@@ -42,6 +42,10 @@ class ReviewedItem:
     p_violating: float
     reason: str
     requested_at: float
+    request_id: str | None = None
+    policy_version: str | None = None
+    audit_drawn: bool = False
+    audit_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class _ReviewDoc(BaseModel):
     reason: str
     requested_at: float
     embedding: bytes | None = None
+    request_id: str | None = None
+    policy_version: str | None = None
+    audit_drawn: bool = False
+    audit_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,13 @@ class LabelStore:
                     "p_violating": item.p_violating,
                     "reason": item.reason,
                     "requested_at": item.requested_at,
+                    "audit_drawn": int(item.audit_drawn),
+                    "policy_version": item.policy_version or policy,
                 }
+                if item.request_id is not None:
+                    doc["request_id"] = item.request_id
+                if item.audit_rate is not None:
+                    doc["audit_rate"] = item.audit_rate
                 if item.embedding is not None:
                     doc["embedding"] = np.asarray(item.embedding, dtype=np.float32).tobytes()
                 pipe.hset(key, mapping=doc)  # type: ignore[arg-type]
@@ -203,6 +217,10 @@ class LabelStore:
                 p_violating=doc.p_violating,
                 reason=doc.reason,
                 requested_at=doc.requested_at,
+                request_id=doc.request_id,
+                policy_version=doc.policy_version,
+                audit_drawn=doc.audit_drawn,
+                audit_rate=doc.audit_rate,
             )
         return out
 

@@ -286,6 +286,10 @@ class Curator:
                         p_violating=r.probabilities.get("violating", 0.0),
                         reason=r.reason.value,
                         requested_at=r.requested_at,
+                        request_id=r.request_id,
+                        policy_version=r.policy_version,
+                        audit_drawn=r.audit_drawn,
+                        audit_rate=r.audit_rate,
                     )
                     for r in requests
                 ],

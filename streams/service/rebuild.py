@@ -273,6 +273,10 @@ class Rebuilder:
             p_violating=request.probabilities.get("violating", 0.0),
             reason=request.reason.value,
             requested_at=request.requested_at,
+            request_id=request.request_id,
+            policy_version=request.policy_version,
+            audit_drawn=request.audit_drawn,
+            audit_rate=request.audit_rate,
         )
         await self.labels.record_requests(request.policy_version, [item])
         return "request:recorded"

@@ -120,6 +120,14 @@ class ReviewRequest(_Message):
         default_factory=list, description="reviewers who labelled it (second opinions)"
     )
     requested_at: float
+    audit_drawn: bool = Field(
+        default=False,
+        description="drawn by the uniform audit sample, whatever its first reason (unbiased "
+        "estimates use these items only)",
+    )
+    audit_rate: float | None = Field(
+        default=None, ge=0, le=1, description="the audit draw probability in force"
+    )
 
 
 class ReviewLabel(_Message):
@@ -131,6 +139,11 @@ class ReviewLabel(_Message):
     policy_version: str
     request_id: str | None = None
     labeled_at: float
+    signature: str | None = Field(
+        default=None,
+        max_length=256,
+        description="HMAC-SHA256 over the canonical label by the reviewer's key (Kafka clients)",
+    )
 
 
 class PolicyCategory(BaseModel):

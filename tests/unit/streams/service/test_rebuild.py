@@ -110,7 +110,9 @@ async def _live(redis: Redis, prefix: str, tape: Tape, tmp: Path) -> None:
         requested_at=tape.clock(),
     )
     await tape.send_and_wait(TOPICS.review_requests, encode(request))
-    item = ReviewedItem("i1", "buy now", None, 0.5, "uncertain", request.requested_at)
+    item = ReviewedItem(
+        "i1", "buy now", None, 0.5, "uncertain", request.requested_at, request_id="rr-1"
+    )
     await labels.record_requests("v1", [item])
     for reviewer, value in (("ann", "violating"), ("bob", "violating"), ("cy", "benign")):
         label = _label("i1", reviewer, value, tape.clock())
