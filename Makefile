@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := redis-server kcat prometheus
+DEBIAN_PACKAGES := redis-server kcat prometheus chromium chromium-driver
 DEMO_ARGS ?=
 BENCH_ITEMS ?= 1000
 
@@ -35,12 +35,15 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-# redis-server (tests and the demo start their own), kcat (black-box test), promtool (rules).
+# redis-server (tests and the demo start their own), kcat (black-box test), promtool (rules),
+# chromium + chromium-driver (the console's browser tests, Selenium offline).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v npm >/dev/null || { echo "npm is needed to fetch the corpus (install Node.js)"; exit 1; }; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.wire.topics import TopicNames
 
 __all__ = [
+    "ConsoleSettings",
     "DriftSettings",
     "GateSettings",
     "KafkaSettings",
@@ -210,6 +211,24 @@ class ServicesSettings(BaseModel):
     start_timeout_s: float = Field(default=20.0, gt=0)
 
 
+class ConsoleSettings(BaseModel):
+    """The reviewer console (`borderline console`)."""
+
+    lease_s: float = Field(default=300.0, gt=0, description="a claimed task is held this long")
+    request_max_age_s: float = Field(
+        default=24 * 3600.0, gt=0, description="an unanswered review request is closed as expired"
+    )
+    undo_s: float = Field(default=5.0, ge=0, description="a label can be undone this long")
+    opinions: int = Field(default=1, ge=1, le=10, description="labels wanted per requested item")
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, description="idle session lifetime")
+    login_attempts: int = Field(default=5, ge=1, description="wrong passwords before a lockout")
+    login_window_s: int = Field(default=300, ge=1, description="throttle window (user, address)")
+    secure_cookies: bool = Field(
+        default=False, description="mark cookies Secure (set when TLS is terminated in front)"
+    )
+    show_score: bool = Field(default=False, description="show the model's score to reviewers")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BORDERLINE_", env_nested_delimiter="__", extra="ignore"
@@ -226,6 +245,7 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     data_dir: Path = Field(default=Path(".borderline/data"), description="corpus cache")
 
     @property
