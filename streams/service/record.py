@@ -1,13 +1,14 @@
 """The record: what Redis holds that the topics would not otherwise carry, written to topics as it
 changes, so that `borderline store rebuild` can rebuild Redis from Kafka alone.
 
-`KafkaJournal` is the `ReviewerJournal` of the label store and the `RegistryJournal` of the
-adapter registry: reviewer registrations and clearances go to the reviewer-events topic, adapter
-registrations (manifest and file, base64) to the adapter-registrations topic, and every change of
-the active adapter (the registry's own record: its time and epoch) to the adapter-activations
-topic (the adapter-events topic stays the trainer's announcements). Policies are recorded by
-`streams.service.publication` (the whole document, on the policy-records topic). Labels and
-review requests are on their topics already.
+`KafkaJournal` is the `ReviewerJournal` of the label store, the `KeyJournal` of reviewers' keys
+and the `RegistryJournal` of the adapter registry: reviewer registrations, clearances and key
+nonces (never a key) go to the reviewer-events topic, adapter registrations (manifest and file,
+base64) to the adapter-registrations topic, and every change of the active adapter (the
+registry's own record: its time and epoch) to the adapter-activations topic (the adapter-events
+topic stays the trainer's announcements). Policies are recorded by `streams.service.publication`
+(the whole document, on the policy-records topic). Labels and review requests are on their
+topics already.
 """
 
 from __future__ import annotations
@@ -77,11 +78,17 @@ class KafkaJournal:
     async def reviewer_cleared(self, reviewer_id: str) -> None:
         await self._reviewer_event("cleared", [reviewer_id])
 
-    async def _reviewer_event(self, event: str, reviewer_ids: Sequence[str]) -> None:
+    async def reviewer_key_issued(self, reviewer_id: str, nonce: str) -> None:
+        await self._reviewer_event("key_issued", [reviewer_id], key_nonce=nonce)
+
+    async def _reviewer_event(
+        self, event: str, reviewer_ids: Sequence[str], *, key_nonce: str | None = None
+    ) -> None:
         message = ReviewerEvent.model_validate(
             {
                 "event": event,
                 "reviewer_ids": list(reviewer_ids),
+                "key_nonce": key_nonce,
                 "actor": self.actor,
                 "at": self.clock(),
             }

@@ -190,11 +190,16 @@ class AdapterEvent(_Message):
 
 
 class ReviewerEvent(_Message):
-    """A change to the reviewer registry: reviewers ``added``, or one ``cleared`` (a person vouched
-    for them: their labels count for training again). Keyed by reviewer id (the first one)."""
+    """A change to the reviewer registry: reviewers ``added``, one ``cleared`` (a person vouched
+    for them: their labels count for training again), or one issued a signing key
+    (``key_issued``, with the key's nonce: the key itself is derived from the service's secret
+    and is never recorded). Keyed by reviewer id (the first one)."""
 
-    event: Literal["added", "cleared"]
+    event: Literal["added", "cleared", "key_issued"]
     reviewer_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
+    key_nonce: str | None = Field(
+        default=None, max_length=128, description="key_issued: the nonce the key derives from"
+    )
     actor: str = ""
     at: float
 

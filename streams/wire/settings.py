@@ -161,6 +161,13 @@ class ReviewSettings(BaseModel):
     )
     min_shared: int = Field(default=25, ge=1, description="shared items before kappa counts")
     eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
+    key_secret: SecretStr = Field(
+        default=SecretStr("borderline-embedded-only-reviewer-key-secret"),
+        description="reviewers' signing keys derive from it: set your own outside embedded mode",
+    )
+    label_max_skew_s: float = Field(
+        default=300.0, ge=0, description="how far in the future a label's time may be"
+    )
     seed: int = 0
 
 
