@@ -18,7 +18,8 @@ PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus
 	adapters/labels/dataset.py,adapters/adapt/gate.py,adapters/adapt/drift.py,$\
 	adapters/adapt/detectors.py,adapters/adapt/input_drift.py,adapters/adapt/triggers.py,$\
 	adapters/adapt/promotion.py,adapters/policy/schema.py,adapters/policy/message.py,$\
-	adapters/registry/artifact.py,streams/service/serving.py,streams/wire/hostile.py
+	adapters/registry/artifact.py,adapters/registry/signing.py,$\
+	streams/service/serving.py,streams/wire/hostile.py
 PURE_COVERAGE_FLOOR := 99.5
 COVERAGE_FILE := .borderline/coverage
 

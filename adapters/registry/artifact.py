@@ -24,6 +24,7 @@ __all__ = [
     "AdapterArtifact",
     "AdapterManifest",
     "ArtifactError",
+    "verify_files",
     "write_artifact",
 ]
 
@@ -92,31 +93,7 @@ class AdapterArtifact:
         cls, files: Mapping[str, bytes], directory: Path, *, expected_base: str
     ) -> AdapterArtifact:
         """Verify ``files`` (manifest + adapter bytes) and place them in ``directory``."""
-        if MANIFEST_FILE not in files:
-            raise ArtifactError(f"adapter in {directory} has no {MANIFEST_FILE}")
-        try:
-            manifest = AdapterManifest.model_validate(json.loads(files[MANIFEST_FILE]))
-        except (ValueError, ValidationError) as exc:
-            raise ArtifactError(f"adapter manifest in {directory} is malformed: {exc}") from exc
-        if ADAPTER_FILE not in manifest.files:
-            raise ArtifactError(
-                f"adapter {manifest.adapter_id}: the manifest does not list {ADAPTER_FILE}'s sha256"
-            )
-        for name, expected in manifest.files.items():
-            data = files.get(name)
-            if data is None:
-                raise ArtifactError(f"adapter {manifest.adapter_id}: file {name} is missing")
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != expected:
-                raise ArtifactError(
-                    f"adapter {manifest.adapter_id}: {name} has sha256 {actual[:12]}..., the "
-                    f"manifest says {expected[:12]}...: corrupted or tampered with"
-                )
-        if manifest.base_model_version != expected_base:
-            raise ArtifactError(
-                f"adapter {manifest.adapter_id} was built for base {manifest.base_model_version}, "
-                f"this worker runs {expected_base}"
-            )
+        manifest = verify_files(files, expected_base=expected_base, where=f" in {directory}")
         directory.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             target = directory / name
@@ -125,6 +102,45 @@ class AdapterArtifact:
                 partial.write_bytes(data)
                 partial.replace(target)
         return cls(manifest, directory)
+
+
+def verify_files(
+    files: Mapping[str, bytes], *, expected_base: str, where: str = ""
+) -> AdapterManifest:
+    """The manifest of ``files`` once every file it lists has its sha256 and it was built for
+    ``expected_base``; `ArtifactError` naming what is wrong otherwise.
+
+    >>> verify_files({}, expected_base="b")
+    Traceback (most recent call last):
+    ...
+    adapters.registry.artifact.ArtifactError: adapter has no adapter.json
+    """
+    if MANIFEST_FILE not in files:
+        raise ArtifactError(f"adapter{where} has no {MANIFEST_FILE}")
+    try:
+        manifest = AdapterManifest.model_validate(json.loads(files[MANIFEST_FILE]))
+    except (ValueError, ValidationError) as exc:
+        raise ArtifactError(f"adapter manifest{where} is malformed: {exc}") from exc
+    if ADAPTER_FILE not in manifest.files:
+        raise ArtifactError(
+            f"adapter {manifest.adapter_id}: the manifest does not list {ADAPTER_FILE}'s sha256"
+        )
+    for name, expected in manifest.files.items():
+        data = files.get(name)
+        if data is None:
+            raise ArtifactError(f"adapter {manifest.adapter_id}: file {name} is missing")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ArtifactError(
+                f"adapter {manifest.adapter_id}: {name} has sha256 {actual[:12]}..., the "
+                f"manifest says {expected[:12]}...: corrupted or tampered with"
+            )
+    if manifest.base_model_version != expected_base:
+        raise ArtifactError(
+            f"adapter {manifest.adapter_id} was built for base {manifest.base_model_version}, "
+            f"this worker runs {expected_base}"
+        )
+    return manifest
 
 
 def write_artifact(

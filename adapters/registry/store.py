@@ -11,7 +11,12 @@ A `RegistryJournal`, when given, is told of every registration (with the files) 
 of the active adapter (with its record) after Redis took it: the streams side writes them to
 topics, so that the registry can be rebuilt from the record.
 
-Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:adapters``
+Given an `AdapterTrust`, `fetch` places only adapters the trainer signed (or the base's own),
+and `rollback` goes back to the most recent earlier adapter that verifies, skipping any that does
+not (`adapters.registry.signing`).
+
+Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``,
+``p:adapter:{id}:signature`` (the trainer's signature document), ``p:adapters``
 (ids by creation time), ``p:adapter:active:{policy}``, ``p:adapter:history:{policy}``,
 ``p:adapter:epoch``; channel ``p:adapter:events``.
 """
@@ -19,7 +24,7 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``, ``p:a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -27,10 +32,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterArtifact, AdapterManifest
+from adapters.registry.artifact import (
+    ADAPTER_FILE,
+    MANIFEST_FILE,
+    AdapterArtifact,
+    AdapterManifest,
+    ArtifactError,
+    verify_files,
+)
+from adapters.registry.signing import SIGNATURE_FILE, AdapterSignature, AdapterTrust
 from models.errors import BorderlineError
 
-__all__ = ["ActiveRecord", "AdapterRegistry", "RegistryError", "RegistryJournal"]
+__all__ = [
+    "ActiveRecord",
+    "AdapterRegistry",
+    "RegistryError",
+    "RegistryJournal",
+    "rollback_candidates",
+]
 
 
 def _bytes(value: object) -> bytes:
@@ -59,6 +78,7 @@ class ActiveRecord(BaseModel):
     reason: str
     at: float
     policy_version: str
+    forced: bool = False  # promoted by hand without a passed gate report (`--force`)
 
     @field_validator("previous", mode="before")
     @classmethod
@@ -84,7 +104,8 @@ class RegistryJournal(Protocol):
 
 
 # KEYS: active, history, epoch, manifest-of-target
-# ARGV: adapter_id (or "" = the current's previous), actor, reason, now, channel, policy, action
+# ARGV: adapter_id (or "" = the current's previous), actor, reason, now, channel, policy, action,
+# forced ("1" or "0")
 _CHANGE_ACTIVE = """
 local target = ARGV[1]
 local cur = redis.call('GET', KEYS[1])
@@ -104,7 +125,8 @@ end
 if target == previous then return redis.error_reply('ALREADY ' .. target) end
 local epoch = redis.call('INCR', KEYS[3])
 local rec = cjson.encode({adapter_id=target, previous=previous, epoch=epoch, actor=ARGV[2],
-  reason=ARGV[3], at=tonumber(ARGV[4]), action=ARGV[7], policy_version=ARGV[6]})
+  reason=ARGV[3], at=tonumber(ARGV[4]), action=ARGV[7], policy_version=ARGV[6],
+  forced=(ARGV[8] == '1')})
 redis.call('SET', KEYS[1], rec)
 redis.call('LPUSH', KEYS[2], rec)
 redis.call('PUBLISH', ARGV[5], rec)
@@ -128,13 +150,21 @@ return 1
 
 class AdapterRegistry:
     def __init__(
-        self, redis: Redis, prefix: str, *, journal: RegistryJournal | None = None
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        journal: RegistryJournal | None = None,
+        trust: AdapterTrust | None = None,
     ) -> None:
         """``journal``: told of every new registration and every change of the active adapter
-        (None: not recorded, e.g. while the registry is being rebuilt from the record)."""
+        (None: not recorded, e.g. while the registry is being rebuilt from the record).
+        ``trust``: what `fetch` places and `rollback` goes back to (None: hashes only, for the
+        tools that do not load adapters)."""
         self.redis = redis
         self.prefix = prefix
         self.journal = journal
+        self.trust = trust
         self._change = redis.register_script(_CHANGE_ACTIVE)
         self._register = redis.register_script(_REGISTER)
 
@@ -183,21 +213,57 @@ class AdapterRegistry:
         return bool(created)
 
     async def files(self, adapter_id: str) -> dict[str, bytes]:
-        manifest, data = await self.redis.mget(
-            [self._adapter(adapter_id, "manifest"), self._adapter(adapter_id, "file")]
+        """Manifest and adapter file, and the trainer's signature when it signed the adapter."""
+        manifest, data, signature = await self.redis.mget(
+            [
+                self._adapter(adapter_id, "manifest"),
+                self._adapter(adapter_id, "file"),
+                self._adapter(adapter_id, "signature"),
+            ]
         )
         if manifest is None or data is None:
             raise RegistryError(f"unknown adapter {adapter_id!r} (see `borderline adapters list`)")
-        return {MANIFEST_FILE: _bytes(manifest), ADAPTER_FILE: _bytes(data)}
+        files = {MANIFEST_FILE: _bytes(manifest), ADAPTER_FILE: _bytes(data)}
+        if signature is not None:
+            files[SIGNATURE_FILE] = _bytes(signature)
+        return files
+
+    async def attach_signature(self, signature: AdapterSignature) -> None:
+        """Keep the trainer's signature next to its adapter (the adapter must be registered)."""
+        if not await self.redis.exists(self._adapter(signature.adapter_id, "manifest")):
+            raise RegistryError(f"unknown adapter {signature.adapter_id!r}: nothing to sign")
+        await self.redis.set(
+            self._adapter(signature.adapter_id, "signature"), signature.model_dump_json()
+        )
+
+    async def verify(self, adapter_id: str, *, expected_base: str) -> AdapterManifest:
+        """``adapter_id``'s files checked as `fetch` checks them (the trust, sha256, base model),
+        without placing them; `ArtifactError` or `RegistryError` when they do not pass."""
+        files = await self.files(adapter_id)
+        if self.trust is not None:
+            self.trust.check(files)
+        manifest = verify_files(files, expected_base=expected_base)
+        if manifest.adapter_id != adapter_id:
+            raise ArtifactError(
+                f"registry entry {adapter_id} holds adapter {manifest.adapter_id}'s manifest"
+            )
+        return manifest
 
     async def fetch(
         self, adapter_id: str, directory: Path, *, expected_base: str
     ) -> AdapterArtifact:
-        """Read ``adapter_id``'s files from the registry, verify them (sha256, base model) and place
-        them in ``directory``: the one way a process gets an adapter it can load."""
-        return AdapterArtifact.from_files(
-            await self.files(adapter_id), directory, expected_base=expected_base
-        )
+        """Read ``adapter_id``'s files from the registry, verify them (the trust when given, then
+        sha256 and base model) and place them in ``directory``: the one way a process gets an
+        adapter it can load."""
+        files = await self.files(adapter_id)
+        if self.trust is not None:
+            self.trust.check(files)
+        artifact = AdapterArtifact.from_files(files, directory, expected_base=expected_base)
+        if artifact.adapter_id != adapter_id:
+            raise ArtifactError(
+                f"registry entry {adapter_id} holds adapter {artifact.adapter_id}'s manifest"
+            )
+        return artifact
 
     async def manifest(self, adapter_id: str) -> AdapterManifest:
         raw = await self.redis.get(self._adapter(adapter_id, "manifest"))
@@ -224,7 +290,15 @@ class AdapterRegistry:
         ]
 
     async def _set_active(
-        self, target: str, policy: str, *, action: str, actor: str, reason: str, now: float | None
+        self,
+        target: str,
+        policy: str,
+        *,
+        action: str,
+        actor: str,
+        reason: str,
+        now: float | None,
+        forced: bool = False,
     ) -> ActiveRecord:
         try:
             raw = await self._change(
@@ -242,6 +316,7 @@ class AdapterRegistry:
                     self.channel,
                     policy,
                     action,
+                    "1" if forced else "0",
                 ],
             )
         except ResponseError as exc:
@@ -272,8 +347,10 @@ class AdapterRegistry:
         reason: str,
         policy: str | None = None,
         now: float | None = None,
+        forced: bool = False,
     ) -> ActiveRecord:
-        """Make ``adapter_id`` active for its policy (or ``policy``); atomic, announced."""
+        """Make ``adapter_id`` active for its policy (or ``policy``); atomic, announced.
+        ``forced``: by hand without a passed gate report (the record says so, workers alert)."""
         manifest = await self.manifest(adapter_id)
         return await self._set_active(
             adapter_id,
@@ -282,12 +359,62 @@ class AdapterRegistry:
             actor=actor,
             reason=reason,
             now=now,
+            forced=forced,
         )
 
     async def rollback(
-        self, policy: str, *, actor: str, reason: str, now: float | None = None
+        self,
+        policy: str,
+        *,
+        actor: str,
+        reason: str,
+        now: float | None = None,
+        expected_base: str | None = None,
     ) -> ActiveRecord:
-        """Restore the adapter that was active before the current one (atomic, announced)."""
-        return await self._set_active(
-            "", policy, action="rollback", actor=actor, reason=reason, now=now
-        )
+        """Go back to the most recent earlier adapter of ``policy`` that verifies (the trust,
+        sha256, and ``expected_base``, by default the active adapter's base), skipping those that
+        do not; atomic, announced. `RegistryError` when none does."""
+        current = await self.active(policy)
+        if current is None:
+            raise RegistryError(
+                f"nothing to roll back to for policy {policy}: nothing is active for this policy"
+            )
+        if expected_base is None:
+            expected_base = (await self.manifest(current.adapter_id)).base_model_version
+        skipped: list[str] = []
+        for candidate in rollback_candidates(current, await self.history(policy, limit=200)):
+            try:
+                await self.verify(candidate, expected_base=expected_base)
+            except (ArtifactError, RegistryError) as exc:
+                skipped.append(str(exc))
+                continue
+            return await self._set_active(
+                candidate, policy, action="rollback", actor=actor, reason=reason, now=now
+            )
+        why = "; ".join(skipped) if skipped else "the active adapter has no previous one"
+        raise RegistryError(f"nothing to roll back to for policy {policy}: {why}")
+
+
+class _Past(Protocol):
+    @property
+    def adapter_id(self) -> str: ...
+    @property
+    def previous(self) -> str | None: ...
+
+
+def rollback_candidates(current: _Past, history: Sequence[_Past]) -> list[str]:
+    """Where a rollback may go, most recent first: the adapter active before ``current``, then
+    every adapter of the history (newest first), each once, never ``current`` itself.
+
+    >>> from types import SimpleNamespace as R
+    >>> now = R(adapter_id="c", previous="b")
+    >>> rollback_candidates(now, [now, R(adapter_id="b", previous="a"), R(adapter_id="a",
+    ...     previous=None)])
+    ['b', 'a']
+    """
+    seen: list[str] = []
+    for past in [current, *history]:
+        for adapter_id in (past.adapter_id, past.previous):
+            if adapter_id and adapter_id != current.adapter_id and adapter_id not in seen:
+                seen.append(adapter_id)
+    return seen
