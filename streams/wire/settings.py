@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.wire.topics import TopicNames
 
 __all__ = [
+    "AdapterSettings",
     "ConsoleSettings",
     "DriftSettings",
     "GateSettings",
@@ -204,6 +205,20 @@ class GateSettings(BaseModel):
     )
 
 
+class AdapterSettings(BaseModel):
+    """The adapter signing keys (README: Security). The trainer signs every adapter that passes
+    the gate with the private key; workers load only adapters that verify with the public key
+    (and the base's own adapter from their model folder). Unset in embedded mode: a pair is made
+    in the services' state folder."""
+
+    signing_key_file: Path | None = Field(
+        default=None, description="the trainer's Ed25519 private key (PEM); only where it runs"
+    )
+    verify_key_file: Path | None = Field(
+        default=None, description="the trainer's public key (PEM) that workers verify with"
+    )
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
     host: str = "127.0.0.1"
@@ -250,6 +265,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
