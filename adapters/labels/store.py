@@ -8,7 +8,9 @@ streams side writes them to a topic), so that the store can be rebuilt from the 
 Labels under different policy versions live under different keys and are never mixed. Keys
 (prefix ``p``, policy ``v``): ``p:reviewers``, ``p:reviewers:excluded``, ``p:reviewers:cleared``,
 ``p:labels:{v}:{item}`` (reviewer -> label), ``p:labels:{v}:items`` (item -> first label time),
-``p:review:item:{item}``, ``p:review:open:{v}`` (item -> requested at).
+``p:review:item:{item}``, ``p:review:asked:{item}`` (request id -> policy version, every request
+issued for the item, second opinions included: what a label must answer), ``p:review:open:{v}``
+(item -> requested at).
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ class LabelKeys:
     def review_item(self, item_id: str) -> str:
         return f"{self.prefix}:review:item:{item_id}"
 
+    def asked(self, item_id: str) -> str:
+        return f"{self.prefix}:review:asked:{item_id}"
+
     def open_requests(self, policy: str) -> str:
         return f"{self.prefix}:review:open:{policy}"
 
@@ -193,8 +198,33 @@ class LabelStore:
                     doc["embedding"] = np.asarray(item.embedding, dtype=np.float32).tobytes()
                 pipe.hset(key, mapping=doc)  # type: ignore[arg-type]
                 pipe.expire(key, ttl_s)
+                if item.request_id is not None:
+                    asked = self.keys.asked(item.item_id)
+                    pipe.hset(asked, item.request_id, item.policy_version or policy)
+                    pipe.expire(asked, ttl_s)
                 pipe.zadd(self.keys.open_requests(policy), {item.item_id: item.requested_at})
             await pipe.execute()
+
+    async def record_asked(
+        self, item_id: str, request_id: str, policy: str, *, ttl_s: int = 30 * 24 * 3600
+    ) -> None:
+        """A request issued for an item already recorded (a second opinion)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.asked(item_id), request_id, policy)
+            pipe.expire(self.keys.asked(item_id), ttl_s)
+            await pipe.execute()
+
+    async def requests_of(self, item_id: str) -> dict[str, str]:
+        """Every request issued for ``item_id``: request id -> policy version (empty: never
+        requested). Items recorded before requests were listed count by their own request."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.asked(item_id))
+            pipe.hmget(self.keys.review_item(item_id), ["request_id", "policy_version"])
+            asked, (request_id, policy) = await pipe.execute()
+        out = {_s(r): _s(p) for r, p in asked.items()}
+        if request_id is not None and policy is not None:
+            out.setdefault(_s(request_id), _s(policy))
+        return out
 
     async def open_count(self, policy: str) -> int:
         return int(await self.redis.zcard(self.keys.open_requests(policy)))

@@ -51,6 +51,7 @@ async def store_command(args: argparse.Namespace, settings: Settings) -> int:
             settings.kafka.bootstrap_servers,
             settings.kafka.topics,
             bootstrap=bootstrap_artifact(settings),
+            settings=settings,
         )
         for line in summary(counts):
             print(line)

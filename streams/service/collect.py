@@ -1,10 +1,12 @@
-"""The label collector, one batch at a time: decode expert labels (bad ones and labels from
-unregistered reviewers become dead letters with their reason), store each (item, reviewer) once,
-send items whose labels disagree out for another opinion, and every so often recompute reviewer
-agreement and which reviewers are excluded from training. When an item's consensus settles, it
-tells the drift watch whether the model's verdict under that item's policy (its block threshold,
-from `Routings`) disagreed with the experts. Like `Classifier`, it depends only on small
-interfaces and returns after every output was delivered."""
+"""The label collector, one batch at a time: decode expert labels (bad ones, labels from
+unregistered reviewers and labels the admission refuses — unsigned, not answering a request the
+service issued, another policy version, an unknown category, a time in the future, see
+`streams.service.admission` — become dead letters with their reason), store each (item,
+reviewer) once, send items whose labels disagree out for another opinion, and every so often
+recompute reviewer agreement and which reviewers are excluded from training. When an item's
+consensus settles, it tells the drift watch whether the model's verdict under that item's policy
+(its block threshold, from `Routings`) disagreed with the experts. Like `Classifier`, it depends
+only on small interfaces and returns after every output was delivered."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from adapters.labels.agreement import agreement_report, excluded_by_peeling, exp
 from adapters.labels.consensus import consensus, needs_another_opinion
 from adapters.labels.store import LabelStore
 from adapters.review.routing import RoutingPolicy
+from streams.service.admission import Admission
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.service.rebuild import StoreGuard
@@ -56,6 +59,7 @@ class Collector:
         self,
         *,
         store: LabelStore,
+        admission: Admission,
         routings: Routings,
         sink: Sink,
         metrics: Metrics,
@@ -71,9 +75,11 @@ class Collector:
         retry: Retrying | None = None,
         guard: StoreGuard | None = None,
     ) -> None:
-        """``retry``: the process's retry policy (`streams.service.retry`); without one, a call
+        """``admission``: what a label must satisfy to be stored (`LabelAdmission`).
+        ``retry``: the process's retry policy (`streams.service.retry`); without one, a call
         is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
         self.store = store
+        self.admission = admission
         self.routings = routings
         self.sink = sink
         self.metrics = metrics
@@ -105,6 +111,11 @@ class Collector:
                         f"reviewer {label.reviewer_id!r} is not registered "
                         "(borderline reviewers add ID)",
                     )
+                refused = await self._retry(
+                    "redis", partial(self.admission.refusal, label, now=self.clock())
+                )
+                if refused is not None:
+                    raise refused
             except MessageError as exc:
                 result.dead_letters.append(
                     dead_letter(record, exc, worker=self.worker, now=self.clock())
@@ -162,9 +173,14 @@ class Collector:
             digest = hashlib.sha256(
                 f"{policy}\x00{item_id}\x00second\x00{len(votes)}".encode()
             ).hexdigest()
+            request_id = f"rr-{digest[:24]}"
+            # recorded before it is sent: the labels answering it are admitted
+            await self._retry(
+                "redis", partial(self.store.record_asked, item_id, request_id, policy)
+            )
             out.append(
                 ReviewRequest(
-                    request_id=f"rr-{digest[:24]}",
+                    request_id=request_id,
                     item_id=item_id,
                     text=item.text,
                     reason=ReviewReason.SECOND_OPINION,

@@ -1,6 +1,7 @@
 """Rebuilding Redis from the record: read the topics from their beginning to their current end,
 replay every record by time through the same store methods the live service calls
-(`LabelStore.register_reviewers`, `clear`, `record_requests` and `add_label`,
+(`LabelStore.register_reviewers`, `clear`, `record_requests`, `record_asked` and `add_label`,
+`ReviewerKeys.issue` with the recorded nonce, the collector's `LabelAdmission` before a label,
 `PolicyStore.publish`, `AdapterRegistry.register`, `promote` and `rollback`), and mark the store
 complete (``{prefix}:store:epoch``). Idempotent: what the store holds already is left as it is,
 so a second rebuild changes nothing.
@@ -21,6 +22,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
+from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.policy.schema import Policy, PolicyError
 from adapters.policy.store import PolicyStore
@@ -34,6 +36,7 @@ from adapters.registry.artifact import (
 )
 from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
+from streams.service.admission import Admission, LabelAdmission
 from streams.service.replay import (
     STORE_EPOCH,
     Recorded,
@@ -134,7 +137,8 @@ async def _at_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) ->
 class Rebuilder:
     """Replays records into one store through the live store methods (no journal: replaying
     the record does not write to it again). ``bootstrap``: the base's own adapter, registered
-    first as every worker does at start."""
+    first as every worker does at start. ``admission``: the collector's (`LabelAdmission`),
+    applied at each label's own time on the record; ``key_secret``: reviewers' keys."""
 
     def __init__(
         self,
@@ -144,6 +148,8 @@ class Rebuilder:
         *,
         scratch: Path,
         bootstrap: AdapterArtifact | None = None,
+        admission: Admission,
+        key_secret: bytes,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -151,6 +157,9 @@ class Rebuilder:
         self.labels = LabelStore(redis, prefix)
         self.policies = PolicyStore(redis, prefix)
         self.registry = AdapterRegistry(redis, prefix)
+        self.keys = ReviewerKeys(redis, prefix, key_secret)
+        self.admission = admission
+        self._now = 0.0  # the time on the record of the record being replayed
         self.scratch = scratch
         self.bootstrap = bootstrap
         self.counts: Counter[str] = Counter()
@@ -176,6 +185,7 @@ class Rebuilder:
         recorded = self._recorded_reviewers(ordered)
         self._registered = await self.labels.registered() - recorded
         for record in ordered:
+            self._now = record.timestamp_ms / 1000
             try:
                 outcome = await self._apply[record.topic](record.value)
             except MessageError as exc:  # dead-lettered by the live service too
@@ -206,6 +216,11 @@ class Rebuilder:
             self._registered.update(event.reviewer_ids)
             new = await self.labels.register_reviewers(event.reviewer_ids)
             return "reviewers:added" if new else "reviewers:present"
+        if event.event == "key_issued":
+            if event.key_nonce is None:
+                return "reviewers:key_without_nonce"
+            await self.keys.issue(event.reviewer_ids[0], nonce=event.key_nonce)
+            return "reviewers:key_issued"
         for reviewer_id in event.reviewer_ids:
             await self.labels.clear(reviewer_id)
         return "reviewers:cleared"
@@ -264,8 +279,11 @@ class Rebuilder:
 
     async def _request(self, raw: bytes | None) -> str:
         request = decode(raw, ReviewRequest)
-        if request.reason == ReviewReason.SECOND_OPINION:
-            return "request:second_opinion"  # the collector sends those without recording them
+        if request.reason == ReviewReason.SECOND_OPINION:  # the item is recorded already
+            await self.labels.record_asked(
+                request.item_id, request.request_id, request.policy_version
+            )
+            return "request:second_opinion"
         item = ReviewedItem(
             item_id=request.item_id,
             text=request.text,
@@ -285,6 +303,9 @@ class Rebuilder:
         label = decode(raw, ReviewLabel)
         if label.reviewer_id not in self._registered:
             return "label:unregistered_reviewer"  # dead-lettered by the live collector too
+        refused = await self.admission.refusal(label, now=self._now)
+        if refused is not None:
+            return f"label:{refused.reason}"  # dead-lettered by the live collector too
         outcome = await self.labels.add_label(
             label.policy_version, label.item_id, label.reviewer_id, label.label, label.labeled_at
         )
@@ -298,13 +319,23 @@ async def rebuild_store(
     topics: TopicNames,
     *,
     bootstrap: AdapterArtifact | None = None,
+    settings: Settings,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Counter[str], StoreMarker]:
     """Read the record and replay it into ``redis``; mark the store complete. Returns what was
-    done (``kind:outcome`` counts) and the marker written."""
+    done (``kind:outcome`` counts) and the marker written. ``settings``: the label admission's
+    (key secret, default policy, skew)."""
     partitions = await read_topics(bootstrap_servers, record_topics(topics))
     with tempfile.TemporaryDirectory(prefix="borderline-rebuild-") as scratch:
-        rebuilder = Rebuilder(redis, prefix, topics, scratch=Path(scratch), bootstrap=bootstrap)
+        rebuilder = Rebuilder(
+            redis,
+            prefix,
+            topics,
+            scratch=Path(scratch),
+            bootstrap=bootstrap,
+            admission=LabelAdmission.build(redis, prefix, settings.review, settings.policy),
+            key_secret=settings.review.key_secret.get_secret_value().encode(),
+        )
         counts = await rebuilder.replay(partitions)
         marker = await rebuilder.mark_complete(now=clock())
     return counts, marker
@@ -362,6 +393,7 @@ def store_guard(settings: Settings, redis: Redis) -> StoreGuard:
             bootstrap_servers,
             settings.kafka.topics,
             bootstrap=bootstrap_artifact(settings),
+            settings=settings,
         )
 
     return StoreGuard(redis, prefix, rebuild)

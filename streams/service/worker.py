@@ -24,6 +24,7 @@ from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
 from adapters.review.window import CurationWindow
 from models.scorer import Scorer
+from streams.service.admission import LabelAdmission
 from streams.service.app import (
     FaustSink,
     add_batch_agent,
@@ -218,9 +219,12 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     loop.run_until_complete(_prepare(settings, redis, retry))
     app = make_app(settings, app_id=f"{settings.kafka.app_id}-collector", metrics=metrics)
     review = settings.review
+    prefix = settings.redis.key_prefix
+    store = LabelStore(redis, prefix)
     collector = Collector(
-        store=LabelStore(redis, settings.redis.key_prefix),
-        routings=PolicyRoutings(PolicyStore(redis, settings.redis.key_prefix), settings.policy),
+        store=store,
+        admission=LabelAdmission.build(redis, prefix, review, settings.policy),
+        routings=PolicyRoutings(PolicyStore(redis, prefix), settings.policy),
         sink=FaustSink(app),
         metrics=metrics,
         topics=settings.kafka.topics,

@@ -59,6 +59,14 @@ class FakeLabelStore:
         }
 
 
+class AdmitAll:
+    """An `Admission` that admits every label (what these tests are about is elsewhere; the
+    admission is tested in test_collect_admission.py against a real Redis)."""
+
+    async def refusal(self, label: object, *, now: float) -> None:
+        return None
+
+
 @dataclass
 class FakeRoutings:
     asked: list[str] = field(default_factory=list)
@@ -100,6 +108,7 @@ def _feedback(p: float, policy: str, expert_label: str) -> tuple[list[list[bool]
 
     collector = Collector(
         store=FakeLabelStore({"item-1": p}),  # type: ignore[arg-type]
+        admission=AdmitAll(),
         routings=routings,
         sink=FakeSink(),
         metrics=Metrics(),

@@ -25,7 +25,7 @@ from streams.service.metrics import Metrics
 from streams.service.outage import InfrastructureError, Outages
 from streams.service.retry import Retrying, RetryPolicy
 from streams.service.trainer_ports import _retried
-from tests.unit.streams.service.test_collect import TOPICS, FakeRoutings, FakeSink, _label
+from tests.unit.streams.service.test_collect import TOPICS, AdmitAll, FakeRoutings, FakeSink, _label
 from tests.unit.streams.service.test_control import (
     FakeModel,
     FakePolicies,
@@ -107,6 +107,7 @@ def test_the_collector_stores_every_label_through_a_30_second_redis_stall() -> N
     store = StallingLabelStore(time, until=30.0)
     collector = Collector(
         store=store,  # type: ignore[arg-type]
+        admission=AdmitAll(),
         routings=FakeRoutings(),
         sink=FakeSink(),
         metrics=Metrics(),
@@ -129,6 +130,7 @@ def test_the_collector_gives_up_after_the_budget_without_storing_half_a_batch() 
     store = StallingLabelStore(time, until=1e9)
     collector = Collector(
         store=store,  # type: ignore[arg-type]
+        admission=AdmitAll(),
         routings=FakeRoutings(),
         sink=FakeSink(),
         metrics=Metrics(),

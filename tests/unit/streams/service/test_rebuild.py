@@ -1,10 +1,13 @@
 """Rebuilding the store from the record, on the unit session's redis-server: a live session (the
 stores with a `KafkaJournal` over an in-memory producer, labels and requests as the live service
 sends them) is replayed into an empty prefix, and the rebuilt store holds exactly what the live
-one holds (reviewers, clearances, policy documents and history, adapters, the active adapter with
-its history and epochs, labels, review items); replaying again, or over the live store itself,
-changes nothing; labels from reviewers not (yet) registered and undecodable records are skipped;
-`StoreGuard` rebuilds only a store without its marker or with an older epoch."""
+one holds (reviewers, clearances, policy documents and history, adapters, the active adapter
+with its history and epochs, labels, review items); replaying again, or over the live store
+itself, changes nothing; labels from reviewers not (yet) registered, labels the collector's
+admission refuses (unsigned, another policy version) and undecodable records are skipped, while
+a label signed with a key rotated afterwards still counts; reviewers' key nonces and second-
+opinion requests are restored; `StoreGuard` rebuilds only a store without its marker or with an
+older epoch."""
 
 from __future__ import annotations
 
@@ -17,22 +20,27 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
+from adapters.labels.admission import LabelClaim, sign_label
+from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.policy.schema import load_policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
 from adapters.registry.store import AdapterRegistry
+from streams.service.admission import LabelAdmission
 from streams.service.publication import policy_record
 from streams.service.rebuild import Rebuilder, StoreGuard, marker_key
 from streams.service.record import KafkaJournal
 from streams.service.replay import Recorded, StoreMarker
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, encode
+from streams.wire.settings import PolicySettings
 from streams.wire.topics import TopicNames
 
 REPO = Path(__file__).resolve().parents[4]
 TOPICS = TopicNames()
 V1 = load_policy(REPO / "deploy" / "policies" / "v1.yaml")
 V2 = load_policy(REPO / "deploy" / "policies" / "v2.yaml")
+SECRET = b"rebuild-test-secret"
 
 
 @dataclass
@@ -66,9 +74,25 @@ class Tape:
         return [self.records.get(t, []) for t in order]
 
 
-def _label(item_id: str, reviewer: str, label: str, at: float) -> ReviewLabel:
+def _label(
+    item_id: str,
+    reviewer: str,
+    label: str,
+    at: float,
+    *,
+    key: bytes | None = None,
+    request_id: str | None = None,
+    policy: str = "v1",
+) -> ReviewLabel:
+    claim = LabelClaim(item_id, reviewer, label, policy, request_id, at)
     return ReviewLabel(
-        item_id=item_id, reviewer_id=reviewer, label=label, policy_version="v1", labeled_at=at
+        item_id=item_id,
+        reviewer_id=reviewer,
+        label=label,
+        policy_version=policy,
+        request_id=request_id,
+        labeled_at=at,
+        signature=None if key is None else sign_label(key, claim),
     )
 
 
@@ -76,12 +100,14 @@ async def _live(redis: Redis, prefix: str, tape: Tape, tmp: Path) -> None:
     """A live session: every write through the store the live service uses, recorded."""
     journal = KafkaJournal(tape, TOPICS, actor="ops", clock=tape.clock)
     labels = LabelStore(redis, prefix, journal=journal)
+    keys = ReviewerKeys(redis, prefix, SECRET, journal=journal)
     policies = PolicyStore(redis, prefix)
     registry = AdapterRegistry(redis, prefix, journal=journal)
     # a label sent before its reviewer was registered: dead-lettered live, skipped on replay
     await tape.send_and_wait(TOPICS.review_labels, encode(_label("i0", "ann", "benign", 1.0)))
     await labels.register_reviewers(["ann", "bob", "cy"])
     await labels.clear("bob")
+    signing = {reviewer: await keys.issue(reviewer) for reviewer in ("ann", "bob", "cy")}
     for policy in (V1, V2, V1):  # v1 reactivated last
         publication = await policies.publish(policy, actor="ops", now=tape.clock())
         recorded = policy_record(policy, publication.record)
@@ -115,9 +141,33 @@ async def _live(redis: Redis, prefix: str, tape: Tape, tmp: Path) -> None:
     )
     await labels.record_requests("v1", [item])
     for reviewer, value in (("ann", "violating"), ("bob", "violating"), ("cy", "benign")):
-        label = _label("i1", reviewer, value, tape.clock())
+        label = _label(
+            "i1", reviewer, value, tape.clock(), key=signing[reviewer], request_id="rr-1"
+        )
         await tape.send_and_wait(TOPICS.review_labels, encode(label))
         await labels.add_label("v1", "i1", reviewer, value, label.labeled_at)
+    await keys.issue("cy")  # rotated after cy's label: the label still counts on replay
+    # a second opinion the collector sent (recorded as asked before it was sent)
+    second = request.model_copy(
+        update={"request_id": "rr-2", "reason": ReviewReason.SECOND_OPINION}
+    )
+    await labels.record_asked("i1", "rr-2", "v1")
+    await tape.send_and_wait(TOPICS.review_requests, encode(second))
+    # refused by the live collector: unsigned, and under a forged policy version
+    forged = [
+        _label("i1", "ann", "benign", tape.clock(), request_id="rr-1"),
+        _label(
+            "i1",
+            "bob",
+            "benign",
+            tape.clock(),
+            key=signing["bob"],
+            request_id="rr-1",
+            policy="v999",
+        ),
+    ]
+    for label in forged:
+        await tape.send_and_wait(TOPICS.review_labels, encode(label))
     await tape.send_and_wait(TOPICS.review_labels, b"{not json")
     await tape.send_and_wait(TOPICS.review_labels, encode(_label("i2", "mallory", "benign", 9.0)))
 
@@ -147,7 +197,17 @@ async def snapshot(redis: Redis, prefix: str) -> dict[str, Any]:
 
 
 def _rebuilder(redis: Redis, prefix: str, tmp: Path) -> Rebuilder:
-    return Rebuilder(redis, prefix, TOPICS, scratch=tmp / "scratch")
+    keys = ReviewerKeys(redis, prefix, SECRET)
+    admission = LabelAdmission(
+        LabelStore(redis, prefix),
+        keys,
+        PolicyStore(redis, prefix),
+        PolicySettings(),
+        max_skew_s=300.0,
+    )
+    return Rebuilder(
+        redis, prefix, TOPICS, scratch=tmp / "scratch", admission=admission, key_secret=SECRET
+    )
 
 
 @dataclass
@@ -205,6 +265,8 @@ def test_a_rebuilt_store_holds_exactly_what_the_live_store_held(
     ]
     assert sorted(w.rebuilt[":labels:v1:i1"]) == [b"ann", b"bob", b"cy"]
     assert w.rebuilt[":reviewers:cleared"] == [b"bob"]
+    assert sorted(w.rebuilt[":reviewers:keys"]) == [b"ann", b"bob", b"cy"]  # nonces, not keys
+    assert w.rebuilt[":review:asked:i1"] == {b"rr-1": b"v1", b"rr-2": b"v1"}
 
 
 def test_a_second_replay_and_a_replay_over_the_live_store_change_nothing(
@@ -227,6 +289,10 @@ def test_what_the_live_collector_refused_is_skipped(
     assert counts["label:unregistered_reviewer"] == 2
     assert counts["skipped_invalid_json"] == 1
     assert counts["label:stored"] == 3
+    assert counts["label:unsigned_label"] == 1
+    assert counts["label:policy_mismatch"] == 1
+    assert counts["reviewers:key_issued"] == 4
+    assert counts["request:second_opinion"] == 1
     assert counts["activation:rollback"] == 1
     assert counts["activation:promote"] == 2
 

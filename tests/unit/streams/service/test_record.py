@@ -27,7 +27,13 @@ from streams.wire.messages import (
     decode,
 )
 from streams.wire.topics import TopicNames
-from tests.unit.streams.service.test_collect import FakeLabelStore, FakeRoutings, FakeSink, _label
+from tests.unit.streams.service.test_collect import (
+    AdmitAll,
+    FakeLabelStore,
+    FakeRoutings,
+    FakeSink,
+    _label,
+)
 
 TOPICS = TopicNames()
 
@@ -122,6 +128,7 @@ def test_the_collector_asks_its_guard_before_each_batch() -> None:
     guard = Guard(store)
     collector = Collector(
         store=store,  # type: ignore[arg-type]
+        admission=AdmitAll(),
         routings=FakeRoutings(),
         sink=FakeSink(),
         metrics=Metrics(),
