@@ -46,6 +46,7 @@ from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
 from streams.service.topic_watch import TopicWatch
+from streams.service.trust import adapter_trust
 from streams.service.watchdog import Watchdog, probe_interval
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
@@ -143,7 +144,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     redis = open_redis(settings.redis.url.get_secret_value())
     retry = Retrying.for_process(settings, metrics=metrics)
     loop.run_until_complete(_prepare(settings, redis, retry))
-    registry = AdapterRegistry(redis, settings.redis.key_prefix)
+    # only adapters the trainer signed (or the base's own, as the model folder has it) are loaded
+    registry = AdapterRegistry(redis, settings.redis.key_prefix, trust=adapter_trust(settings))
     # the base's own adapter is always in the registry, so it can be promoted back to
     bootstrap = settings.model.dir / BOOTSTRAP_ARTIFACT
     if bootstrap.is_dir():
