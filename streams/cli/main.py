@@ -67,6 +67,18 @@ def _cmd_reviewers(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(reviewers_command(args, connected(settings)))
 
 
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli.users import users_command
+
+    return asyncio.run(users_command(args, connected(settings)))
+
+
+def _cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.console.serve import serve_console
+
+    return serve_console(connected(settings), host=args.host, port=args.port)
+
+
 def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.review import review_command
 
@@ -290,6 +302,8 @@ _COMMANDS = {
     "collector": _cmd_collector,
     "reviewers": _cmd_reviewers,
     "review": _cmd_review,
+    "users": _cmd_users,
+    "console": _cmd_console,
     "panel": _cmd_panel,
     "bench": _cmd_bench,
     "adapters": _cmd_adapters,
@@ -311,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model",
         "data",
         "trainer",
+        "console",
     }
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else (logging.INFO if chatty else logging.WARNING),

@@ -121,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     r_clear = reviewers_sub.add_parser("clear", help="count an excluded reviewer's labels again")
     r_clear.add_argument("id")
 
+    users = sub.add_parser("users", help="reviewer console accounts (reviewer or lead)")
+    users_sub = users.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    u_add = users_sub.add_parser("add", help="create a user (or change role and password)")
+    u_add.add_argument("name")
+    u_add.add_argument("--role", choices=["reviewer", "lead"], required=True)
+    u_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    users_sub.add_parser("list", help="users, roles and whether they are active")
+    u_disable = users_sub.add_parser("disable", help="stop a user's sessions and tokens now")
+    u_disable.add_argument("name")
+    u_token = users_sub.add_parser("token", help="a new API token (shown once, stored hashed)")
+    u_token.add_argument("name")
+
+    console = sub.add_parser("console", help="the reviewer console (web)")
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    console.add_argument("--port", type=int, default=8600, help="port to listen on")
+
     review = sub.add_parser("review", help="the review queue and expert agreement")
     review_sub = review.add_subparsers(dest="action", required=True, parser_class=_Parser)
     stats = review_sub.add_parser("stats", help="queue, budget and agreement tables")

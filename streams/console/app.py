@@ -1,0 +1,75 @@
+"""The console's ASGI app: pages, ``/api/v1``, static files (htmx is vendored in ``static/``:
+nothing is fetched at run time), ``/healthz`` and ``/metrics``. Built from a `Console` passed in
+(`build_app`), never configured at import time. Every response carries a strict Content Security
+Policy (scripts from this origin only: text injected into a page could not run even if it
+escaped the templates' autoescape)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from streams.console import api, pages
+from streams.console.web import HERE, Console
+
+__all__ = ["build_app"]
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class _Headers(BaseHTTPMiddleware):
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        path = request.url.path
+        route = (
+            "api"
+            if path.startswith("/api/")
+            else ("static" if path.startswith("/static/") else "page")
+        )
+        console: Console = request.app.state.console
+        console.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if route != "static":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+async def healthz(request: Request) -> Response:
+    console: Console = request.app.state.console
+    await console.redis.ping()
+    return PlainTextResponse("ok")
+
+
+async def metrics(request: Request) -> Response:
+    console: Console = request.app.state.console
+    return Response(generate_latest(console.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_app(console: Console) -> Starlette:
+    routes: list[Route | Mount] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    for path, endpoint, methods in [*pages.routes, *api.routes]:
+        routes.append(Route(path, endpoint, methods=methods))
+    app = Starlette(routes=routes, middleware=[Middleware(_Headers)])
+    app.state.console = console
+    return app

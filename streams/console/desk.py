@@ -1,0 +1,156 @@
+"""What a reviewer can do, for the pages and the API alike: take the next task, label it, skip
+it, release it, undo the last label. Every state change is audit-logged; the label's reviewer is
+always the signed-in user, never a value the client sent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from adapters.policy.schema import Category, Policy
+from adapters.policy.store import PolicyStore
+from models.errors import BorderlineError
+from streams.console.audit import AuditLog
+from streams.console.metrics import ConsoleMetrics
+from streams.console.outbox import LabelOutbox
+from streams.console.queue import ClaimedTask, TaskQueue
+from streams.wire.messages import ReviewLabel
+
+__all__ = ["BENIGN", "LabelOutcome", "PolicyView", "ReviewDesk", "hotkeys"]
+
+BENIGN = "benign"
+
+
+def hotkeys(categories: list[str]) -> list[tuple[str, str]]:
+    """The key of each answer: ``1`` benign, then ``2``... for the policy's categories in order
+    (nine at most have a digit; further ones are reached with the mouse or the API).
+
+    >>> hotkeys(["violating"])
+    [('1', 'benign'), ('2', 'violating')]
+    """
+    answers = [BENIGN, *categories]
+    return [(str(i + 1), a) for i, a in enumerate(answers[:9])]
+
+
+class LabelOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    NOT_HELD = "not_held"  # no live lease of this reviewer on the item (expired, or answered)
+    UNKNOWN_LABEL = "unknown_label"
+
+
+@dataclass(frozen=True)
+class ShownPolicy:
+    version: str
+    description: str
+    categories: list[Category]
+    examples: list[tuple[str, str]]
+
+
+@dataclass
+class PolicyView:
+    """The active policy as reviewers see it; the settings' single category where no policy was
+    ever published."""
+
+    store: PolicyStore
+    fallback_version: str
+    fallback_category: str
+    _cache: dict[str, ShownPolicy] = field(default_factory=dict)
+
+    async def active_version(self) -> str:
+        return await self.store.active_version() or self.fallback_version
+
+    async def shown(self, version: str) -> ShownPolicy:
+        if version in self._cache:
+            return self._cache[version]
+        try:
+            policy: Policy | None = await self.store.get(version)
+        except BorderlineError:
+            policy = None
+        if policy is None:
+            fallback = Category(
+                name=self.fallback_category,
+                definition="the policy's category (no policy document was published)",
+                block_threshold=0.5,
+            )
+            shown = ShownPolicy(version, "", [fallback], [])
+        else:
+            shown = ShownPolicy(
+                version,
+                policy.description,
+                list(policy.categories),
+                [(e.text, e.label) for e in policy.examples],
+            )
+        self._cache[version] = shown  # a published version never changes
+        return shown
+
+
+@dataclass
+class ReviewDesk:
+    queue: TaskQueue
+    outbox: LabelOutbox
+    audit: AuditLog
+    policies: PolicyView
+    metrics: ConsoleMetrics
+    clock: Callable[[], float] = time.time
+
+    async def _note(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        await self.audit.append(actor, action, target, now=self.clock(), detail=detail)
+        self.metrics.actions.labels(action=action).inc()
+
+    async def next(self, reviewer: str) -> ClaimedTask | None:
+        policy = await self.policies.active_version()
+        task = await self.queue.claim(policy, reviewer, now=self.clock())
+        if task is not None and task.fresh:
+            await self._note(reviewer, "claim", task.request.item_id)
+        return task
+
+    async def label(self, reviewer: str, item_id: str, label: str) -> LabelOutcome:
+        """Answer the reviewer's task ``item_id`` with ``label``."""
+        policy = await self.policies.active_version()
+        request = await self.queue.request(policy, item_id)
+        if request is None:
+            return LabelOutcome.NOT_HELD
+        shown = await self.policies.shown(request.policy_version)
+        if label != BENIGN and label not in {c.name for c in shown.categories}:
+            return LabelOutcome.UNKNOWN_LABEL
+        now = self.clock()
+        if not await self.queue.finish(policy, item_id, reviewer, now=now):
+            return LabelOutcome.NOT_HELD
+        await self.outbox.put(
+            ReviewLabel(
+                item_id=item_id,
+                reviewer_id=reviewer,
+                label=label,
+                policy_version=request.policy_version,
+                request_id=request.request_id,
+                labeled_at=now,
+            ),
+            now=now,
+        )
+        await self._note(reviewer, "label", item_id, label)
+        return LabelOutcome.ACCEPTED
+
+    async def skip(self, reviewer: str, item_id: str) -> bool:
+        policy = await self.policies.active_version()
+        done = await self.queue.release(policy, item_id, reviewer, skip=True)
+        if done:
+            await self._note(reviewer, "skip", item_id)
+        return done
+
+    async def release(self, reviewer: str, item_id: str) -> bool:
+        policy = await self.policies.active_version()
+        done = await self.queue.release(policy, item_id, reviewer)
+        if done:
+            await self._note(reviewer, "release", item_id)
+        return done
+
+    async def undo(self, reviewer: str) -> ReviewLabel | None:
+        """Take back the reviewer's last label while it waits; it is their task again."""
+        label = await self.outbox.undo(reviewer)
+        if label is None:
+            return None
+        await self.queue.reopen(label.policy_version, label.item_id, reviewer, now=self.clock())
+        await self._note(reviewer, "undo", label.item_id, label.label)
+        return label

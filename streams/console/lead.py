@@ -1,0 +1,109 @@
+"""The lead's view, gathered: queue depth by reason and the oldest request's age, requests closed
+as expired, labels per reviewer, each reviewer's agreement with the others' majority (with its
+interval where the agreement module gives a standard error) and status, the experts' ceiling,
+the gate's history (promotions and rollbacks) and the active policy and adapter, the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.labels.agreement import agreement_report, expert_ceiling
+from adapters.labels.store import LabelStore
+from adapters.registry.store import AdapterRegistry
+from streams.console.audit import AuditEntry, AuditLog
+from streams.console.queue import TaskQueue
+
+__all__ = ["LeadStats", "ReviewerRow", "lead_stats"]
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class ReviewerRow:
+    reviewer: str
+    labels: int
+    compared: int
+    agreement: float | None
+    kappa: float | None
+    interval: tuple[float, float] | None
+    status: str  # trusted, excluded, cleared, too few labels
+
+
+@dataclass(frozen=True)
+class LeadStats:
+    policy: str
+    depth: dict[str, int]
+    oldest_age_s: float | None
+    expired: int
+    reviewers: list[ReviewerRow]
+    ceiling: float | None
+    adapter: str | None
+    gate_history: list[dict[str, Any]]
+    audit: list[AuditEntry]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "queue_depth": self.depth,
+            "oldest_age_s": self.oldest_age_s,
+            "expired": self.expired,
+            "reviewers": [r.__dict__ for r in self.reviewers],
+            "expert_ceiling": self.ceiling,
+            "active_adapter": self.adapter,
+            "gate_history": self.gate_history,
+        }
+
+
+def _status(reviewer: str, kappa: float | None, excluded: set[str], cleared: set[str]) -> str:
+    if reviewer in excluded:
+        return "excluded"
+    if reviewer in cleared:
+        return "cleared"
+    return "too few labels" if kappa is None else "trusted"
+
+
+async def lead_stats(
+    policy: str,
+    *,
+    now: float,
+    queue: TaskQueue,
+    labels: LabelStore,
+    registry: AdapterRegistry,
+    audit: AuditLog,
+    min_shared: int,
+) -> LeadStats:
+    votes = await labels.votes_every_policy()
+    excluded, cleared = await labels.excluded(), await labels.cleared()
+    report = agreement_report(votes, min_shared=min_shared)
+    rows = []
+    for r in report.reviewers:
+        se = getattr(r, "std_error", None)  # given by the agreement module once it has it
+        interval = None
+        if r.kappa is not None and isinstance(se, float):
+            interval = (max(-1.0, r.kappa - Z95 * se), min(1.0, r.kappa + Z95 * se))
+        rows.append(
+            ReviewerRow(
+                r.reviewer,
+                r.labels,
+                r.compared,
+                r.agreement,
+                r.kappa,
+                interval,
+                _status(r.reviewer, r.kappa, excluded, cleared),
+            )
+        )
+    oldest = await queue.oldest(policy)
+    active = await registry.active(policy)
+    history = await registry.history(policy, limit=20)
+    return LeadStats(
+        policy=policy,
+        depth=await queue.depth(policy),
+        oldest_age_s=None if oldest is None else max(0.0, now - oldest),
+        expired=await queue.expired_total(policy),
+        reviewers=rows,
+        ceiling=expert_ceiling(votes, excluded, min_shared=min_shared),
+        adapter=None if active is None else active.adapter_id,
+        gate_history=[h.model_dump() for h in history],
+        audit=await audit.latest(50),
+    )

@@ -1,0 +1,127 @@
+"""`borderline console`: the clients built once (Redis, a producer for labels and the reviewer
+record, a consumer of review requests), the app, and its background work in one event loop,
+served by uvicorn until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from argon2 import PasswordHasher
+from redis.asyncio import Redis
+
+from adapters.labels.store import LabelStore
+from adapters.policy.store import PolicyStore
+from adapters.registry.store import AdapterRegistry
+from streams.console.app import build_app
+from streams.console.audit import AuditLog
+from streams.console.desk import PolicyView, ReviewDesk
+from streams.console.feed import Background
+from streams.console.keys import ConsoleKeys
+from streams.console.metrics import ConsoleMetrics
+from streams.console.outbox import LabelOutbox, LabelSigner, unsigned
+from streams.console.queue import TaskQueue
+from streams.console.sessions import SessionStore, Throttle
+from streams.console.users import UserStore
+from streams.console.web import Console
+from streams.service.record import KafkaJournal, Producer
+from streams.wire.settings import Settings
+
+__all__ = ["Assembled", "assemble", "serve_console"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembled:
+    console: Console
+    background: Background
+
+
+def assemble(
+    settings: Settings,
+    redis: Redis,
+    producer: Producer,
+    *,
+    signer: LabelSigner = unsigned,
+    hasher: PasswordHasher | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Assembled:
+    """The console and its background work over clients built by the caller."""
+    c, prefix = settings.console, settings.redis.key_prefix
+    keys = ConsoleKeys(prefix)
+    journal = KafkaJournal(producer, settings.kafka.topics, actor="console")
+    labels = LabelStore(redis, prefix, journal=journal)
+    metrics = ConsoleMetrics()
+    audit = AuditLog(redis, keys)
+    queue = TaskQueue(
+        redis, prefix, lease_s=c.lease_s, opinions=c.opinions, max_age_s=c.request_max_age_s
+    )
+    outbox = LabelOutbox(
+        redis, keys, producer, settings.kafka.topics.review_labels, signer, undo_s=c.undo_s
+    )
+    policies = PolicyView(
+        PolicyStore(redis, prefix), settings.policy.version, settings.policy.category
+    )
+    desk = ReviewDesk(queue, outbox, audit, policies, metrics, clock)
+    console = Console(
+        redis=redis,
+        users=UserStore(redis, keys, hasher or PasswordHasher(), labels),
+        sessions=SessionStore(redis, keys, c.session_ttl_s),
+        throttle=Throttle(redis, keys, c.login_attempts, c.login_window_s),
+        audit=audit,
+        desk=desk,
+        labels=labels,
+        registry=AdapterRegistry(redis, prefix),
+        metrics=metrics,
+        secure_cookies=c.secure_cookies,
+        show_score=c.show_score,
+        min_shared=settings.review.min_shared,
+        clock=clock,
+    )
+    background = Background(queue, outbox, metrics, policies.active_version, clock)
+    return Assembled(console, background)
+
+
+async def _run(settings: Settings, host: str, port: int) -> None:
+    assert settings.redis.url is not None and settings.kafka.bootstrap_servers
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    consumer = AIOKafkaConsumer(
+        settings.kafka.topics.review_requests,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=f"{settings.kafka.app_id}-console",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await producer.start()
+    await consumer.start()
+    assembled = assemble(settings, redis, producer)
+    app = build_app(assembled.console)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    bg = assembled.background
+    tasks = [
+        asyncio.create_task(bg.feed(consumer)),
+        asyncio.create_task(bg.send_labels()),
+        asyncio.create_task(bg.expire_requests()),
+    ]
+    try:
+        log.info("console on http://%s:%d", host, port)
+        await server.serve()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
+def serve_console(settings: Settings, *, host: str, port: int) -> int:
+    asyncio.run(_run(settings, host, port))
+    return 0

@@ -1,0 +1,100 @@
+"""What every console route shares: the `Console` (clients and stores, built once by
+`streams.console.serve` and passed in), who is asking (a session cookie for pages, a bearer token
+for the API; a disabled user is refused at once because both read the user on every request),
+CSRF checks, cookies and the templates (Jinja2 with autoescape on: item text is shown as text)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from adapters.labels.store import LabelStore
+from adapters.registry.store import AdapterRegistry
+from streams.console.audit import AuditLog
+from streams.console.desk import ReviewDesk
+from streams.console.metrics import ConsoleMetrics
+from streams.console.sessions import Session, SessionStore, Throttle
+from streams.console.users import User, UserStore
+
+__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Console", "Viewer", "templates"]
+
+SESSION_COOKIE = "borderline_session"
+LOGIN_COOKIE = "borderline_login"
+HERE = Path(__file__).resolve().parent
+
+
+def templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user: User
+    session: Session | None  # None: a bearer token
+
+
+@dataclass
+class Console:
+    redis: Redis
+    users: UserStore
+    sessions: SessionStore
+    throttle: Throttle
+    audit: AuditLog
+    desk: ReviewDesk
+    labels: LabelStore
+    registry: AdapterRegistry
+    metrics: ConsoleMetrics
+    secure_cookies: bool
+    show_score: bool
+    min_shared: int
+    clock: Callable[[], float] = time.time
+    env: Environment = field(default_factory=templates)
+
+    # --- who is asking --------------------------------------------------------------------
+    async def from_session(self, request: Request) -> Viewer | None:
+        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        user = await self.users.get(session.user)
+        if user is None or user.disabled:
+            await self.sessions.end(session)
+            return None
+        return Viewer(user, session)
+
+    async def from_token(self, request: Request) -> Viewer | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        user = await self.users.by_token(token.strip())
+        return None if user is None else Viewer(user, None)
+
+    # --- responses ------------------------------------------------------------------------
+    def page(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
+        return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.secure_cookies,
+        )
+
+    def login_token(self) -> str:
+        return secrets.token_urlsafe(24)
