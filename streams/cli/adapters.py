@@ -1,5 +1,11 @@
-"""`borderline adapters list | show | register | promote | rollback`: the registry for people.
-Output is plain text for terminals; unknown ids and impossible rollbacks are one-line errors."""
+"""`borderline adapters list | show | register | promote | rollback | audit | keygen`: the registry
+for people. Output is plain text for terminals; unknown ids, impossible rollbacks and promotions
+the gate did not pass are one-line errors.
+
+A promotion by hand needs the adapter's passed gate report for the active policy; past it only
+with ``--force --reason TEXT``, which the registry record marks as forced (workers alert) and the
+audit log keeps with the actor (`borderline adapters audit`). A rollback goes to the most recent
+earlier adapter that verifies with the configured verify key."""
 
 from __future__ import annotations
 
@@ -10,13 +16,18 @@ import time
 
 from redis.asyncio import Redis
 
-from adapters.registry.artifact import AdapterArtifact, ArtifactError
-from adapters.registry.store import ActiveRecord, AdapterRegistry
+from adapters.adapt.verdicts import VerdictStore
+from adapters.policy.store import PolicyStore
+from adapters.registry.artifact import AdapterArtifact, AdapterManifest, ArtifactError
+from adapters.registry.audit import AuditEntry, AuditLog
+from adapters.registry.keys import make_key_pair
+from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from streams.service.record import open_journal
+from streams.service.trust import adapter_trust
 from streams.wire.settings import Settings
 
-__all__ = ["adapters_command"]
+__all__ = ["adapters_command", "keygen_command", "promote_by_hand"]
 
 
 def _when(ts: float) -> str:
@@ -29,14 +40,17 @@ def _actor(args: argparse.Namespace) -> str:
 
 def _record_line(r: ActiveRecord) -> str:
     frm = f" (was {r.previous})" if r.previous else ""
-    head = f"{_when(r.at)}  epoch {r.epoch:<4} {r.action:<8} {r.adapter_id}{frm}"
+    action = "promote!" if r.forced else r.action
+    head = f"{_when(r.at)}  epoch {r.epoch:<4} {action:<8} {r.adapter_id}{frm}"
     return f"{head}  by {r.actor}: {r.reason}"
 
 
 async def adapters_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
-    registry = AdapterRegistry(redis, settings.redis.key_prefix)
+    # a rollback goes only where workers would go: adapters that verify with their key
+    trust = adapter_trust(settings) if settings.adapters.verify_key_file is not None else None
+    registry = AdapterRegistry(redis, settings.redis.key_prefix, trust=trust)
     policy = getattr(args, "policy", None) or settings.policy.version
     if args.action in ("register", "promote", "rollback"):
         assert settings.kafka.bootstrap_servers
@@ -93,20 +107,110 @@ async def _run(
             state = "registered" if new else "already registered"
             print(f"{state}: {artifact.adapter_id} (policy {artifact.manifest.policy_version})")
         elif args.action == "promote":
-            manifest = await registry.manifest(args.id)
-            local = settings.model.dir
-            if (local / "manifest.json").is_file():
-                base = ModelManifest.read(local, verify=False).model_version
-                if manifest.base_model_version != base:
-                    raise ArtifactError(
-                        f"adapter {args.id} was built for base {manifest.base_model_version}, "
-                        f"the model in {local} is {base}: workers would refuse it"
-                    )
-            record = await registry.promote(args.id, actor=_actor(args), reason=args.reason)
-            print(_record_line(record))
+            await _promote(args, settings, registry)
         elif args.action == "rollback":
-            record = await registry.rollback(policy, actor=_actor(args), reason=args.reason)
+            reason = args.reason or "manual rollback"
+            record = await registry.rollback(policy, actor=_actor(args), reason=reason)
             print(_record_line(record))
+        elif args.action == "audit":
+            entries = await AuditLog(redis, settings.redis.key_prefix).entries(args.limit)
+            if not entries:
+                print("no forced promotions")
+            for e in entries:
+                print(
+                    f"{_when(e.at)}  {e.action}  {e.adapter_id} (policy {e.policy_version}) "
+                    f"by {e.actor}: {e.reason} [gate: {e.gate}]"
+                )
         return 0
     finally:
         await redis.aclose()
+
+
+async def _gate_verdict(
+    redis: Redis, prefix: str, default_policy: str, manifest: AdapterManifest
+) -> tuple[bool, str]:
+    """Whether the adapter's gate report passed for the active policy, and what it said."""
+    active = await PolicyStore(redis, prefix).active_version() or default_policy
+    report = await VerdictStore(redis, prefix).report(manifest.adapter_id)
+    if report is None:
+        return False, "no gate report"
+    if not report.passed:
+        return False, f"failed: {report.reason}"
+    if report.policy_version != active or manifest.policy_version != active:
+        return False, f"passed for policy {report.policy_version}, the active policy is {active}"
+    return True, f"passed: {report.reason}"
+
+
+async def promote_by_hand(
+    registry: AdapterRegistry,
+    *,
+    default_policy: str,
+    adapter_id: str,
+    actor: str,
+    reason: str | None,
+    force: bool,
+    now: float | None = None,
+) -> ActiveRecord:
+    """Promote ``adapter_id`` if its gate report passed for the active policy; past the gate only
+    with ``force`` and a ``reason``: then the audit log gets the entry first (with the actor,
+    the reason and what the gate had said) and the record is marked forced. `RegistryError`
+    naming the way out otherwise."""
+    redis, prefix = registry.redis, registry.prefix
+    manifest = await registry.manifest(adapter_id)
+    passed, gate = await _gate_verdict(redis, prefix, default_policy, manifest)
+    if not passed and not force:
+        raise RegistryError(
+            f"adapter {adapter_id} has no passed gate report for the active policy ({gate}): "
+            "promote it past the gate only with --force --reason TEXT (audit-logged)"
+        )
+    if force and not reason:
+        raise RegistryError("--force needs --reason TEXT: why the gate is overridden")
+    if not passed:
+        assert reason is not None
+        await AuditLog(redis, prefix).append(
+            AuditEntry(
+                at=time.time() if now is None else now,
+                actor=actor,
+                action="force-promote",
+                adapter_id=adapter_id,
+                policy_version=manifest.policy_version,
+                reason=reason,
+                gate=gate,
+            )
+        )
+    return await registry.promote(
+        adapter_id, actor=actor, reason=reason or "manual promotion", forced=not passed, now=now
+    )
+
+
+async def _promote(args: argparse.Namespace, settings: Settings, registry: AdapterRegistry) -> None:
+    manifest = await registry.manifest(args.id)
+    local = settings.model.dir
+    if (local / "manifest.json").is_file():
+        base = ModelManifest.read(local, verify=False).model_version
+        if manifest.base_model_version != base:
+            raise ArtifactError(
+                f"adapter {args.id} was built for base {manifest.base_model_version}, "
+                f"the model in {local} is {base}: workers would refuse it"
+            )
+    record = await promote_by_hand(
+        registry,
+        default_policy=settings.policy.version,
+        adapter_id=args.id,
+        actor=_actor(args),
+        reason=args.reason,
+        force=getattr(args, "force", False),
+    )
+    print(_record_line(record))
+
+
+def keygen_command(args: argparse.Namespace) -> int:
+    """`borderline adapters keygen --out DIR`: the trainer's signing key pair for production."""
+    private, public = make_key_pair(args.out, overwrite=args.overwrite)
+    print(f"signing key (trainer only, mode 0600): {private}")
+    print(f"verify key (every worker): {public}")
+    print(
+        f"set BORDERLINE_ADAPTERS__SIGNING_KEY_FILE={private} for the trainer and "
+        f"BORDERLINE_ADAPTERS__VERIFY_KEY_FILE={public} for the workers"
+    )
+    return 0

@@ -6,9 +6,12 @@ through `AdapterRegistry.fetch` (sha256 and base model verified) and loads it ne
 one, then hands the state to the classifier's one method, `Classifier.apply`, which swaps it in
 between batches. The previous adapter stays loaded for an instant rollback.
 
-A corrupted adapter, or one for another base, is refused (counted once, logged with the reason)
-and the active one keeps serving. A Redis outage is waited out, polling at its own pace, and
-reported to the process's retry policy: logged once per outage interval, and an
+A corrupted adapter, one for another base, or one the trainer did not sign (the registry's
+`AdapterTrust`: unsigned, signed with another key, tampered with) is refused (counted once, the
+signature refusals by reason, logged with the reason) and the active one keeps serving. After
+every look the worker says whether it serves what the registry names active (a mismatch gauge)
+and whether that record is a forced promotion. A Redis outage is waited out, polling at its own
+pace, and reported to the process's retry policy: logged once per outage interval, and an
 `InfrastructureError` (the worker exits) once Redis has been unreachable for the outage budget.
 
 `PolicyRoutings` gives the label collector the routing each policy version was decided under.
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 
 from adapters.policy.schema import Policy, PolicyError
 from adapters.registry.artifact import ArtifactError
+from adapters.registry.signing import SignatureError
 from adapters.registry.store import ActiveRecord, RegistryError
 from adapters.review.routing import RoutingPolicy
 from models.adapter_file import AdapterFileError
@@ -160,6 +164,7 @@ class ControlPlane:
             )
             target = next_state(current, policy, record, refused=frozenset(self._refused))
             if target == current:
+                self._watch(record, current)
                 return False
             started = received_at or self.clock()
             if target.adapter_id != current.adapter_id and not await self._load(
@@ -167,9 +172,11 @@ class ControlPlane:
             ):
                 target = next_state(current, policy, record, refused=frozenset(self._refused))
                 if target == current:
+                    self._watch(record, current)
                     return False
             self.serving.apply(target)
             self._announce(current, target, record, started)
+            self._watch(record, target)
             return (target.adapter_id, target.routing) != (current.adapter_id, current.routing)
 
     async def _load(self, adapter_id: str, *, keeping: str) -> bool:
@@ -184,9 +191,19 @@ class ControlPlane:
         except (ArtifactError, AdapterFileError, RegistryError) as exc:
             self._refused.add(adapter_id)
             self.metrics.adapter_swaps.labels(result="refused").inc()
+            if isinstance(exc, SignatureError):
+                self.metrics.adapter_signature_refusals.labels(reason=exc.reason).inc()
             log.error("adapter %s refused, keeping %s: %s", adapter_id, keeping, exc)
             return False
         return True
+
+    def _watch(self, record: ActiveRecord | None, served: ServingState) -> None:
+        """The registry/worker agreement: 1 when the registry names another adapter active for
+        the policy served (refused, or not swapped in yet), and whether that record was forced."""
+        named = record is not None and record.policy_version == served.policy_version
+        mismatch = named and record is not None and record.adapter_id != served.adapter_id
+        self.metrics.adapter_mismatch.set(1 if mismatch else 0)
+        self.metrics.adapter_forced.set(1 if named and record is not None and record.forced else 0)
 
     def _announce(
         self,

@@ -139,6 +139,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.adapter_signature_refusals = Counter(
+            "borderline_adapter_signature_refusals_total",
+            "Adapters this worker refused to load because the trainer did not sign them, by "
+            "reason (unsigned, wrong_key, bad_signature, not_gated, no_key)",
+            ["reason"],
+            registry=r,
+        )
+        self.adapter_mismatch = Gauge(
+            "borderline_adapter_mismatch",
+            "1 when this worker serves another adapter than the registry names active for its "
+            "policy (it refused that one, or has not swapped yet)",
+            registry=r,
+        )
+        self.adapter_forced = Gauge(
+            "borderline_adapter_forced",
+            "1 when the registry's active adapter was promoted by hand past the gate (--force)",
+            registry=r,
+        )
         self.adapter_swap_seconds = Histogram(
             "borderline_adapter_swap_seconds",
             "Seconds from learning of a new active adapter to serving it",
