@@ -5,10 +5,14 @@ action — ``promote``, ``refuse``, ``roll_back`` or ``wait`` — with the reaso
 The rules, in order:
 
 1. A live adapter that the trainer itself promoted goes back when `gate.should_roll_back` says
-   so on fresh expert labels (an operator's promotion is theirs to undo). Going back is the safe
-   direction, so no cool-down holds it; its evidence (enough labels since the promotion) is its
-   own guard. When there is nothing to roll back to, the decision is ``wait``, never an error:
-   the adapter stays until a candidate passes the gate.
+   so: the previous adapter, scored on the same audit-drawn items labelled since the promotion,
+   is better by the gate's paired rule (an operator's promotion is theirs to undo). No cool-down
+   holds a rollback: its evidence (enough audit labels since the promotion, a paired lower
+   bound above the margin) is its own guard, and the rollback itself starts a cool-down for
+   promotions (rule 4), so promote -> roll back -> promote cannot flap. When there is nothing to
+   roll back to and the live adapter's kappa upper bound is below ``min_kappa``, the decision
+   is ``wait`` with ``alert`` set (the trainer logs it and counts it), never an error: the
+   adapter stays until a candidate passes the gate.
 2. With no candidate, ``wait``.
 3. A candidate the gate failed is refused.
 4. A candidate the gate passed waits while the active adapter changed (a promotion or a
@@ -24,7 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from adapters.adapt.gate import GateConfig, GateError, GateReport, should_roll_back
+from adapters.adapt.estimate import Estimate
+from adapters.adapt.gate import TOLERANCE, GateConfig, GateError, GateReport, should_roll_back
 
 __all__ = [
     "NO_CANDIDATE",
@@ -58,11 +63,12 @@ class ActiveView(Protocol):
 
 @dataclass(frozen=True)
 class LiveEvidence:
-    """The live adapter's Cohen's kappa against expert consensus on evaluation items labelled
-    since it went live (None: undefined), and how many items that is."""
+    """The live adapter on the audit-drawn items labelled since it went live: its weighted
+    kappa against expert consensus (``live``), and the paired estimate of (previous - live) on
+    the same items (``previous_better``; None: no previous adapter was scored)."""
 
-    kappa: float | None
-    items: int
+    live: Estimate
+    previous_better: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,11 @@ class PromotionRules:
 
 @dataclass(frozen=True)
 class Decision:
+    """``alert``: the live adapter is below the floor and nothing can replace it yet."""
+
     action: Action
     reason: str
+    alert: bool = False
 
 
 def watched(active: ActiveView | None, actor: str) -> bool:
@@ -115,13 +124,26 @@ def cooldown_left(active: ActiveView | None, *, now: float, cooldown_s: float) -
     return max(0.0, active.at + cooldown_s - now)
 
 
-def _live_failed(live: LiveEvidence | None, gate: GateConfig) -> str | None:
-    if live is None or not should_roll_back(
-        live.kappa, min_kappa=gate.min_kappa, min_items=gate.min_eval_items, items=live.items
-    ):
+def _previous_better(live: LiveEvidence | None, gate: GateConfig) -> str | None:
+    if live is None or live.previous_better is None:
         return None
-    assert live.kappa is not None  # should_roll_back is False on an undefined kappa
-    return f"live kappa {live.kappa:.3f} < {gate.min_kappa} on {live.items} labels"
+    diff = live.previous_better
+    if not should_roll_back(diff, margin=gate.margin):
+        return None
+    assert diff.value is not None and diff.low is not None
+    return (
+        f"the previous adapter is better on {diff.items} audit labels since the promotion: "
+        f"previous - live {diff.value:.3f} ({diff.confidence:.0%} CI {diff.low:.3f} to "
+        f"{diff.high:.3f}), lower bound >= margin {gate.margin:.3f}"
+    )
+
+
+def _below_floor(live: LiveEvidence | None, gate: GateConfig) -> str | None:
+    if live is None or live.live.high is None or live.live.value is None:
+        return None
+    if live.live.high >= gate.min_kappa - TOLERANCE:
+        return None
+    return f"live kappa {live.live.describe()}: upper bound < min_kappa {gate.min_kappa:.3f}"
 
 
 def decide(
@@ -139,31 +161,37 @@ def decide(
     >>> from types import SimpleNamespace as Record
     >>> rules = PromotionRules(GateConfig(), cooldown_s=60.0, actor="bot")
     >>> mine = Record(adapter_id="a2", action="promote", actor="bot", at=1000.0)
-    >>> bad = LiveEvidence(kappa=0.41, items=80)
-    >>> decide(None, active=mine, live=bad, can_roll_back=True, now=1010.0, rules=rules)
-    Decision(action='roll_back', reason='live kappa 0.410 < 0.7 on 80 labels')
-    >>> decide(None, active=mine, live=bad, can_roll_back=False, now=1010.0, rules=rules).action
-    'wait'
+    >>> live = Estimate(0.41, 0.3, 0.52, 80, 50, 0.9)
+    >>> bad = LiveEvidence(live, previous_better=Estimate(0.4, 0.25, 0.55, 80, 50, 0.9))
+    >>> decide(None, active=mine, live=bad, can_roll_back=True, now=1010.0, rules=rules).action
+    'roll_back'
+    >>> decision = decide(None, active=mine, live=LiveEvidence(live), can_roll_back=False,
+    ...                   now=1010.0, rules=rules)
+    >>> decision.action, decision.alert
+    ('wait', True)
     >>> good = GateReport(True, "passed", 0.82, 0.75, 0.77, 60, None, None)
     >>> decide(good, active=mine, live=None, can_roll_back=True, now=1030.0, rules=rules)
-    Decision(action='wait', reason='gate passed, but a2 became active 30 s ago (promote by bot): promotions wait 30 s more (cool-down 60 s)')
-    >>> decide(good, active=mine, live=None, can_roll_back=True, now=1090.0, rules=rules)
-    Decision(action='promote', reason='gate passed: kappa 0.820 >= 0.770')
+    Decision(action='wait', reason='gate passed, but a2 became active 30 s ago (promote by bot): promotions wait 30 s more (cool-down 60 s)', alert=False)
+    >>> decide(good, active=mine, live=None, can_roll_back=True, now=1090.0, rules=rules).action
+    'promote'
     """  # noqa: E501
-    failed = _live_failed(live, rules.gate) if watched(active, rules.actor) else None
-    if failed is not None and can_roll_back:
-        return Decision("roll_back", failed)
+    mine = watched(active, rules.actor)
+    better = _previous_better(live, rules.gate) if mine else None
+    if better is not None and can_roll_back:
+        return Decision("roll_back", better)
+    floor = _below_floor(live, rules.gate) if mine and not can_roll_back else None
     if report is None:
-        if failed is not None:
+        if floor is not None:
             assert active is not None
             return Decision(
                 "wait",
-                f"{failed}, but nothing to roll back to: {active.adapter_id} stays until a "
+                f"{floor}, but nothing to roll back to: {active.adapter_id} stays until a "
                 "candidate passes the gate",
+                alert=True,
             )
         return Decision("wait", NO_CANDIDATE)
     if not report.passed:
-        return Decision("refuse", report.reason)
+        return Decision("refuse", report.reason, alert=floor is not None)
     left = cooldown_left(active, now=now, cooldown_s=rules.cooldown_s)
     if active is not None and left > 0:
         return Decision(
@@ -171,10 +199,17 @@ def decide(
             f"gate passed, but {active.adapter_id} became active {now - active.at:.0f} s ago "
             f"({active.action} by {active.actor}): promotions wait {left:.0f} s more "
             f"(cool-down {rules.cooldown_s:.0f} s)",
+            alert=floor is not None,
         )
-    if report.candidate_kappa is None or report.required_kappa is None:  # a pass has both
+    if report.candidate_kappa is None or report.candidate_low is None:
         return Decision("promote", report.reason)
     return Decision(
         "promote",
-        f"gate passed: kappa {report.candidate_kappa:.3f} >= {report.required_kappa:.3f}",
+        f"gate passed: kappa {report.candidate_kappa:.3f}, lower bound "
+        f"{report.candidate_low:.3f}"
+        + (
+            ""
+            if report.difference_low is None
+            else f", over incumbent by at least {report.difference_low:.3f}"
+        ),
     )

@@ -3,6 +3,7 @@ pairs and diversity are computed, with what was already requested."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "POOL_FACTOR",
     "RADIUS_PERCENTILE",
     "CurationWindow",
+    "audit_draw",
     "audit_sample",
     "boundary_pairs",
     "random_sample",
@@ -86,6 +88,26 @@ def audit_sample(
     if rate > 0.0 and n > 0:
         count = max(count, 1)
     return random_sample(item_ids, p_violating, budget=count, seed=seed)
+
+
+def audit_draw(item_ids: Sequence[str], *, rate: float, seed: int) -> list[bool]:
+    """Whether each item is in the audit sample: drawn independently with probability ``rate``,
+    by a uniform number made from sha256(seed, item id). Every scored item gets exactly one draw
+    with a known probability whatever the model thinks of it (Poisson sampling), and a redelivered
+    item is drawn the same way again. What the live kappa, the gate and rollback are estimated on.
+
+    >>> drawn = audit_draw([str(i) for i in range(1000)], rate=0.1, seed=3)
+    >>> 80 < sum(drawn) < 120, drawn == audit_draw([str(i) for i in range(1000)], rate=0.1, seed=3)
+    (True, True)
+    >>> audit_draw(["a"], rate=0.0, seed=3), audit_draw(["a"], rate=1.0, seed=3)
+    ([False], [True])
+    """
+    rate = _fraction("rate", rate)
+    out = []
+    for item_id in item_ids:
+        digest = hashlib.sha256(f"audit\x00{seed}\x00{item_id}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "big") / 2.0**64 < rate)
+    return out
 
 
 @dataclass(frozen=True)

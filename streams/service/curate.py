@@ -1,9 +1,15 @@
 """Choosing what goes to expert review, inside the classify worker (which has the embeddings).
 Three sources (`adapters.curation`): items in the review band (uncertain), cross-label pairs
 where the classes' clusters overlap over a sliding window (boundary, the published method), and
-a small random sample (audit). Candidates already requested are dropped, the shared review budget
+a random sample (audit). Candidates already requested are dropped, the shared review budget
 in Redis caps how many go out, priority orders them, and each request carries as evidence the
-nearest already-labelled items with their consensus labels."""
+nearest already-labelled items with their consensus labels.
+
+The audit sample is drawn per batch (`adapters.review.window.audit_draw`: each scored item once,
+with the policy's audit rate), and every request of a drawn item says so (``audit_drawn``, with
+the rate), whatever reason it goes out under: the unbiased figures are computed on exactly these
+items. A drawn item goes out even when the budget turned its candidate away (as a plain audit
+request), so a draw is never dropped for being uncertain or busy: the audit rate is its budget."""
 
 from __future__ import annotations
 
@@ -22,8 +28,8 @@ from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.review.budget import ReviewBudget, prioritise
 from adapters.review.evidence import near_examples, nearest_labelled
 from adapters.review.routing import RoutingPolicy
-from adapters.review.selectors import Candidate, uncertain
-from adapters.review.window import CurationWindow
+from adapters.review.selectors import Candidate, Reason, uncertain
+from adapters.review.window import AUDIT_PRIORITY, CurationWindow, audit_draw
 from models.scorer import ScoreBatch
 from streams.service.ledger import ReviewLedger
 from streams.wire.messages import Evidence, IncomingItem, ReviewReason, ReviewRequest
@@ -189,16 +195,21 @@ class Curator:
         p = batch.violating()
         self._remember(items, batch, p)
         candidates = uncertain(ids, p, low=policy.review_low, high=policy.review_high)
+        draws = audit_draw(ids, rate=self.audit_rate, seed=self.seed)
+        drawn = {item_id for item_id, d in zip(ids, draws, strict=True) if d}
+        candidates += [
+            Candidate(item_id, Reason.AUDIT, AUDIT_PRIORITY, float(p[row]))
+            for row, item_id in enumerate(ids)
+            if item_id in drawn
+        ]
         if self.window is not None:
             self.window.add(ids, batch.embeddings, p)
             self._since_mined += len(items)
             if self._since_mined >= self.mine_every and len(self.window) >= 4:
                 self._since_mined = 0
                 self._minings += 1
-                candidates += self.window.mine(
-                    max_pairs=self.max_pairs,
-                    audit_rate=self.audit_rate,
-                    seed=self.seed + self._minings,
+                candidates += self.window.mine(  # the audit is drawn per batch, above
+                    max_pairs=self.max_pairs, audit_rate=0.0, seed=self.seed + self._minings
                 )
                 if self._examples is not None:
                     w_ids, w_emb, w_p = self.window.snapshot()
@@ -220,11 +231,17 @@ class Curator:
                     policy.version, len(group), now, reason=reason.value
                 )
                 allowed += _keep_pairs_whole(group[:granted])
+            kept = {c.item_id for c in allowed}
+            allowed += [
+                Candidate(c.item_id, Reason.AUDIT, AUDIT_PRIORITY, c.p_violating)
+                for c in fresh
+                if c.item_id in drawn and c.item_id not in kept
+            ]
             fresh = prioritise(allowed)
-        return await self._requests(fresh, now, policy.version)
+        return await self._requests(fresh, now, policy.version, drawn)
 
     async def _requests(
-        self, chosen: list[Candidate], now: float, policy_version: str
+        self, chosen: list[Candidate], now: float, policy_version: str, drawn: set[str]
     ) -> list[ReviewRequest]:
         evidence: list[list[Any]] = [[] for _ in chosen]
         if self._index is not None and self.evidence_k and chosen:
@@ -260,6 +277,8 @@ class Curator:
                         if e.item_id != c.item_id
                     ],
                     requested_at=now,
+                    audit_drawn=c.item_id in drawn,
+                    audit_rate=self.audit_rate,
                 )
             )
         return out

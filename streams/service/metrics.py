@@ -174,6 +174,11 @@ class Metrics:
             "Promoted adapters rolled back automatically after failing on fresh expert labels",
             registry=r,
         )
+        self.rollbacks_refused = Counter(
+            "borderline_adapter_rollbacks_refused_total",
+            "Trainer steps that found the live adapter below min_kappa, nothing to roll back to",
+            registry=r,
+        )
         self.gate_kappa = Gauge(
             "borderline_gate_kappa",
             "The gate's last verdict: Cohen's kappa of the candidate and the incumbent, the "

@@ -2,10 +2,11 @@
 It watches for a trigger (a policy version that has no adapter yet, enough new consensus labels,
 or a drift flag a worker raised), trains a candidate LoRA adapter from the active one on the
 training split of the current policy's consensus labels, registers it, judges it on the held-out
-evaluation split and in shadow through the product's scorer, and promotes it only when the kappa
-gate passes. Every verdict is kept in Redis with its report and announced on the adapter-events
-topic; a promoted adapter whose kappa on fresh expert labels falls below the gate's minimum is
-rolled back automatically.
+audit-drawn labelled items of the policy (a uniform sample of the stream, weighted by draw
+probability; never trained on) and in shadow through the product's scorer, and promotes it only
+when the kappa gate passes. Every verdict is kept in Redis with its report and announced on the
+adapter-events topic; a promoted adapter that the previous one beats, by the gate's paired rule on
+the audit items labelled since the promotion, is rolled back automatically.
 
 What starts a round is `adapters.adapt.triggers`, what is done with the live adapter and the
 candidate is `adapters.adapt.promotion`: pure functions. `Trainer.step` reads the world through
@@ -14,6 +15,7 @@ its ports (`streams.service.trainer_ports`, built once at start-up), calls them,
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from adapters.adapt.estimate import Estimate, draw_weight, estimate_kappa, paired_difference
 from adapters.adapt.gate import GateConfig, GateReport, evaluate
 from adapters.adapt.promotion import (
     NO_CANDIDATE,
@@ -33,9 +36,10 @@ from adapters.adapt.promotion import (
 )
 from adapters.adapt.triggers import readiness, triggers
 from adapters.adapt.verdicts import GateRecord
-from adapters.labels.agreement import expert_ceiling, kappa
+from adapters.labels.agreement import expert_ceiling
 from adapters.labels.store import LabeledExample
 from adapters.registry.store import ActiveRecord, RegistryError
+from models.errors import BorderlineError
 from models.scorer import Scorer
 from streams.service.metrics import Metrics, serve_metrics
 from streams.service.outage import throttled_logs
@@ -77,6 +81,8 @@ class TrainerConfig:
     default_policy: str  # when no policy was ever published
     eval_share: float
     min_shared: int
+    audit_rate: float = 0.02  # the draw probability of requests recorded without one
+    seed: int = 0  # of the bootstrap intervals
 
     @classmethod
     def from_settings(
@@ -97,6 +103,8 @@ class TrainerConfig:
             default_policy=settings.policy.version,
             eval_share=settings.review.eval_share,
             min_shared=settings.review.min_shared,
+            audit_rate=settings.review.audit_rate,
+            seed=settings.review.seed,
         )
 
     @property
@@ -107,7 +115,8 @@ class TrainerConfig:
 @dataclass(frozen=True)
 class _World:
     """What one look saw: the policy version, whether one was published, its active adapter,
-    the consensus labels of both splits, the raised drift flags."""
+    the consensus labels for training and for judging (the audit-drawn items, with their
+    weights, 1 / draw probability), the raised drift flags."""
 
     version: str
     published: bool
@@ -115,6 +124,7 @@ class _World:
     train: list[LabeledExample]
     evaluation: list[LabeledExample]
     flags: set[str]
+    weights: list[float] = field(default_factory=list)
 
 
 class Trainer:
@@ -136,8 +146,9 @@ class Trainer:
             drift_flags=world.flags,
             forced=force,
         )
-        live = await self._live(world) if watched(world.active, ACTOR) else None
+        live = await self._live(world, state) if watched(world.active, ACTOR) else None
         decision = self._decide(None, world, live)
+        self._alert(decision)
         if decision.action == "roll_back":
             return await self._roll_back(world, decision, live, state)
         ready = readiness(
@@ -175,19 +186,38 @@ class Trainer:
             report,
             active=active,
             live=live,
-            can_roll_back=active is not None
-            and active.previous is not None
-            and active.previous != active.adapter_id,
+            can_roll_back=live is not None and live.previous_better is not None,
             now=self.ports.clock(),
             rules=self.config.rules,
         )
 
+    def _alert(self, decision: Decision) -> None:
+        if decision.alert:
+            log.warning("%s", decision.reason)
+            if self.ports.metrics is not None:
+                self.ports.metrics.rollbacks_refused.inc()
+
     async def _look(self) -> _World:
-        p, share = self.ports, self.config.eval_share
+        p = self.ports
         published = await p.policies.active_version()
         version = published or self.config.default_policy
-        train = await p.labels.dataset(version, "train", eval_share=share)
-        evaluation = await p.labels.dataset(version, "eval", eval_share=share)
+        labelled = await p.labels.dataset(version, "train", eval_share=0.0)  # every item
+        reviewed = await p.labels.reviewed_items([e.item_id for e in labelled])
+        weight_of: dict[str, float] = {}
+        for e in labelled:
+            item = reviewed.get(e.item_id)
+            weight = None
+            if item is not None:
+                weight = draw_weight(
+                    item.audit_drawn,
+                    item.audit_rate,
+                    item.reason,
+                    default_rate=self.config.audit_rate,
+                )
+            if weight is not None:
+                weight_of[e.item_id] = weight
+        train = [e for e in labelled if e.item_id not in weight_of]
+        evaluation = [e for e in labelled if e.item_id in weight_of]
         if p.metrics is not None:
             p.metrics.training_labels.labels(split="train").set(len(train))
             p.metrics.training_labels.labels(split="eval").set(len(evaluation))
@@ -198,21 +228,48 @@ class Trainer:
             train=train,
             evaluation=evaluation,
             flags=await p.verdicts.drift_flags(),
+            weights=[weight_of[e.item_id] for e in evaluation],
         )
 
-    async def _live(self, world: _World) -> LiveEvidence | None:
-        """The live adapter against expert labels it has not been trained on, that arrived
-        since it went live (None: no such labels yet)."""
+    async def _live(self, world: _World, state: TrainerState) -> LiveEvidence | None:
+        """The live adapter on the audit items labelled since it went live, and the previous
+        adapter on the same items (None: no such labels yet, or the live adapter could not be
+        scored: said in the log, never raised)."""
         assert world.active is not None
-        since = set(await self.ports.labels.labelled_since(world.version, world.active.at))
-        fresh = [e for e in world.evaluation if e.item_id in since]
-        if not fresh:
+        active, gate = world.active, self.config.gate
+        since = set(await self.ports.labels.labelled_since(world.version, active.at))
+        rows = [k for k, e in enumerate(world.evaluation) if e.item_id in since]
+        if not rows:
             return None
-        decided = await self.ports.lab.live_decisions(world.active.adapter_id, fresh)
-        value = kappa([e.label for e in fresh], decided)
-        if self.ports.metrics is not None and value is not None:
-            self.ports.metrics.live_kappa.set(value)
-        return LiveEvidence(value, len(fresh))
+        fresh = [world.evaluation[k] for k in rows]
+        weights = [world.weights[k] for k in rows]
+        expert = [e.label for e in fresh]
+        knobs = functools.partial(
+            _paired_or_single,
+            min_items=gate.min_eval_items,
+            confidence=gate.confidence,
+            resamples=gate.resamples,
+            seed=self.config.seed,
+        )
+        try:
+            decided = await self.ports.lab.live_decisions(active.adapter_id, fresh)
+        except BorderlineError as exc:
+            state.reason = f"cannot judge the live adapter {active.adapter_id}: {exc}"
+            log.warning("%s", state.reason)
+            return None
+        live = knobs(expert, decided, None, weights)
+        if self.ports.metrics is not None and live.value is not None:
+            self.ports.metrics.live_kappa.set(live.value)
+        previous = active.previous
+        if previous is None or previous == active.adapter_id:
+            return LiveEvidence(live)
+        try:
+            before = await self.ports.lab.live_decisions(previous, fresh)
+        except BorderlineError as exc:
+            log.warning("cannot score the previous adapter %s: %s", previous, exc)
+            return LiveEvidence(live)
+        better = knobs(expert, before, decided, weights)
+        return LiveEvidence(live, previous_better=better)
 
     async def _roll_back(
         self, world: _World, decision: Decision, live: LiveEvidence | None, state: TrainerState
@@ -234,7 +291,10 @@ class Trainer:
         return {
             "event": "rolled_back",
             "to": record.adapter_id,
-            "live_kappa": None if live is None else live.kappa,
+            "live_kappa": None if live is None else live.live.value,
+            "previous_better": None
+            if live is None or live.previous_better is None
+            else live.previous_better.as_dict(),
         }
 
     async def _candidate(
@@ -255,6 +315,8 @@ class Trainer:
             verdict.candidate,
             verdict.incumbent,
             config=self.config.gate,
+            weights=world.weights,
+            seed=self.config.seed,
             expert_ceiling=expert_ceiling(votes, excluded, min_shared=self.config.min_shared),
             shadow_agreement=verdict.shadow_agreement,
         )
@@ -315,6 +377,40 @@ class Trainer:
                 at=self.ports.clock(),
             )
         )
+
+
+def _paired_or_single(
+    expert: list[str],
+    model: list[str],
+    other: list[str] | None,
+    weights: list[float],
+    *,
+    min_items: int,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Estimate:
+    """kappa(model), or kappa(model) - kappa(other) on the same items (paired)."""
+    if other is None:
+        return estimate_kappa(
+            expert,
+            model,
+            weights,
+            min_items=min_items,
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+        )
+    return paired_difference(
+        expert,
+        model,
+        other,
+        weights,
+        min_items=min_items,
+        confidence=confidence,
+        resamples=resamples,
+        seed=seed,
+    )
 
 
 def _observe(metrics: Metrics, report: GateReport, train_seconds: float) -> None:

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from adapters.adapt.candidate import Judgement, decisions, judge, train_candidate
 from adapters.adapt.verdicts import GateRecord, VerdictStore
-from adapters.labels.store import LabeledExample, LabelStore
+from adapters.labels.store import LabeledExample, LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import ActiveRecord, AdapterRegistry
@@ -62,6 +62,7 @@ class LabelPort(Protocol):
     async def labelled_since(self, policy: str, since: float) -> list[str]: ...
     async def all_votes(self, policy: str) -> dict[str, dict[str, str]]: ...
     async def excluded(self) -> set[str]: ...
+    async def reviewed_items(self, item_ids: Sequence[str]) -> dict[str, ReviewedItem]: ...
 
 
 class PolicyPort(Protocol):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from adapters.adapt.estimate import Estimate
 from adapters.adapt.gate import GateConfig, GateError, GateReport
 from adapters.adapt.promotion import (
     NO_CANDIDATE,
@@ -37,9 +38,12 @@ class Record:
 MINE = Record("v1-cand", "promote", BOT, T0)
 DEPLOYED = Record("v1-boot", "promote", "deploy", T0)
 ROLLED_BACK = Record("v1-boot", "rollback", BOT, T0)
-BAD = LiveEvidence(kappa=0.41, items=80)
-GOOD = LiveEvidence(kappa=0.85, items=80)
-PASSED = GateReport(True, "passed: ...", 0.82, 0.75, 0.77, 60, 0.8, 0.9)
+LOW = Estimate(0.41, 0.3, 0.52, 80, 50, 0.9)  # the live adapter, clearly below 0.7
+BAD = LiveEvidence(LOW, previous_better=Estimate(0.4, 0.25, 0.55, 80, 50, 0.9))
+GOOD = LiveEvidence(
+    Estimate(0.85, 0.78, 0.9, 80, 50, 0.9), previous_better=Estimate(0.0, -0.05, 0.05, 80, 50, 0.9)
+)
+PASSED = GateReport(True, "passed: ...", 0.82, 0.75, 0.77, 60, 0.8, 0.9, candidate_low=0.74)
 FAILED = GateReport(
     False, "failed: candidate kappa 0.600 < required 0.770", 0.6, 0.75, 0.77, 60, 0.8, 0.9
 )
@@ -61,27 +65,42 @@ def _decide(
 # --- the live adapter -----------------------------------------------------------------------------
 
 
-def test_a_bad_automatic_promotion_is_rolled_back() -> None:
+def test_a_live_adapter_the_previous_one_beats_is_rolled_back() -> None:
     decision = _decide(None, MINE, BAD)
-    assert decision == Decision("roll_back", "live kappa 0.410 < 0.7 on 80 labels")
+    assert decision == Decision(
+        "roll_back",
+        "the previous adapter is better on 80 audit labels since the promotion: previous - live"
+        " 0.400 (90% CI 0.250 to 0.550), lower bound >= margin 0.020",
+    )
 
 
 def test_a_bad_live_adapter_goes_back_even_with_a_candidate_and_inside_the_cool_down() -> None:
     assert _decide(PASSED, MINE, BAD, now=T0 + 1).action == "roll_back"
 
 
-def test_nothing_to_roll_back_to_is_a_wait_with_a_reason_not_an_error() -> None:
-    decision = _decide(None, MINE, BAD, can_roll_back=False)
-    assert decision.action == "wait"
+def test_nothing_to_roll_back_to_is_an_alerting_wait_not_an_error() -> None:
+    decision = _decide(None, MINE, LiveEvidence(LOW), can_roll_back=False)
+    assert decision.action == "wait" and decision.alert
     assert decision.reason == (
-        "live kappa 0.410 < 0.7 on 80 labels, but nothing to roll back to: v1-cand stays until"
-        " a candidate passes the gate"
+        "live kappa 0.410 (90% CI 0.300 to 0.520, 80 audit labels): upper bound < min_kappa"
+        " 0.700, but nothing to roll back to: v1-cand stays until a candidate passes the gate"
     )
 
 
+def test_nothing_to_roll_back_to_and_a_live_adapter_not_shown_below_the_floor_is_quiet() -> None:
+    unsure = LiveEvidence(Estimate(0.6, 0.45, 0.75, 80, 50, 0.9))
+    assert _decide(None, MINE, unsure, can_roll_back=False) == Decision("wait", NO_CANDIDATE)
+    few = LiveEvidence(Estimate(None, None, None, 12, 50, 0.9))
+    assert _decide(None, MINE, few, can_roll_back=False) == Decision("wait", NO_CANDIDATE)
+
+
 def test_nothing_to_roll_back_to_still_lets_a_passing_candidate_replace_it() -> None:
-    assert _decide(PASSED, MINE, BAD, can_roll_back=False).action == "promote"
-    assert _decide(FAILED, MINE, BAD, can_roll_back=False).action == "refuse"
+    alone = LiveEvidence(LOW)
+    assert _decide(PASSED, MINE, alone, can_roll_back=False).action == "promote"
+    refused = _decide(FAILED, MINE, alone, can_roll_back=False)
+    assert (refused.action, refused.alert) == ("refuse", True)
+    held = _decide(PASSED, MINE, alone, can_roll_back=False, now=T0 + 1)
+    assert (held.action, held.alert) == ("wait", True)
 
 
 @pytest.mark.parametrize("active", [DEPLOYED, ROLLED_BACK], ids=["operator", "after-rollback"])
@@ -93,9 +112,10 @@ def test_only_the_trainers_own_promotions_are_rolled_back(active: Record) -> Non
     "live",
     [
         GOOD,
-        LiveEvidence(kappa=0.41, items=49),  # too few fresh labels to act on
-        LiveEvidence(kappa=None, items=80),  # undefined kappa: not enough evidence
-        LiveEvidence(kappa=0.7, items=80),  # exactly the floor stays
+        # the previous one looks better, but not by the margin at the lower bound
+        LiveEvidence(LOW, previous_better=Estimate(0.1, 0.0199, 0.2, 80, 50, 0.9)),
+        LiveEvidence(LOW, previous_better=Estimate(None, None, None, 49, 50, 0.9)),  # too few
+        LiveEvidence(LOW),  # no previous adapter scored: nothing to compare with
         None,  # no fresh labels at all
     ],
 )
@@ -116,7 +136,9 @@ def test_a_candidate_the_gate_failed_is_refused_with_the_gates_reason() -> None:
 
 
 def test_a_passing_candidate_is_promoted() -> None:
-    assert _decide(PASSED, DEPLOYED) == Decision("promote", "gate passed: kappa 0.820 >= 0.770")
+    assert _decide(PASSED, DEPLOYED) == Decision(
+        "promote", "gate passed: kappa 0.820, lower bound 0.740"
+    )
     assert _decide(PASSED, None, now=T0).action == "promote"  # nothing active: no cool-down
 
 
@@ -160,8 +182,3 @@ def test_watched_and_cooldown_left() -> None:
 def test_a_bad_cool_down_is_refused_naming_it(cooldown_s: float) -> None:
     with pytest.raises(GateError, match="cooldown_s"):
         PromotionRules(GateConfig(), cooldown_s=cooldown_s, actor=BOT)
-
-
-def test_a_live_kappa_out_of_range_is_an_error_not_a_decision() -> None:
-    with pytest.raises(GateError, match="live_kappa"):
-        _decide(None, MINE, LiveEvidence(kappa=1.5, items=80))

@@ -20,7 +20,7 @@ import pytest
 from adapters.adapt.candidate import Judgement
 from adapters.adapt.gate import GateConfig
 from adapters.adapt.verdicts import GateRecord
-from adapters.labels.store import LabeledExample
+from adapters.labels.store import LabeledExample, ReviewedItem
 from adapters.registry.artifact import AdapterArtifact, AdapterManifest
 from adapters.registry.store import ActiveRecord, RegistryError
 from streams.service.metrics import Metrics
@@ -51,10 +51,31 @@ class FakeLabels:
     evaluation: list[LabeledExample]
     labelled_at: dict[str, float] = field(default_factory=dict)  # item -> first label
 
+    audit_rate: float | None = 0.1
+    audit_reason: str = "uncertain"  # the first reason of the audit-drawn items' requests
+
     async def dataset(
         self, policy: str, split: Literal["train", "eval"], *, eval_share: float = 0.4
     ) -> list[LabeledExample]:
-        return list(self.train if split == "train" else self.evaluation)
+        assert (split, eval_share) == ("train", 0.0), "the trainer reads every labelled item"
+        return list(self.train + self.evaluation)
+
+    async def reviewed_items(self, item_ids: Sequence[str]) -> dict[str, ReviewedItem]:
+        """The evaluation items were drawn by the audit (whatever their first reason)."""
+        drawn = {e.item_id for e in self.evaluation}
+        return {
+            i: ReviewedItem(
+                i,
+                "text",
+                None,
+                0.5,
+                self.audit_reason if i in drawn else "uncertain",
+                T0,
+                audit_drawn=i in drawn,
+                audit_rate=self.audit_rate if i in drawn else None,
+            )
+            for i in item_ids
+        }
 
     async def labelled_since(self, policy: str, since: float) -> list[str]:
         return [item for item, at in self.labelled_at.items() if at >= since]
@@ -172,6 +193,9 @@ class FakeLab:
 
     candidate_right: bool = True
     live_right: bool = True
+    live_id: str = "v1-cand0"  # the adapter ``live_right`` is about; any other decides right
+    missing: set[str] = field(default_factory=set)  # adapters whose artifact cannot be fetched
+    wrong_on: set[str] = field(default_factory=set)  # items every adapter decides wrong
     trained: list[tuple[int, str | None]] = field(default_factory=list)
 
     async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
@@ -210,8 +234,13 @@ class FakeLab:
     async def live_decisions(
         self, adapter_id: str, examples: Sequence[LabeledExample]
     ) -> list[str]:
-        expert = [e.label for e in examples]
-        return expert if self.live_right else _flip(expert)
+        if adapter_id in self.missing:
+            raise RegistryError(f"adapter {adapter_id} is not registered")
+        right = self.live_right or adapter_id != self.live_id
+        return [
+            e.label if right and e.item_id not in self.wrong_on else _flip([e.label])[0]
+            for e in examples
+        ]
 
 
 @dataclass
@@ -299,7 +328,10 @@ def test_a_candidate_that_passes_is_promoted_and_announced() -> None:
     assert state.trained_on == {POLICY: 40}
     active = world.registry.records[POLICY]
     assert (active.adapter_id, active.previous, active.actor) == (doc["adapter_id"], "boot", ACTOR)
-    assert active.reason == f"gate passed: kappa 1.000 >= {doc['required_kappa']:.3f}"
+    assert (
+        active.reason
+        == "gate passed: kappa 1.000, lower bound 1.000, over incumbent by at least 0.100"
+    )
     assert [(e.event, e.adapter_id, e.actor) for e in world.events.sent] == [
         ("promoted", doc["adapter_id"], ACTOR)
     ]
@@ -367,10 +399,18 @@ def _live_world(*, previous: str | None, live_right: bool = False) -> World:
 def test_a_bad_automatic_promotion_is_rolled_back_and_announced() -> None:
     world = _live_world(previous="boot")
     out = world.step(force=True)  # a rollback goes first: nothing is trained
-    assert out == {"event": "rolled_back", "to": "boot", "live_kappa": -1.0}
+    assert out is not None and (out["event"], out["to"], out["live_kappa"]) == (
+        "rolled_back",
+        "boot",
+        -1.0,
+    )
+    assert out["previous_better"]["value"] == 2.0 and out["previous_better"]["items"] == 20
     active = world.registry.records[POLICY]
     assert (active.adapter_id, active.action, active.actor) == ("boot", "rollback", ACTOR)
-    assert active.reason == "live kappa -1.000 < 0.5 on 20 labels"
+    assert active.reason.startswith(
+        "the previous adapter is better on 20 audit labels since the promotion: previous - live"
+        " 2.000"
+    )
     assert [(e.event, e.adapter_id, e.reason) for e in world.events.sent] == [
         ("rolled_back", "boot", active.reason)
     ]
@@ -386,6 +426,27 @@ def test_a_good_live_adapter_stays() -> None:
     assert world.sample("borderline_live_kappa") == 1.0
 
 
+def test_a_good_live_adapter_is_judged_on_audit_draws_not_on_the_items_it_was_unsure_of() -> None:
+    """The items routed for being uncertain (here: every training item, labelled after the
+    promotion, on which any model errs) are hard by construction; only the audit draws judge."""
+    world = _live_world(previous="boot", live_right=True)
+    world.labels.labelled_at.update({e.item_id: T0 + 5 for e in world.labels.train})
+    world.lab.wrong_on = {e.item_id for e in world.labels.train}
+    assert world.step() is None
+    assert world.registry.records[POLICY].adapter_id == "v1-cand0"
+    assert world.sample("borderline_live_kappa") == 1.0
+
+
+def test_a_previous_adapter_only_a_little_better_is_not_a_rollback() -> None:
+    world = _live_world(previous="boot", live_right=True)
+    world.lab.wrong_on = {"e0"}  # both err on one item: the same; the live one ...
+    world.lab.live_right = True
+    world.labels.evaluation.append(LabeledExample("e-x", "x", V, 3))
+    world.labels.labelled_at["e-x"] = T0 + 5
+    assert world.step() is None
+    assert world.events.sent == []
+
+
 def test_labels_from_before_the_promotion_are_not_live_evidence() -> None:
     world = _live_world(previous="boot")
     world.labels.labelled_at = {e.item_id: T0 - 5 for e in world.labels.evaluation}
@@ -393,14 +454,26 @@ def test_labels_from_before_the_promotion_are_not_live_evidence() -> None:
     assert world.events.sent == []
 
 
-def test_nothing_to_roll_back_to_is_a_reason_not_an_exception() -> None:
+def test_too_few_audit_labels_since_the_promotion_are_not_evidence() -> None:
+    world = _live_world(previous="boot")
+    world.labels.labelled_at = {e.item_id: T0 + 5 for e in world.labels.evaluation[:9]}
+    assert world.step() is None
+    assert world.events.sent == []
+    assert world.sample("borderline_live_kappa") == 0.0  # never set: no number on 9 of 10
+
+
+def test_nothing_to_roll_back_to_is_an_alert_and_a_metric_not_an_exception() -> None:
     world = _live_world(previous=None)
     state = TrainerState()
     assert world.step(state) is None  # the registry would raise RegistryError on a rollback
-    assert state.reason.startswith("live kappa -1.000 < 0.5 on 20 labels, but nothing to roll")
+    assert state.reason.startswith(
+        "live kappa -1.000 (90% CI -1.000 to -0.600, 20 audit labels): upper bound < min_kappa"
+        " 0.500, but nothing to roll back to: v1-cand0 stays"
+    )
     assert state.reason.endswith("; nothing triggered")
     assert world.registry.records[POLICY].adapter_id == "v1-cand0"
     assert world.events.sent == []
+    assert world.sample("borderline_adapter_rollbacks_refused_total") == 1
 
 
 def test_nothing_to_roll_back_to_still_trains_when_triggered() -> None:
@@ -408,6 +481,25 @@ def test_nothing_to_roll_back_to_still_trains_when_triggered() -> None:
     doc = world.step(force=True)
     assert doc is not None and doc["decision"] == "promote"  # the better candidate replaces it
     assert world.registry.records[POLICY].previous == "v1-cand0"
+
+
+def test_a_previous_adapter_that_cannot_be_scored_is_no_rollback_and_no_exception() -> None:
+    world = _live_world(previous="boot")
+    world.lab.missing = {"boot"}
+    state = TrainerState()
+    assert world.step(state) is None
+    assert "nothing to roll back to" in state.reason
+    assert world.registry.records[POLICY].adapter_id == "v1-cand0"
+    assert world.sample("borderline_adapter_rollbacks_refused_total") == 1
+
+
+def test_a_live_adapter_that_cannot_be_scored_is_a_reason_not_an_exception() -> None:
+    world = _live_world(previous="boot")
+    world.lab.missing = {"v1-cand0"}  # its artifact went away: main raised and the trainer exited
+    state = TrainerState()
+    assert world.step(state) is None
+    assert state.reason == "nothing triggered"
+    assert world.events.sent == []
 
 
 @pytest.mark.parametrize("force", [False, True])
