@@ -23,7 +23,12 @@ def connected(settings: Settings) -> Settings:
             "no broker and Redis: run `borderline services up` first, or set "
             "BORDERLINE_KAFKA__BOOTSTRAP_SERVERS and BORDERLINE_REDIS__URL"
         )
-    return settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
+    # embedded: the adapter keys of the state folder, unless set (streams.embedded.keys)
+    from streams.embedded.keys import with_embedded_keys
+
+    return with_embedded_keys(
+        settings.with_services(endpoints.bootstrap_servers, endpoints.redis_url)
+    )
 
 
 def corpus_path(settings: Settings, path: Path | None) -> Path:

@@ -129,6 +129,7 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
     from adapters.offline.corpus import fetch_spamassassin
+    from streams.embedded.keys import with_embedded_keys
     from streams.embedded.services import EmbeddedServices
 
     options.check()
@@ -151,7 +152,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                 )
             else:
                 tag = f"demo-{uuid.uuid4().hex[:6]}"  # item ids never collide with a past run
-            settings = demo_settings(settings)
+            # the trainer signs, the workers verify: a key pair of the demo's own unless set
+            settings = with_embedded_keys(demo_settings(settings))
             assert settings.kafka.bootstrap_servers
             corpus = fetch_spamassassin(settings.data_dir)
             data = read_jsonl(corpus.path)
