@@ -87,7 +87,7 @@ def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.offline.simulation import DEFAULT_PANEL, parse_panel
-    from streams.demo.panel import load_truth, run_simulated_panel
+    from streams.demo.panel import load_truth, panel_keys, run_simulated_panel
     from streams.service.outage import throttled_logs
     from streams.service.retry import Retrying
 
@@ -95,20 +95,9 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.kafka.bootstrap_servers and settings.redis.url
     panel = parse_panel(args.reviewers or DEFAULT_PANEL)
     truth = load_truth(str(corpus_path(settings, args.data)))
-    if args.register:
-        from redis.asyncio import Redis
-
-        from adapters.labels.store import LabelStore
-
-        async def register() -> None:
-            assert settings.redis.url
-            redis = Redis.from_url(settings.redis.url.get_secret_value())
-            await LabelStore(redis, settings.redis.key_prefix).register_reviewers(
-                r.reviewer_id for r in panel
-            )
-            await redis.aclose()
-
-        asyncio.run(register())
+    # signing keys for the panel's reviewers (issued, and recorded, where one has none)
+    ids = [r.reviewer_id for r in panel]
+    keys = asyncio.run(panel_keys(settings, ids, register=args.register, record_as="panel"))
     print(
         f"SIMULATED expert panel: {', '.join(r.reviewer_id for r in panel)} "
         f"({args.per_item} per item); Ctrl-C to stop"
@@ -120,6 +109,7 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
                 settings.kafka.topics,
                 panel,
                 truth,
+                keys=keys,
                 per_item=args.per_item,
                 seed=args.seed,
                 retry=Retrying.for_process(settings),

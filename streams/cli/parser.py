@@ -115,11 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     reviewers = sub.add_parser("reviewers", help="registered expert reviewers")
     reviewers_sub = reviewers.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    r_add = reviewers_sub.add_parser("add", help="register reviewer ids")
+    r_add = reviewers_sub.add_parser("add", help="register reviewer ids (prints each new key once)")
     r_add.add_argument("ids", nargs="+")
     reviewers_sub.add_parser("list", help="reviewers and whether their labels count")
     r_clear = reviewers_sub.add_parser("clear", help="count an excluded reviewer's labels again")
     r_clear.add_argument("id")
+    r_rotate = reviewers_sub.add_parser(
+        "rotate-key", help="a new signing key for a reviewer (shown once; the old one stops)"
+    )
+    r_rotate.add_argument("id")
 
     users = sub.add_parser("users", help="reviewer console accounts (reviewer or lead)")
     users_sub = users.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -1,5 +1,7 @@
-"""`borderline reviewers add | list | clear` and `borderline review stats`: the expert side for
-people. Stats print queue depth, budget use, and agreement per reviewer and per reviewer pair."""
+"""`borderline reviewers add | list | clear | rotate-key` and `borderline review stats`: the expert
+side for people. ``add`` and ``rotate-key`` print a reviewer's signing key once (labels sent over
+Kafka must carry its HMAC signature, see `adapters.labels.admission`). Stats print queue depth,
+budget use, and agreement per reviewer and per reviewer pair."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from redis.asyncio import Redis
 
 from adapters.labels.agreement import agreement_report, expert_ceiling
 from adapters.labels.consensus import consensus
+from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from streams.service.record import open_journal
 from streams.wire.settings import Settings
@@ -26,25 +29,55 @@ def _fmt(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.3f}"
 
 
+def _show_key(reviewer_id: str, key: bytes) -> None:
+    print(
+        f"{reviewer_id}: signing key {key.hex()} (shown once: hand it to the reviewer; "
+        f"`borderline reviewers rotate-key {reviewer_id}` replaces it)"
+    )
+
+
+async def _add(store: LabelStore, keys: ReviewerKeys, ids: list[str]) -> int:
+    """Register ``ids``; a key for each that has none (printed once)."""
+    added = await store.register_reviewers(ids)
+    for reviewer_id in dict.fromkeys(ids):
+        if await keys.nonce_of(reviewer_id) is None:
+            _show_key(reviewer_id, await keys.issue(reviewer_id))
+        else:
+            print(f"{reviewer_id}: already has a signing key (rotate-key to replace it)")
+    print(f"registered {added} new reviewer(s); {len(await store.registered())} in all")
+    return 0
+
+
+async def _rotate(store: LabelStore, keys: ReviewerKeys, reviewer_id: str) -> int:
+    if not await store.is_registered(reviewer_id):
+        print(f"error: {reviewer_id!r} is not a registered reviewer (borderline reviewers add ID)")
+        return 2
+    _show_key(reviewer_id, await keys.issue(reviewer_id))
+    print(f"{reviewer_id}: labels signed with the previous key are refused from now on")
+    return 0
+
+
 async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
-    store = LabelStore(redis, settings.redis.key_prefix)
+    prefix = settings.redis.key_prefix
+    store = LabelStore(redis, prefix)
+    keys = ReviewerKeys(redis, prefix, settings.review.key_secret.get_secret_value().encode())
     try:
-        if args.action in ("add", "clear"):
+        if args.action in ("add", "clear", "rotate-key"):
             assert settings.kafka.bootstrap_servers
-            # recorded on the reviewer-events topic too: the store is rebuilt from it
+            # recorded on the reviewer-events topic too (key nonces, never keys): the store is
+            # rebuilt from it
             async with open_journal(
                 settings.kafka.bootstrap_servers, settings.kafka.topics, actor=_actor()
             ) as journal:
-                store.journal = journal
+                store.journal = keys.journal = journal
                 if args.action == "add":
-                    added = await store.register_reviewers(args.ids)
-                    total = len(await store.registered())
-                    print(f"registered {added} new reviewer(s); {total} in all")
-                else:
-                    await store.clear(args.id)
-                    print(f"{args.id}: cleared, labels count for training again")
+                    return await _add(store, keys, args.ids)
+                if args.action == "rotate-key":
+                    return await _rotate(store, keys, args.id)
+                await store.clear(args.id)
+                print(f"{args.id}: cleared, labels count for training again")
         else:
             excluded, cleared = await store.excluded(), await store.cleared()
             for reviewer in sorted(await store.registered()):
@@ -53,7 +86,8 @@ async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int
                     if reviewer in excluded
                     else ("cleared" if reviewer in cleared else "active")
                 )
-                print(f"{reviewer:<24} {state}")
+                signed = "key" if await keys.nonce_of(reviewer) else "no key"
+                print(f"{reviewer:<24} {state:<9} {signed}")
         return 0
     finally:
         await redis.aclose()

@@ -24,7 +24,7 @@ from adapters.offline.simulation import parse_panel, policy_truth
 from adapters.policy.schema import Policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.store import AdapterRegistry
-from streams.demo.panel import PanelStats, run_simulated_panel
+from streams.demo.panel import PanelStats, panel_keys, run_simulated_panel
 from streams.demo.replay import replay_items
 from streams.demo.state import ACTOR, DemoOptions, DemoState, GateVerdict
 from streams.embedded.launcher import WorkerProcess
@@ -184,6 +184,8 @@ async def drive(
     # positioned at the end before anything is produced: on shared services, nothing from an
     # earlier run is counted and nothing from this one is missed
     consumer = await open_reader(servers, list(kinds), from_end=True)
+    panel = parse_panel(options.panel)
+    keys = await panel_keys(settings, [r.reviewer_id for r in panel])  # issued by `prepare`
     tasks = [
         asyncio.create_task(_watch(consumer, kinds, state, stop)),
         asyncio.create_task(_follow(settings, state, procs, stop)),
@@ -191,8 +193,9 @@ async def drive(
             run_simulated_panel(
                 servers,
                 settings.kafka.topics,
-                parse_panel(options.panel),
+                panel,
                 truth,
+                keys=keys,
                 per_item=options.per_item,
                 seed=settings.review.seed,
                 stop=stop,

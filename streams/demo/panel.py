@@ -2,7 +2,9 @@
 It reads review requests, gives each to ``per_item`` simulated reviewers (a second-opinion
 request to one who has not labelled the item), and produces their labels after their delays.
 Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_for``), so a policy
-change can flip what the experts say. Never part of a production deployment.
+change can flip what the experts say. Each label is signed with its reviewer's key
+(`adapters.labels.admission.sign_label`), as any Kafka client of a reviewer must: the collector
+refuses unsigned ones. Never part of a production deployment.
 
 Delivering labels and committing what was read ride out a broker outage under the retry policy
 (`streams.service.retry`), and so does a metadata request every few seconds (an idle panel
@@ -24,17 +26,23 @@ from typing import TypeVar
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
 
+from adapters.labels.admission import sign_label
+from adapters.labels.keyring import ReviewerKeys
+from adapters.labels.store import LabelStore
 from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
+from streams.service.admission import claim_of
 from streams.service.outage import Outages
+from streams.service.record import open_journal
 from streams.service.retry import Retrying, RetryPolicy
 from streams.service.watchdog import probe_interval
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
-from streams.wire.settings import ResilienceSettings
+from streams.wire.settings import ResilienceSettings, Settings
 from streams.wire.topics import TopicNames
 
-__all__ = ["PanelStats", "load_truth", "run_simulated_panel"]
+__all__ = ["PanelStats", "load_truth", "panel_keys", "run_simulated_panel"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,7 @@ async def run_simulated_panel(
     panel: Sequence[SimulatedReviewer],
     truth: Mapping[str, str],
     *,
+    keys: Mapping[str, bytes],
     labels: Sequence[str] = ("benign", "violating"),
     per_item: int = 2,
     seed: int = 0,
@@ -65,9 +74,11 @@ async def run_simulated_panel(
     group_id: str | None = None,
     retry: Retrying | None = None,
 ) -> PanelStats:
-    """Answer review requests until ``stop`` is set. ``truth_for(item_id, policy, truth)`` may
-    map the corpus label to the label under a policy version. ``retry``: the retry policy (by
-    default the configured defaults)."""
+    """Answer review requests until ``stop`` is set. ``keys``: each reviewer's signing key
+    (`adapters.labels.keyring.ReviewerKeys.ensure`; a reviewer without one sends unsigned
+    labels, which the collector refuses). ``truth_for(item_id, policy, truth)`` may map the
+    corpus label to the label under a policy version. ``retry``: the retry policy (by default
+    the configured defaults)."""
     stats = stats or PanelStats()
     retry = retry or Retrying(
         RetryPolicy.from_settings(ResilienceSettings()),
@@ -132,7 +143,7 @@ async def run_simulated_panel(
                         heapq.heappush(due, (now + reviewer.delay_s, counter, label))
             ready = []
             while due and due[0][0] <= time.time():
-                ready.append(heapq.heappop(due)[2])
+                ready.append(_signed(heapq.heappop(due)[2], keys))
             if ready:
                 await retry("kafka", partial(_send_all, producer, topics.review_labels, ready))
                 stats.labels += len(ready)
@@ -142,6 +153,46 @@ async def run_simulated_panel(
         await _stop(consumer)
         await _stop(producer)
     return stats
+
+
+async def panel_keys(
+    settings: Settings,
+    reviewer_ids: Sequence[str],
+    *,
+    register: bool = False,
+    record_as: str | None = None,
+) -> dict[str, bytes]:
+    """The panel's signing keys from the deployment's store, issuing a key to any reviewer
+    without one (``register``: registering them first). ``record_as``: the actor under which
+    registrations and keys are recorded on the reviewer-events topic (None: not recorded)."""
+    assert settings.redis.url is not None
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    prefix, secret = settings.redis.key_prefix, settings.review.key_secret
+    try:
+        store = LabelStore(redis, prefix)
+        keys = ReviewerKeys(redis, prefix, secret.get_secret_value().encode())
+        if record_as is None:
+            if register:
+                await store.register_reviewers(reviewer_ids)
+            return await keys.ensure(reviewer_ids)
+        assert settings.kafka.bootstrap_servers
+        async with open_journal(
+            settings.kafka.bootstrap_servers, settings.kafka.topics, actor=record_as
+        ) as journal:
+            store.journal = keys.journal = journal
+            if register:
+                await store.register_reviewers(reviewer_ids)
+            return await keys.ensure(reviewer_ids)
+    finally:
+        await redis.aclose()
+
+
+def _signed(label: ReviewLabel, keys: Mapping[str, bytes]) -> ReviewLabel:
+    """``label`` signed with its reviewer's key (unsigned when the reviewer has none)."""
+    key = keys.get(label.reviewer_id)
+    if key is None:
+        return label
+    return label.model_copy(update={"signature": sign_label(key, claim_of(label))})
 
 
 async def _open(

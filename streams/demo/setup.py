@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 
 from adapters.labels.dataset import LabeledItem, sample
+from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.offline.simulation import PROMOTIONAL_GROUP
 from adapters.policy.schema import Policy
@@ -104,13 +105,16 @@ def ensure_model(
 
 
 async def prepare(settings: Settings, policy: Policy, reviewers: list[str]) -> str:
-    """Publish v1, make the bootstrap adapter serve it, register the panel; the adapter id."""
+    """Publish v1, make the bootstrap adapter serve it, register the panel and give each of its
+    reviewers a signing key; the adapter id."""
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     prefix = settings.redis.key_prefix
     try:
         await publish_policy(settings, PolicyStore(redis, prefix), policy, ACTOR)
         await LabelStore(redis, prefix).register_reviewers(reviewers)
+        secret = settings.review.key_secret.get_secret_value().encode()
+        await ReviewerKeys(redis, prefix, secret).ensure(reviewers)
         manifest = ModelManifest.read(settings.model.dir, verify=False)
         boot = AdapterArtifact.load(
             settings.model.dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
