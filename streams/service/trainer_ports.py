@@ -32,6 +32,7 @@ from streams.service.metrics import Metrics
 from streams.service.reader import read_recent
 from streams.service.record import KafkaJournal
 from streams.service.retry import Retrying
+from streams.service.trust import signing_key, signing_verdicts, trainer_trust
 from streams.wire.messages import AdapterEvent, encode
 from streams.wire.settings import Settings
 
@@ -309,12 +310,18 @@ async def open_ports(
     producer = await _io(retry, "kafka", lambda: _started_producer(bootstrap, settings))
     # every registration and promotion also goes on the record, so a lost Redis is rebuilt
     registry = AdapterRegistry(redis, prefix, journal=KafkaJournal(producer, kafka.topics))
+    # adapters that pass the gate are signed (streams.service.trust); a rollback goes only to
+    # one that verifies, while training may start from whatever is active
+    key = signing_key(settings)
+    gated = AdapterRegistry(
+        redis, prefix, journal=registry.journal, trust=trainer_trust(settings, key)
+    )
     try:
         yield TrainerPorts(
             labels=_retried(LabelStore(redis, prefix), retry),
             policies=_retried(PolicyStore(redis, prefix), retry),
-            registry=_retried(registry, retry, once=frozenset({"rollback"})),
-            verdicts=_retried(VerdictStore(redis, prefix), retry),
+            registry=_retried(gated, retry, once=frozenset({"rollback"})),
+            verdicts=_retried(signing_verdicts(VerdictStore(redis, prefix), registry, key), retry),
             events=KafkaEvents(producer, kafka.topics.adapter_events, retry),
             lab=ScorerLab(scorer, registry, settings, out_dir=out_dir, retry=retry),
             metrics=metrics,

@@ -18,7 +18,13 @@ from adapters.registry.keys import read_signing_key, read_verify_key
 from adapters.registry.signing import AdapterSignature, AdapterTrust, sign_adapter
 from streams.wire.settings import Settings
 
-__all__ = ["SigningVerdicts", "adapter_trust", "signing_key", "signing_verdicts"]
+__all__ = [
+    "SigningVerdicts",
+    "adapter_trust",
+    "signing_key",
+    "signing_verdicts",
+    "trainer_trust",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,16 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey | None:
         )
         return None
     return read_signing_key(path)
+
+
+def trainer_trust(settings: Settings, key: Ed25519PrivateKey | None) -> AdapterTrust | None:
+    """Where the trainer's own rollbacks may go: adapters that verify with the workers' key (the
+    configured verify key, else the public half of its signing key); None without either."""
+    if settings.adapters.verify_key_file is not None:
+        return adapter_trust(settings)
+    if key is None:
+        return None
+    return AdapterTrust(key.public_key(), _bootstrap_files(settings.model.dir))
 
 
 class GateReports(Protocol):

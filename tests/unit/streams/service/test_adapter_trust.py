@@ -273,3 +273,32 @@ def test_gauges_follow_the_registry_without_a_swap() -> None:
     metrics = Metrics()
     assert metrics.registry.get_sample_value("borderline_adapter_mismatch") == 0
     assert metrics.registry.get_sample_value("borderline_adapter_forced") == 0
+
+
+def test_the_trainers_rollbacks_trust_the_workers_key_or_its_own(tmp_path: Path) -> None:
+    from adapters.registry.keys import make_key_pair
+    from adapters.registry.signing import key_id
+    from streams.service.trust import adapter_trust, signing_key, trainer_trust
+    from streams.wire.settings import Settings
+
+    plain = Settings.model_validate({"model": {"dir": str(tmp_path / "model")}})
+    assert trainer_trust(plain, None) is None
+    assert signing_key(plain) is None
+    own = trainer_trust(plain, TRAINER)
+    assert own is not None and own.verify_key is not None
+    assert key_id(own.verify_key) == key_id(TRAINER.public_key())
+    private, public = make_key_pair(tmp_path / "keys")
+    keyed = Settings.model_validate(
+        {
+            "model": {"dir": str(tmp_path / "model")},
+            "adapters": {"signing_key_file": str(private), "verify_key_file": str(public)},
+        }
+    )
+    key = signing_key(keyed)
+    assert key is not None
+    workers = adapter_trust(keyed)
+    assert workers.verify_key is not None
+    assert key_id(workers.verify_key) == key_id(key.public_key())
+    trusted = trainer_trust(keyed, None)
+    assert trusted is not None and trusted.verify_key is not None
+    assert adapter_trust(plain).verify_key is None  # no key: only the bootstrap
