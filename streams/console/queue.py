@@ -68,7 +68,11 @@ for _, item in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
     redis.call('ZREM', KEYS[1], item)
     redis.call('ZREM', KEYS[4], item)
   else
-    local live = leases(ARGV[5] .. item, reviewer, now)
+    local live, mine = leases(ARGV[5] .. item, reviewer, now)
+    if mine then  -- e.g. held before an undo gave back another item
+      redis.call('SET', KEYS[2], item, 'PX', ARGV[9])
+      return {item, 'held'}
+    end
     if redis.call('HEXISTS', votes, reviewer) == 1 then redis.call('SADD', done, reviewer) end
     local have = opinions(done, votes)
     local wanted = tonumber(redis.call('HGET', task, 'wanted') or '1')

@@ -1,0 +1,269 @@
+"""The console app over HTTP (Starlette's test client) on a real redis-server, as it is attacked:
+no session or token, no CSRF token, wrong passwords in a row, a disabled user, a reviewer on a
+lead page, hostile item text, a client naming another reviewer, a key held down."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis as sync_redis
+from argon2 import PasswordHasher
+from redis.asyncio import Redis
+from starlette.testclient import TestClient
+
+from streams.console.app import build_app
+from streams.console.keys import ConsoleKeys
+from streams.console.serve import Assembled, assemble
+from streams.console.users import Role
+from streams.console.web import SESSION_COOKIE
+from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest
+from streams.wire.settings import Settings
+
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> Any:
+        self.sent.append((topic, value, key))
+
+
+@dataclass
+class App:
+    client: TestClient
+    assembled: Assembled
+    redis: sync_redis.Redis
+    prefix: str
+
+    def run(self, coro: Any) -> Any:
+        return self.client.portal.call(lambda: coro)  # type: ignore[union-attr]
+
+    def login(self, name: str, password: str) -> Any:
+        page = self.client.get("/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        return self.client.post(
+            "/login",
+            data={"username": name, "password": password, "csrf": token},
+            follow_redirects=False,
+        )
+
+    def csrf(self, path: str = "/review") -> str:
+        page = self.client.get(path)
+        return re.search(r'data-csrf="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+
+def _request(item: str, priority: float, text: str = "buy now") -> ReviewRequest:
+    return ReviewRequest(
+        request_id=f"rr-{item}",
+        item_id=item,
+        text=text,
+        reason=ReviewReason.UNCERTAIN,
+        probabilities={"violating": 0.55},
+        policy_version="v1",
+        priority=priority,
+        requested_at=time.time(),
+    )
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[App]:
+    prefix = f"unit-{uuid.uuid4().hex[:10]}"
+    settings = Settings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "unused:9092"},
+            "redis": {"url": redis_url, "key_prefix": prefix},
+            "console": {"undo_s": 30, "login_attempts": 3},
+        }
+    )
+    redis = Redis.from_url(redis_url)  # connects inside the test client's event loop
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    assembled = assemble(settings, redis, FakeProducer(), hasher=cheap)
+    with TestClient(build_app(assembled.console), base_url="http://127.0.0.1") as client:
+        a = App(client, assembled, sync_redis.Redis.from_url(redis_url), prefix)
+        users = assembled.console.users
+        a.run(users.add("alice", Role.REVIEWER, "alice password", now=1.0))
+        a.run(users.add("lena", Role.LEAD, "lena password", now=1.0))
+        yield a
+
+
+def test_nothing_without_a_session_or_token(app: App) -> None:
+    assert app.client.get("/", follow_redirects=False).headers["location"] == "/review"
+    for path in ["/review", "/lead"]:
+        r = app.client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    for path in ["/review/label", "/review/skip", "/review/undo", "/lead/clear", "/logout"]:
+        r = app.client.post(path, data={"item_id": "a", "label": "benign"}, follow_redirects=False)
+        assert r.status_code == 303
+    assert app.client.get("/api/v1/tasks/next").status_code == 401
+    bad = {"Authorization": "Bearer blt_forged"}
+    assert app.client.get("/api/v1/tasks/next", headers=bad).status_code == 401
+    assert app.client.post("/api/v1/labels", json={}, headers=bad).status_code == 401
+    assert app.client.get("/api/v1/stats").status_code == 401
+    # open: health, metrics, the schema, sign-in
+    assert app.client.get("/healthz").text == "ok"
+    assert "borderline_review_requests_expired_total" in app.client.get("/metrics").text
+    assert "/api/v1/tasks/next" in app.client.get("/api/v1/openapi.json").json()["paths"]
+
+
+def test_sign_in_cookie_flags_and_a_new_session_id_each_time(app: App) -> None:
+    r = app.login("alice", "alice password")
+    assert r.status_code == 303 and r.headers["location"] == "/review"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    first = app.client.cookies.get(SESSION_COOKIE)
+    app.login("alice", "alice password")
+    second = app.client.cookies.get(SESSION_COOKIE)
+    assert first and second and first != second
+    # the old session id is dead
+    app.client.cookies.set(SESSION_COOKIE, first)
+    assert app.client.get("/review", follow_redirects=False).status_code == 303
+    # the page carries a strict CSP
+    app.client.cookies.set(SESSION_COOKIE, second)
+    page = app.client.get("/review")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_secure_cookies_when_served_over_tls(app: App) -> None:
+    app.assembled.console.secure_cookies = True
+    app.client.base_url = "https://127.0.0.1"  # type: ignore[assignment]  # TLS in front
+    r = app.login("alice", "alice password")
+    assert "Secure" in r.headers["set-cookie"]
+
+
+def test_login_without_its_csrf_token_is_refused(app: App) -> None:
+    r = app.client.post(
+        "/login", data={"username": "alice", "password": "alice password"}, follow_redirects=False
+    )
+    assert r.status_code == 403 and SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_wrong_passwords_are_throttled_per_user(app: App) -> None:
+    for _ in range(3):
+        assert app.login("alice", "not her password").status_code == 401
+    r = app.login("alice", "alice password")  # right, but too late
+    assert r.status_code == 429 and "Too many attempts" in r.text
+    assert app.client.cookies.get(SESSION_COOKIE) is None
+
+
+def test_state_change_without_csrf_is_refused_and_changes_nothing(app: App) -> None:
+    app.run(app.assembled.console.desk.queue.add(_request("a", 0.5)))
+    app.login("alice", "alice password")
+    assert 'data-item="a"' in app.client.get("/review").text  # leased to alice
+    r = app.client.post("/review/label", data={"item_id": "a", "label": "benign"})
+    assert r.status_code == 403
+    r = app.client.post(
+        "/review/label",
+        data={"item_id": "a", "label": "benign", "csrf": "forged"},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 403
+    keys = ConsoleKeys(app.prefix)
+    assert app.redis.zcard(keys.pending) == 0
+    assert app.redis.scard(keys.done("v1", "a")) == 0
+    token = app.csrf()
+    r = app.client.post(
+        "/review/label",
+        data={"item_id": "a", "label": "benign"},
+        headers={"X-CSRF-Token": token, "HX-Request": "true"},
+    )
+    assert r.status_code == 200 and "Labelled benign" in r.text
+    assert app.redis.zcard(keys.pending) == 1
+
+
+def test_hostile_text_is_shown_as_text(app: App) -> None:
+    app.run(app.assembled.console.desk.queue.add(_request("h", 0.5, HOSTILE)))
+    app.login("alice", "alice password")
+    page = app.client.get("/review").text
+    assert "<script>document.title" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+
+
+def test_a_reviewer_gets_403_on_lead_pages_and_stats(app: App) -> None:
+    app.login("alice", "alice password")
+    r = app.client.get("/lead")
+    assert r.status_code == 403
+    token = app.csrf()
+    r = app.client.post("/lead/clear", data={"reviewer": "alice", "csrf": token})
+    assert r.status_code == 403
+    api = app.run(app.assembled.console.users.new_token("alice"))
+    r = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {api}"})
+    assert r.status_code == 403
+    app.login("lena", "lena password")
+    lead = app.client.get("/lead")
+    assert lead.status_code == 200 and "Queue" in lead.text and "login" in lead.text
+    lead_api = app.run(app.assembled.console.users.new_token("lena"))
+    stats = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {lead_api}"})
+    assert stats.status_code == 200 and stats.json()["policy"] == "v1"
+
+
+def test_a_disabled_user_stops_at_once(app: App) -> None:
+    app.login("alice", "alice password")
+    api = app.run(app.assembled.console.users.new_token("alice"))
+    headers = {"Authorization": f"Bearer {api}"}
+    assert app.client.get("/review").status_code == 200
+    assert app.client.get("/api/v1/tasks/next", headers=headers).status_code == 204
+    app.run(app.assembled.console.users.disable("alice"))
+    assert app.client.get("/review", follow_redirects=False).status_code == 303
+    assert app.client.get("/api/v1/tasks/next", headers=headers).status_code == 401
+
+
+def test_api_the_reviewer_is_the_tokens_user_and_a_held_key_labels_once(app: App) -> None:
+    queue = app.assembled.console.desk.queue
+    app.run(queue.add(_request("a", 0.9)))
+    app.run(queue.add(_request("b", 0.1)))
+    api = app.run(app.assembled.console.users.new_token("alice"))
+    headers = {"Authorization": f"Bearer {api}"}
+    task = app.client.get("/api/v1/tasks/next", headers=headers)
+    assert task.status_code == 200 and task.json()["item_id"] == "a"
+    assert "probabilities" not in task.json()  # the score is hidden from reviewers
+    assert task.json()["answers"] == ["benign", "violating"]
+    body = {"item_id": "a", "label": "violating", "reviewer_id": "mallory"}
+    first = app.client.post("/api/v1/labels", json=body, headers=headers)
+    again = app.client.post("/api/v1/labels", json=body, headers=headers)  # key held down
+    assert first.status_code == 202 and first.json()["reviewer_id"] == "alice"
+    assert again.status_code == 409
+    keys = ConsoleKeys(app.prefix)
+    raw = app.redis.get(keys.label("v1|a|alice"))
+    stored = ReviewLabel.model_validate_json(raw)
+    assert (stored.reviewer_id, stored.request_id) == ("alice", "rr-a")
+    assert app.redis.zcard(keys.pending) == 1
+    unknown = app.client.post(
+        "/api/v1/labels", json={"item_id": "b", "label": "x"}, headers=headers
+    )
+    assert unknown.status_code in (409, 422)
+    assert app.client.post("/api/v1/labels", content=b"{", headers=headers).status_code == 400
+    nxt = app.client.get("/api/v1/tasks/next", headers=headers).json()
+    assert nxt["item_id"] == "b"
+    bad = app.client.post("/api/v1/labels", json={"item_id": "b", "label": "x"}, headers=headers)
+    assert bad.status_code == 422
+    assert app.client.post("/api/v1/tasks/b/release", headers=headers).status_code == 200
+    assert app.client.post("/api/v1/tasks/b/release", headers=headers).status_code == 409
+
+
+def test_undo_then_skip_through_the_page(app: App) -> None:
+    queue = app.assembled.console.desk.queue
+    app.run(queue.add(_request("a", 0.9)))
+    app.run(queue.add(_request("b", 0.1)))
+    app.login("alice", "alice password")
+    token = app.csrf()
+    hx = {"X-CSRF-Token": token, "HX-Request": "true"}
+    r = app.client.post("/review/label", data={"item_id": "a", "label": "benign"}, headers=hx)
+    assert 'data-item="b"' in r.text
+    r = app.client.post("/review/undo", headers=hx)
+    assert "Undone" in r.text and 'data-item="a"' in r.text
+    assert app.redis.zcard(ConsoleKeys(app.prefix).pending) == 0
+    r = app.client.post("/review/skip", data={"item_id": "a"}, headers=hx)
+    assert "Skipped" in r.text and 'data-item="b"' in r.text
+    audit = [e.action for e in app.run(app.assembled.console.audit.latest())]
+    assert audit[:5] == ["skip", "undo", "claim", "label", "claim"]  # b was still held
