@@ -19,7 +19,7 @@ from streams.console.keys import ConsoleKeys
 from streams.service.record import Producer
 from streams.wire.messages import ReviewLabel, encode
 
-__all__ = ["LabelOutbox", "LabelSigner", "Producer", "unsigned"]
+__all__ = ["LabelOutbox", "LabelSigner", "label_id"]
 
 # KEYS: pending, sending. ARGV: now, limit, retake before.
 _TAKE = """
@@ -50,11 +50,6 @@ return label
 
 LabelSigner = Callable[[ReviewLabel], Awaitable[ReviewLabel]]
 """Signs a label with its reviewer's key (issue 14: the collector refuses unsigned labels)."""
-
-
-async def unsigned(label: ReviewLabel) -> ReviewLabel:
-    """The signer where no reviewer keys exist: the label as it is."""
-    return label
 
 
 def label_id(label: ReviewLabel) -> str:

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
+from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
 from adapters.registry.store import AdapterRegistry
@@ -24,9 +25,10 @@ from streams.console.desk import PolicyView, ReviewDesk
 from streams.console.feed import Background
 from streams.console.keys import ConsoleKeys
 from streams.console.metrics import ConsoleMetrics
-from streams.console.outbox import LabelOutbox, LabelSigner, unsigned
+from streams.console.outbox import LabelOutbox, LabelSigner
 from streams.console.queue import TaskQueue
 from streams.console.sessions import SessionStore, Throttle
+from streams.console.signing import keyed_signer
 from streams.console.users import UserStore
 from streams.console.web import Console
 from streams.service.record import KafkaJournal, Producer
@@ -48,7 +50,7 @@ def assemble(
     redis: Redis,
     producer: Producer,
     *,
-    signer: LabelSigner = unsigned,
+    signer: LabelSigner | None = None,
     hasher: PasswordHasher | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Assembled:
@@ -56,6 +58,9 @@ def assemble(
     c, prefix = settings.console, settings.redis.key_prefix
     keys = ConsoleKeys(prefix)
     journal = KafkaJournal(producer, settings.kafka.topics, actor="console")
+    if signer is None:  # each label signed with its reviewer's key, issued when missing
+        secret = settings.review.key_secret.get_secret_value().encode()
+        signer = keyed_signer(ReviewerKeys(redis, prefix, secret, journal=journal))
     labels = LabelStore(redis, prefix, journal=journal)
     metrics = ConsoleMetrics()
     audit = AuditLog(redis, keys)
