@@ -24,12 +24,21 @@ import numpy as np
 from redis.asyncio import Redis
 
 from adapters.labels.dataset import LabeledItem
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
+from adapters.registry.artifact import (
+    BOOTSTRAP_ARTIFACT,
+    MANIFEST_FILE,
+    AdapterArtifact,
+    write_artifact,
+)
+from adapters.registry.keys import read_signing_key
+from adapters.registry.signing import sign_adapter
 from adapters.registry.store import AdapterRegistry
 from models.adapter_file import read_adapter_file
+from models.errors import BorderlineError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.bench.stream import bench_items, isolated_run, stream_run
+from streams.embedded.keys import with_embedded_keys
 from streams.embedded.launcher import WorkerProcess, start_worker
 from streams.service.reader import read_topic
 from streams.wire.settings import Settings
@@ -101,12 +110,29 @@ async def _promote(settings: Settings, adapter_id: str) -> float:
 
 
 async def _register(settings: Settings, artifacts: list[AdapterArtifact]) -> None:
+    """Register the variants, signed with the trainer's key (workers load only signed adapters;
+    the bootstrap, first, is trusted as the model folder has it)."""
     assert settings.redis.url is not None
+    if settings.adapters.signing_key_file is None:
+        raise BorderlineError(
+            "bench swap signs its adapter variants as the trainer does: set "
+            "BORDERLINE_ADAPTERS__SIGNING_KEY_FILE (and the workers' VERIFY_KEY_FILE)"
+        )
+    key = read_signing_key(settings.adapters.signing_key_file)
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     try:
         registry = AdapterRegistry(redis, settings.redis.key_prefix)
-        for artifact in artifacts:
+        for k, artifact in enumerate(artifacts):
             await registry.register(artifact)
+            if k > 0:
+                gate = {
+                    "adapter_id": artifact.adapter_id,
+                    "policy_version": artifact.manifest.policy_version,
+                    "passed": True,
+                    "reason": "benchmark variant, signed by borderline bench swap",
+                }
+                manifest = artifact.files()[MANIFEST_FILE]
+                await registry.attach_signature(sign_adapter(manifest, gate, key))
     finally:
         await redis.aclose()
 
@@ -128,6 +154,7 @@ def bench_swap(
     figures: dict[str, Any] = {"items": len(chosen), "workers": workers, "interval_s": interval_s}
     with ExitStack() as stack:
         run, logs, _tag = isolated_run(stack, settings)
+        run = with_embedded_keys(run)  # the workers verify what _register signs
         artifacts = _variants(settings.model.dir, logs / "adapters", adapters, seed)
         figures["mb_per_adapter"] = round(_mb_per_adapter(settings.model.dir, artifacts), 3)
         asyncio.run(_register(run, artifacts))

@@ -189,8 +189,10 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.cli.adapters import adapters_command
+    from streams.cli.adapters import adapters_command, keygen_command
 
+    if args.action == "keygen":  # no broker, no Redis
+        return keygen_command(args)
     return asyncio.run(adapters_command(args, connected(settings)))
 
 

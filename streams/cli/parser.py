@@ -177,14 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     a_show.add_argument("id")
     a_register = adapters_sub.add_parser("register", help="store an adapter folder in Redis")
     a_register.add_argument("dir", type=Path)
-    a_promote = adapters_sub.add_parser("promote", help="make an adapter active (all workers)")
+    a_promote = adapters_sub.add_parser(
+        "promote", help="make an adapter active (all workers); needs its passed gate report"
+    )
     a_promote.add_argument("id")
-    a_promote.add_argument("--reason", default="manual promotion")
-    a_rollback = adapters_sub.add_parser("rollback", help="restore the previous adapter")
+    a_promote.add_argument("--reason", default=None, help="why (required with --force)")
+    a_promote.add_argument(
+        "--force",
+        action="store_true",
+        help="promote without a passed gate report for the active policy (audit-logged, alerted)",
+    )
+    a_rollback = adapters_sub.add_parser(
+        "rollback", help="restore the most recent earlier adapter that verifies"
+    )
     a_rollback.add_argument("--policy", default=None, help="policy version (default: settings)")
-    a_rollback.add_argument("--reason", default="manual rollback")
+    a_rollback.add_argument("--reason", default=None)
     for p in (a_promote, a_rollback):
         p.add_argument("--actor", default=None, help="who (default: $USER@host)")
+    a_audit = adapters_sub.add_parser("audit", help="forced promotions: who, when, why")
+    a_audit.add_argument("--limit", type=_positive_int, default=50)
+    a_keygen = adapters_sub.add_parser(
+        "keygen", help="the trainer's adapter signing key pair (private: trainer; public: workers)"
+    )
+    a_keygen.add_argument("--out", type=Path, required=True, help="folder for the two PEM files")
+    a_keygen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a pair already there (old signatures stop verifying)",
+    )
 
     swap = bench_sub.add_parser("swap", help="live adapter swaps: latency, throughput, memory")
     swap.add_argument("--items", type=_positive_int, default=1000)
