@@ -14,6 +14,7 @@ BENCH_ITEMS ?= 1000
 UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire
 # The pure decisions, held near fully covered by the unit layer (`make coverage`).
 PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
+	adapters/labels/trust.py,$\
 	adapters/labels/admission.py,$\
 	adapters/labels/dataset.py,adapters/adapt/gate.py,adapters/adapt/drift.py,$\
 	adapters/adapt/detectors.py,adapters/adapt/input_drift.py,adapters/adapt/triggers.py,$\

@@ -9,11 +9,36 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Consensus", "consensus", "needs_another_opinion", "split_of"]
+__all__ = [
+    "Consensus",
+    "consensus",
+    "counted_votes",
+    "is_category",
+    "needs_another_opinion",
+    "split_of",
+]
+
+
+def is_category(label: str) -> bool:
+    """Whether a label names a category: an empty or blank string does not (it is no vote).
+
+    >>> is_category("benign"), is_category(""), is_category("  ")
+    (True, False, False)
+    """
+    return bool(label.strip())
 
 
 def counted_votes(votes: Mapping[str, str], exclude: Container[str]) -> dict[str, str]:
-    return {reviewer: label for reviewer, label in votes.items() if reviewer not in exclude}
+    """The votes of the reviewers not in `exclude`; a label that is no category is no vote.
+
+    >>> counted_votes({"ann": "v", "bob": "", "cy": "b"}, exclude={"cy"})
+    {'ann': 'v'}
+    """
+    return {
+        reviewer: label
+        for reviewer, label in votes.items()
+        if reviewer not in exclude and is_category(label)
+    }
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from adapters.labels.agreement import agreement_report, excluded_by_peeling, expert_ceiling
+from adapters.labels.agreement import expert_ceiling
 from adapters.labels.consensus import consensus, needs_another_opinion
 from adapters.labels.store import LabelStore
+from adapters.labels.trust import MIN_PANEL, trusted_panel
 from adapters.review.routing import RoutingPolicy
 from streams.service.admission import Admission
 from streams.service.metrics import Metrics
@@ -67,6 +68,8 @@ class Collector:
         worker: str,
         agreement_threshold: float = 0.8,
         min_shared: int = 10,
+        min_panel: int = MIN_PANEL,
+        trust_confidence: float = 0.95,
         recompute_every: int = 50,
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,
@@ -87,6 +90,8 @@ class Collector:
         self.worker = worker
         self.agreement_threshold = agreement_threshold
         self.min_shared = min_shared
+        self.min_panel = min_panel
+        self.trust_confidence = trust_confidence
         self.recompute_every = recompute_every
         self._retry = retry or Retrying(
             RetryPolicy(attempts=retry_attempts, base_s=retry_backoff_s), metrics=metrics
@@ -220,18 +225,25 @@ class Collector:
         the last policy measured would overwrite the others' verdict."""
         votes = await self.store.votes_every_policy()
         cleared = await self.store.cleared()
-        # peel off the worst reviewer below the threshold and recompute, until none is: a
-        # random reviewer drags the consensus others are measured against (see agreement.py)
-        excluded = excluded_by_peeling(
-            votes, threshold=self.agreement_threshold, cleared=cleared, min_shared=self.min_shared
+        # peel off the worst reviewer evidently below the threshold and recompute, until none
+        # is: a random reviewer drags the consensus others are measured against (trust.py)
+        trust = trusted_panel(
+            votes,
+            threshold=self.agreement_threshold,
+            cleared=cleared,
+            min_shared=self.min_shared,
+            min_panel=self.min_panel,
+            confidence=self.trust_confidence,
         )
+        excluded = set(trust.excluded)
         await self.store.set_excluded(excluded)
-        report = agreement_report(votes, min_shared=self.min_shared)
-        for r in report.reviewers:
+        for r in trust.reviewers:  # each against the consensus of the trusted others
             value = r.kappa if r.kappa is not None else r.agreement
             if value is not None:
                 self.metrics.reviewer_agreement.labels(reviewer=r.reviewer).set(value)
         self.metrics.reviewers_excluded.set(len(excluded))
+        self.metrics.reviewer_panel.set(trust.panel)
+        self.metrics.reviewer_panel_short.set(1 if trust.short else 0)
         ceiling = expert_ceiling(votes, excluded, min_shared=self.min_shared)
         if ceiling is not None:
             self.metrics.expert_pairwise_kappa.set(ceiling)

@@ -108,6 +108,16 @@ class Metrics:
             "Reviewers whose labels are excluded from training (agreement below threshold)",
             registry=r,
         )
+        self.reviewer_panel = Gauge(
+            "borderline_reviewer_panel_reviewers",
+            "Reviewers who gave a label: the panel that judges its own members",
+            registry=r,
+        )
+        self.reviewer_panel_short = Gauge(
+            "borderline_reviewer_panel_short",
+            "1 while the panel is too small to exclude anyone (review.min_panel), else 0",
+            registry=r,
+        )
         self.expert_pairwise_kappa = Gauge(
             "borderline_expert_pairwise_kappa",
             "Mean Cohen's kappa between pairs of experts: the ceiling for the model",

@@ -233,6 +233,8 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         worker=worker_id,
         agreement_threshold=review.agreement_threshold,
         min_shared=review.min_shared,
+        min_panel=review.min_panel,
+        trust_confidence=review.trust_confidence,
         retry=retry,
         guard=store_guard(settings, redis),  # Redis lost under a running collector: rebuilt
     )

@@ -161,6 +161,12 @@ class ReviewSettings(BaseModel):
         default=0.8, ge=0, le=1, description="reviewers below it are excluded from training"
     )
     min_shared: int = Field(default=25, ge=1, description="shared items before kappa counts")
+    min_panel: int = Field(
+        default=3, ge=3, description="reviewers needed before any of them can be excluded"
+    )
+    trust_confidence: float = Field(
+        default=0.95, ge=0.5, lt=1, description="exclude when kappa's upper bound at it is low"
+    )
     eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
     key_secret: SecretStr = Field(
         default=SecretStr("borderline-embedded-only-reviewer-key-secret"),

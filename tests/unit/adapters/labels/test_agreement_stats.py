@@ -17,13 +17,13 @@ from adapters.labels.agreement import (
     AgreementReport,
     ReviewerAgreement,
     agreement_report,
-    excluded_by_peeling,
     excluded_reviewers,
     multi_rater,
     pairwise_kappas,
     reviewer_agreement,
 )
 from adapters.labels.consensus import Consensus, consensus, needs_another_opinion, split_of
+from adapters.labels.trust import excluded_by_peeling
 
 BINARY = ("violating", "benign")
 THREE = ("violating", "borderline", "benign")
@@ -252,7 +252,9 @@ def test_reviewer_agreement_skips_ties_and_needs_min_compared() -> None:
     assert (rows["ann"].agreement, rows["ann"].kappa) == (None, None)  # 6 < 10
     assert rows["cy"].compared == 12
     assert rows["cy"].agreement == pytest.approx(0.5)
-    assert rows["cy"].kappa == pytest.approx(0.0)  # consensus constant, cy varies: defined
+    # the others' consensus is constant: kappa would be 0 whatever cy did, so no evidence
+    # (issue 11: it was 0.0, and with an SE of 0 a careful reviewer was excluded on it)
+    assert rows["cy"].kappa is None
 
 
 def test_reviewer_alone_has_nothing_to_compare() -> None:
