@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.offline.simulation import SimulatedReviewer
+from adapters.registry.keys import ensure_key_pair
 from streams.demo.panel import PanelStats, run_simulated_panel
 from streams.embedded.launcher import WorkerProcess, free_port, start_worker
 from streams.service.reader import read_topic
@@ -71,8 +72,14 @@ class Stack:
                 "review": review or {},
                 "drift": drift or {},
                 **({"gate": gate} if gate else {}),
+                "adapters": self.adapter_keys(),
             }
         )
+
+    def adapter_keys(self) -> dict[str, str]:
+        """This test's adapter signing key pair: its trainers sign, its workers verify."""
+        private, public = ensure_key_pair(self.tmp / "adapter-keys")
+        return {"signing_key_file": str(private), "verify_key_file": str(public)}
 
     def simulated_panel(
         self,
