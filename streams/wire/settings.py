@@ -205,6 +205,11 @@ class GateSettings(BaseModel):
     min_new_labels: int = Field(
         default=100, ge=1, description="new training labels that trigger a round"
     )
+    train_examples: int = Field(
+        default=600,
+        ge=1,
+        description="examples a candidate sees in training: epochs = this / labels, 3 to 10",
+    )
     interval_s: float = Field(default=15.0, gt=0, description="the trainer's look every so often")
     rollback_cooldown_s: float = Field(
         default=60.0, ge=0, description="no promotion this soon after a promotion or rollback"
