@@ -72,13 +72,19 @@ def readiness(
     eval_labels: int,
     min_eval_items: int,
     min_train_labels: int = MIN_TRAIN_LABELS,
+    eval_sides: tuple[int, int] | None = None,
+    min_per_class: int = 1,
 ) -> Readiness:
     """A round starts when something triggered it, there are at least ``min_train_labels``
-    training labels, and at least ``min_eval_items`` evaluation labels: a candidate the gate
+    training labels, at least ``min_eval_items`` evaluation labels (the audit draws) and, when
+    ``eval_sides`` (violating, benign) is given, ``min_per_class`` of each: a candidate the gate
     cannot judge is not worth the training time.
 
     >>> readiness(["new_labels"], train_labels=80, eval_labels=38, min_eval_items=50).reason
-    'waiting for 12 more evaluation labels (38 of 50)'
+    'waiting for 12 more audit evaluation labels (38 of 50)'
+    >>> readiness(["forced"], train_labels=80, eval_labels=60, min_eval_items=50,
+    ...           eval_sides=(2, 58), min_per_class=5).reason
+    'waiting for 3 more violating audit evaluation labels (2 of 5)'
     >>> readiness(["forced"], train_labels=80, eval_labels=60, min_eval_items=50)
     Readiness(train=True, reason='triggered: forced')
     """
@@ -87,5 +93,8 @@ def readiness(
     if train_labels < min_train_labels:
         return Readiness(False, _short("training", train_labels, min_train_labels))
     if eval_labels < min_eval_items:
-        return Readiness(False, _short("evaluation", eval_labels, min_eval_items))
+        return Readiness(False, _short("audit evaluation", eval_labels, min_eval_items))
+    for side, have in zip(("violating", "benign"), eval_sides or (), strict=False):
+        if have < min_per_class:
+            return Readiness(False, _short(f"{side} audit evaluation", have, min_per_class))
     return Readiness(True, "triggered: " + ",".join(fired))

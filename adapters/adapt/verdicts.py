@@ -3,7 +3,9 @@ report of every candidate (by adapter id, and in judging order), and the set of 
 raised since the last promotion. The only module that builds these keys.
 
 Keys (prefix ``p``): ``p:gate:{adapter_id}`` (one report), ``p:gate:reports`` (every report,
-oldest first), ``p:drift:flags`` (names of the detectors that fired: input, prediction, concept).
+oldest first), ``p:drift:flags`` (names of the detectors that fired: input, prediction, concept),
+``p:trainer:status`` (the trainer's last step: what it did or is waiting for, and the live
+adapter's kappa on the audit draws).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-__all__ = ["GateRecord", "VerdictKeys", "VerdictStore"]
+__all__ = ["GateRecord", "TrainerStatus", "VerdictKeys", "VerdictStore"]
 
 
 class GateRecord(BaseModel):
@@ -38,6 +40,14 @@ class GateRecord(BaseModel):
     eval_items: int | None = None
     expert_ceiling: float | None = None
     shadow_agreement: float | None = None
+    # the intervals behind the verdict (absent in reports written before the gate used them)
+    candidate_low: float | None = None
+    candidate_high: float | None = None
+    difference: float | None = None
+    difference_low: float | None = None
+    difference_high: float | None = None
+    confidence: float | None = None
+    class_counts: dict[str, int] | None = None
     decision: str | None = None
     decision_reason: str | None = None
 
@@ -45,6 +55,23 @@ class GateRecord(BaseModel):
     def promoted(self) -> bool:
         """The candidate went live (older reports: it passed the gate, which then meant so)."""
         return self.decision == "promote" if self.decision is not None else self.passed
+
+
+class TrainerStatus(BaseModel):
+    """The trainer's last step as others show it: ``reason`` says what it did or what it is
+    waiting for (which figure, how many more labels); ``live`` is the live adapter's weighted
+    kappa on the audit draws labelled since it went live (`adapters.adapt.estimate.Estimate`
+    as a dict), ``live_text`` its wording ("not enough audit labels (n of m)" below the
+    minimum)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float
+    policy_version: str
+    reason: str
+    adapter_id: str | None = None
+    live: dict[str, float | int | None] | None = None
+    live_text: str | None = None
 
 
 class VerdictKeys:
@@ -61,6 +88,10 @@ class VerdictKeys:
     @property
     def drift_flags(self) -> str:
         return f"{self.prefix}:drift:flags"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}:trainer:status"
 
 
 def _text(value: bytes | str) -> str:
@@ -101,3 +132,11 @@ class VerdictStore:
 
     async def clear_flags(self) -> None:
         await self.redis.delete(self.keys.drift_flags)
+
+    # --- the trainer's status ---------------------------------------------------------------
+    async def set_status(self, status: TrainerStatus) -> None:
+        await self.redis.set(self.keys.status, status.model_dump_json())
+
+    async def status(self) -> TrainerStatus | None:
+        raw = await self.redis.get(self.keys.status)
+        return None if raw is None else TrainerStatus.model_validate_json(raw)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from adapters.adapt.estimate import Estimate, draw_weight, estimate_kappa, paired_difference
-from adapters.adapt.gate import GateConfig, GateReport, evaluate
+from adapters.adapt.gate import BENIGN, GateConfig, GateReport, evaluate
 from adapters.adapt.promotion import (
     NO_CANDIDATE,
     Decision,
@@ -35,7 +35,7 @@ from adapters.adapt.promotion import (
     watched,
 )
 from adapters.adapt.triggers import readiness, triggers
-from adapters.adapt.verdicts import GateRecord
+from adapters.adapt.verdicts import GateRecord, TrainerStatus
 from adapters.labels.agreement import expert_ceiling
 from adapters.labels.store import LabeledExample
 from adapters.registry.store import ActiveRecord, RegistryError
@@ -131,11 +131,33 @@ class Trainer:
     def __init__(self, ports: TrainerPorts, config: TrainerConfig) -> None:
         self.ports = ports
         self.config = config
+        self._seen: tuple[_World, LiveEvidence | None] | None = None
+        # the last live judgement and what it rested on: scored again only when that changes
+        self._judged: tuple[tuple[Any, ...], LiveEvidence | None] | None = None
 
     async def step(self, state: TrainerState, *, force: bool = False) -> dict[str, Any] | None:
         """One look at the world: rolls a bad live adapter back, or trains and judges a
         candidate when triggered. Returns what it did (the gate report, or the rollback);
-        None when it did nothing, with the reason in ``state.reason``."""
+        None when it did nothing, with the reason in ``state.reason``. What it did or waits
+        for, and the live adapter's kappa on the audit draws, is kept for others to show."""
+        self._seen = None
+        out = await self._step(state, force=force)
+        if self._seen is not None and self.ports.status is not None:
+            world, live = self._seen
+            estimate = None if live is None else live.live
+            await self.ports.status.set_status(
+                TrainerStatus(
+                    at=self.ports.clock(),
+                    policy_version=world.version,
+                    reason=state.reason,
+                    adapter_id=None if world.active is None else world.active.adapter_id,
+                    live=None if estimate is None else estimate.as_dict(),
+                    live_text=None if estimate is None else estimate.describe(),
+                )
+            )
+        return out
+
+    async def _step(self, state: TrainerState, *, force: bool) -> dict[str, Any] | None:
         world = await self._look()
         fired = triggers(
             policy_published=world.published,
@@ -146,7 +168,11 @@ class Trainer:
             drift_flags=world.flags,
             forced=force,
         )
-        live = await self._live(world, state) if watched(world.active, ACTOR) else None
+        mine = watched(world.active, ACTOR)
+        live = await self._live(world, state, previous=mine) if world.active else None
+        self._seen = (world, live)
+        if not mine:  # shown, not acted on: an operator's adapter is theirs to undo
+            live = None
         decision = self._decide(None, world, live)
         self._alert(decision)
         if decision.action == "roll_back":
@@ -156,6 +182,11 @@ class Trainer:
             train_labels=len(world.train),
             eval_labels=len(world.evaluation),
             min_eval_items=self.config.gate.min_eval_items,
+            eval_sides=(
+                sum(e.label != BENIGN for e in world.evaluation),
+                sum(e.label == BENIGN for e in world.evaluation),
+            ),
+            min_per_class=self.config.gate.min_per_class,
         )
         if not ready.train:
             state.reason = ready.reason
@@ -231,18 +262,39 @@ class Trainer:
             weights=[weight_of[e.item_id] for e in evaluation],
         )
 
-    async def _live(self, world: _World, state: TrainerState) -> LiveEvidence | None:
-        """The live adapter on the audit items labelled since it went live, and the previous
-        adapter on the same items (None: no such labels yet, or the live adapter could not be
-        scored: said in the log, never raised)."""
+    async def _live(
+        self, world: _World, state: TrainerState, *, previous: bool
+    ) -> LiveEvidence | None:
+        """The live adapter on the audit items labelled since it went live, and (``previous``)
+        the previous adapter on the same items (None: no such labels yet, or the live adapter
+        could not be scored: said in the log, never raised). Scored again only when the items
+        or the adapters changed since the last step."""
         assert world.active is not None
-        active, gate = world.active, self.config.gate
+        active = world.active
         since = set(await self.ports.labels.labelled_since(world.version, active.at))
         rows = [k for k, e in enumerate(world.evaluation) if e.item_id in since]
         if not rows:
             return None
         fresh = [world.evaluation[k] for k in rows]
         weights = [world.weights[k] for k in rows]
+        basis = (active.adapter_id, active.previous, previous, *(e.item_id for e in fresh))
+        if self._judged is not None and self._judged[0] == basis:
+            return self._judged[1]
+        judged = await self._judge_live(world, state, fresh, weights, previous=previous)
+        self._judged = (basis, judged)
+        return judged
+
+    async def _judge_live(
+        self,
+        world: _World,
+        state: TrainerState,
+        fresh: list[LabeledExample],
+        weights: list[float],
+        *,
+        previous: bool,
+    ) -> LiveEvidence | None:
+        assert world.active is not None
+        active, gate = world.active, self.config.gate
         expert = [e.label for e in fresh]
         knobs = functools.partial(
             _paired_or_single,
@@ -260,13 +312,13 @@ class Trainer:
         live = knobs(expert, decided, None, weights)
         if self.ports.metrics is not None and live.value is not None:
             self.ports.metrics.live_kappa.set(live.value)
-        previous = active.previous
-        if previous is None or previous == active.adapter_id:
+        before_id = active.previous
+        if not previous or before_id is None or before_id == active.adapter_id:
             return LiveEvidence(live)
         try:
-            before = await self.ports.lab.live_decisions(previous, fresh)
+            before = await self.ports.lab.live_decisions(before_id, fresh)
         except BorderlineError as exc:
-            log.warning("cannot score the previous adapter %s: %s", previous, exc)
+            log.warning("cannot score the previous adapter %s: %s", before_id, exc)
             return LiveEvidence(live)
         better = knobs(expert, before, decided, weights)
         return LiveEvidence(live, previous_better=better)

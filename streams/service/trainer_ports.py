@@ -20,8 +20,14 @@ from typing import Any, Literal, Protocol, TypeVar, cast
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from adapters.adapt.candidate import Judgement, decisions, judge, train_candidate
-from adapters.adapt.verdicts import GateRecord, VerdictStore
+from adapters.adapt.candidate import (
+    Judgement,
+    candidate_epochs,
+    decisions,
+    judge,
+    train_candidate,
+)
+from adapters.adapt.verdicts import GateRecord, TrainerStatus, VerdictStore
 from adapters.labels.store import LabeledExample, LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
@@ -44,6 +50,7 @@ __all__ = [
     "PolicyPort",
     "RegistryPort",
     "ScorerLab",
+    "StatusPort",
     "TrainerPorts",
     "VerdictPort",
     "judge_live",
@@ -93,6 +100,12 @@ class VerdictPort(Protocol):
     async def clear_flags(self) -> None: ...
 
 
+class StatusPort(Protocol):
+    """Where the trainer leaves what its last step did or waits for, for others to show."""
+
+    async def set_status(self, status: TrainerStatus) -> None: ...
+
+
 class EventPort(Protocol):
     async def announce(self, event: AdapterEvent) -> None: ...
 
@@ -130,6 +143,7 @@ class TrainerPorts:
     lab: LabPort
     clock: Callable[[], float] = field(default=time.time)
     metrics: Metrics | None = None
+    status: StatusPort | None = None
 
 
 async def _io(retry: Retrying | None, target: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -258,8 +272,15 @@ class ScorerLab:
             start_from=start,
             policy_version=policy_version,
             seed=self.settings.review.seed,
+            epochs=self._epochs(len(examples)),
             progress=True,
         )
+
+    def _epochs(self, examples: int) -> int | None:
+        """Epochs for about ``gate.train_examples`` examples seen (`candidate_epochs`); None
+        without examples (`train_candidate` says why it cannot train)."""
+        target = self.settings.gate.train_examples
+        return candidate_epochs(examples, target=target) if examples else None
 
     async def judge(
         self, candidate: AdapterArtifact, incumbent_id: str, evaluation: Sequence[LabeledExample]
@@ -325,6 +346,7 @@ async def open_ports(
             events=KafkaEvents(producer, kafka.topics.adapter_events, retry),
             lab=ScorerLab(scorer, registry, settings, out_dir=out_dir, retry=retry),
             metrics=metrics,
+            status=_retried(VerdictStore(redis, prefix), retry),
         )
     finally:
         await producer.stop()

@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from adapters.adapt.gate import GateConfig
 from adapters.labels.agreement import kappa
-from adapters.labels.consensus import split_of
 from adapters.labels.dataset import LabeledItem, read_jsonl, sample
 from adapters.labels.store import LabelStore
 from adapters.offline.simulation import parse_panel, policy_truth
@@ -29,6 +28,7 @@ from adapters.policy.schema import load_policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
+from adapters.review.window import audit_draw
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.demo.panel import PanelStats
@@ -84,9 +84,17 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     stream = [i for i in (hard[:200] + rest[:300]) if len(i.text) < 20_000]
     rng = np.random.default_rng(3)
     stream = [stream[k] for k in rng.permutation(len(stream))]
-    # fresh items for judging the bad adapter live: never streamed before
+    # fresh items for judging the bad adapter live: never streamed before; as many as it takes
+    # for the audit (v2's rate, the worker's seed 0: a deterministic draw) to draw 10 more than
+    # the gate's minimum
     seen = {i.item_id for i in stream}
     fresh = [i for i in (hard[200:] + rest[300:]) if i.item_id not in seen and len(i.text) < 20_000]
+    v2_rate = load_policy(REPO / "deploy/policies/v2.yaml").audit_rate or 0.0
+    drawn = np.cumsum(audit_draw([i.item_id for i in fresh], rate=v2_rate, seed=0))
+    needed = int(np.searchsorted(drawn, GATE.min_eval_items + 10)) + 1
+    assert needed <= len(fresh), f"{drawn[-1]} audit draws among {len(fresh)} fresh items"
+    fresh = fresh[:needed]
+    print(f"{needed} fresh items: {drawn[needed - 1]} drawn by the audit at rate {v2_rate}")
 
     worker = stack.start_worker("w", review=LOOP_REVIEW, gate=NO_COOLDOWN)
     collector = start_worker(
@@ -148,6 +156,11 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     print(f"v2 review requests: {dict(reasons)}; panel {stats}")
     assert {"audit", "policy_change"} <= set(reasons)
     assert all(r["policy_version"] == "v2" for r in requests)
+    marked = [r for r in requests if r["audit_drawn"]]
+    print(
+        f"{len(marked)} requests audit-drawn, reasons {dict(Counter(r['reason'] for r in marked))}"
+    )
+    assert {r["audit_rate"] for r in marked} == {v2_rate}
 
     # 2. the trainer trains on the v2 labels; the gate passes the candidate
     report = with_redis(stack.redis_url, step)
@@ -188,26 +201,29 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     promoted_at = with_redis(stack.redis_url, promote_bad)
     wait_serving(worker, adapter_version=bad.adapter_id)
 
-    # 4. expert labels given since its promotion, on the evaluation split, judge it live
+    # 4. audit-drawn expert labels given since its promotion judge it live
+    async def audited_since(labels: LabelStore) -> list[str]:
+        since = await labels.labelled_since("v2", promoted_at)
+        reviewed = await labels.reviewed_items(since)
+        return [i for i, r in reviewed.items() if r.audit_drawn]
+
     async def enough_fresh(labels: LabelStore) -> None:
-        async def held_out_since() -> int | None:
-            since = set(await labels.labelled_since("v2", promoted_at))
-            count = len({i for i in since if split_of(i) == "eval"})
-            return count if count >= GATE.min_eval_items else None
+        async def count() -> int | None:
+            drawn = len(await audited_since(labels))
+            return drawn if drawn >= GATE.min_eval_items else None
 
-        await wait_until_async(
-            held_out_since, 180, 1.0, f"{GATE.min_eval_items} fresh evaluation labels"
-        )
+        await wait_until_async(count, 180, 1.0, f"{GATE.min_eval_items} fresh audit labels")
 
-    asyncio.run(label_stream(fresh[:400], enough_fresh))
-    live = _decisions(stack, fresh[:400])
+    asyncio.run(label_stream(fresh, enough_fresh))
+    live = _decisions(stack, fresh)
     served_by = Counter(d["adapter_version"] for d in live)
     assert served_by[bad.adapter_id] > 0, served_by
 
     async def fresh_evaluation(redis: Redis) -> tuple[list[str], list[str]]:
         labels = LabelStore(redis, prefix)
-        since = set(await labels.labelled_since("v2", promoted_at))
-        held_out = [e for e in await labels.dataset("v2", "eval") if e.item_id in since]
+        drawn = set(await audited_since(labels))
+        every = await labels.dataset("v2", "train", eval_share=0.0)
+        held_out = [e for e in every if e.item_id in drawn]
         return [e.label for e in held_out], [e.text for e in held_out]
 
     # the live kappa, measured here with the bad adapter's own decisions on those labels
@@ -215,7 +231,7 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     scorer.load_adapter(bad.adapter_id, bad.path)
     probabilities = scorer.score(texts, adapter_id=bad.adapter_id).probabilities
     measured = kappa(expert, [scorer.labels[j] for j in probabilities.argmax(axis=1)])
-    print(f"bad adapter on {len(expert)} fresh evaluation labels: kappa {measured}")
+    print(f"bad adapter on {len(expert)} fresh audit labels: kappa {measured}")
     assert len(expert) >= GATE.min_eval_items
     assert measured is not None and measured < GATE.min_kappa
 

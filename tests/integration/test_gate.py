@@ -1,7 +1,8 @@
 """The trainer's gate and automatic rollback on real Redis with the real model: a candidate
 trained on labels with a large share flipped is rejected and the incumbent keeps serving; an
-adapter the trainer promoted that does badly on expert labels arriving after its promotion is
-rolled back to the previous one."""
+adapter the trainer promoted that does badly on audit labels arriving after its promotion is
+rolled back to the previous one; a good adapter the trainer promoted is NOT rolled back while
+labels arrive that experts gave on the items it was unsure of (hard by construction)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from adapters.adapt.candidate import decisions
 from adapters.adapt.gate import GateConfig
 from adapters.labels.consensus import split_of
 from adapters.labels.dataset import read_jsonl, sample
 from adapters.labels.store import LabelStore, ReviewedItem
-from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
+from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
 from adapters.registry.store import AdapterRegistry
+from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.trainer import ACTOR, TrainerState, trainer_step
@@ -47,9 +50,27 @@ def _settings(services: Any, model_dir: Path, prefix: str, topics: TopicNames) -
     )
 
 
+def _requested(item: Any, at: float, *, drawn: bool) -> ReviewedItem:
+    """A request as curation records it: drawn by the audit (at rate 0.4) or routed as
+    uncertain."""
+    reason = "audit" if drawn else "uncertain"
+    return ReviewedItem(
+        item.item_id,
+        item.text,
+        None,
+        0.5,
+        reason,
+        at,
+        audit_drawn=drawn,
+        audit_rate=0.4 if drawn else None,
+    )
+
+
 async def _label(store: LabelStore, items: list[Any], *, flip_train: bool, at: float) -> None:
+    """Items whose hash split is ``eval`` (about 40%) were drawn by the audit; the others were
+    routed as uncertain; with ``flip_train`` the latter are labelled wrong."""
     await store.record_requests(
-        "v1", [ReviewedItem(i.item_id, i.text, None, 0.5, "audit", at) for i in items]
+        "v1", [_requested(i, at, drawn=split_of(i.item_id) == "eval") for i in items]
     )
     for i in items:
         label = "violating" if i.label else "benign"
@@ -126,3 +147,83 @@ def test_flipped_labels_are_rejected_and_a_bad_promotion_rolled_back(
     assert rollback["live_kappa"] < gate.min_kappa
     assert final is not None
     assert (final.adapter_id, final.action, final.actor) == (boot.adapter_id, "rollback", ACTOR)
+
+
+def _copy_of_boot(model_dir: Path, out: Path, adapter_id: str) -> AdapterArtifact:
+    """The bootstrap adapter under another id: as good as the one it replaces."""
+    manifest = ModelManifest.read(model_dir)
+    boot = AdapterArtifact.load(
+        model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
+    return write_artifact(
+        out,
+        adapter_id=adapter_id,
+        params=read_adapter_file(boot.path),
+        base_model_version=manifest.model_version,
+        policy_version="v1",
+        labels=manifest.labels,
+        parent_id=boot.adapter_id,
+    )
+
+
+def test_a_good_promoted_adapter_is_not_rolled_back_while_hard_labels_arrive(
+    services: Any, model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """On main the live check read every evaluation-split label since the promotion: the items
+    the adapter was unsure of (and got wrong) pulled its kappa under min_kappa and a good adapter
+    went back. Judged on the audit draws, against the previous adapter on the same items, it
+    stays."""
+    prefix = f"gate-{uuid.uuid4().hex[:8]}"
+    topics = TopicNames().prefixed(f"g{prefix}.")
+    asyncio.run(ensure_topics(services.bootstrap_servers, topics.all(), 1))
+    settings = _settings(services, model_dir, prefix, topics)
+    manifest = ModelManifest.read(model_dir)
+    boot = AdapterArtifact.load(
+        model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
+    good = _copy_of_boot(model_dir, tmp_path / "good", f"good-{prefix}")
+    scorer = Scorer.from_dir(model_dir, threads=2)
+    scorer.load_adapter(boot.adapter_id, boot.path)
+    pool = sample(read_jsonl(corpus), 240, seed=73)
+    said = decisions(scorer, boot.adapter_id, [i.text for i in pool])
+    truth = ["violating" if i.label else "benign" for i in pool]
+    audited = pool[:80]  # a uniform draw: the adapter is good here
+    hard = [i for i, d, t in zip(pool[80:], said[80:], truth[80:], strict=True) if d != t]
+    gate = GateConfig(min_kappa=0.6, margin=0.02, min_eval_items=30)
+    print(f"{len(audited)} audit-drawn items, {len(hard)} hard items the model got wrong")
+
+    async def run() -> tuple[dict[str, Any] | None, Any]:
+        async with redis_client(services.redis_url) as redis:
+            store = LabelStore(redis, prefix)
+            registry = AdapterRegistry(redis, prefix)
+            await store.register_reviewers(REVIEWERS)
+            for artifact in (boot, good):
+                await registry.register(artifact)
+            await registry.promote(boot.adapter_id, actor="deploy", reason="baseline")
+            promoted = await registry.promote(good.adapter_id, actor=ACTOR, reason="gate (test)")
+            at = promoted.at + 1.0
+            await store.record_requests(
+                "v1",
+                [_requested(i, at, drawn=True) for i in audited]
+                + [_requested(i, at, drawn=False) for i in hard],
+            )
+            for i in audited + hard:
+                for r in REVIEWERS:
+                    await store.add_label(
+                        "v1", i.item_id, r, "violating" if i.label else "benign", at
+                    )
+            out = await trainer_step(
+                settings,
+                redis,
+                scorer,
+                TrainerState(trained_on={"v1": 10**6}),
+                min_new_labels=10**6,
+                gate=gate,
+                out_dir=tmp_path / "candidates",
+            )
+            return out, await registry.active("v1")
+
+    out, final = asyncio.run(run())
+    assert len(hard) >= 8, "the sample should hold items the bootstrap model gets wrong"
+    assert out is None, out
+    assert final is not None and (final.adapter_id, final.action) == (good.adapter_id, "promote")

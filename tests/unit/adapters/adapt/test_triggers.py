@@ -85,10 +85,26 @@ def test_too_few_training_labels_says_how_many_more() -> None:
 
 def test_too_few_evaluation_labels_says_how_many_more() -> None:
     ready = readiness(["new_labels"], train_labels=80, eval_labels=38, min_eval_items=50)
-    assert ready == Readiness(False, "waiting for 12 more evaluation labels (38 of 50)")
+    assert ready == Readiness(False, "waiting for 12 more audit evaluation labels (38 of 50)")
     # the training figure is checked first
     short_both = readiness(["new_labels"], train_labels=10, eval_labels=0, min_eval_items=50)
     assert short_both.reason.startswith("waiting for 10 more training labels")
+
+
+def test_a_thin_side_of_the_audit_labels_waits_and_says_which() -> None:
+    def ready(sides: tuple[int, int]) -> Readiness:
+        return readiness(
+            ["forced"],
+            train_labels=80,
+            eval_labels=60,
+            min_eval_items=50,
+            eval_sides=sides,
+            min_per_class=5,
+        )
+
+    assert ready((4, 56)).reason == "waiting for 1 more violating audit evaluation labels (4 of 5)"
+    assert ready((57, 3)).reason == "waiting for 2 more benign audit evaluation labels (3 of 5)"
+    assert ready((5, 55)).train
 
 
 def test_enough_of_both_trains_and_names_the_triggers() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from adapters.adapt.candidate import Judgement
 from adapters.adapt.gate import GateConfig
-from adapters.adapt.verdicts import GateRecord
+from adapters.adapt.verdicts import GateRecord, TrainerStatus
 from adapters.labels.store import LabeledExample, ReviewedItem
 from adapters.registry.artifact import AdapterArtifact, AdapterManifest
 from adapters.registry.store import ActiveRecord, RegistryError
@@ -167,6 +167,7 @@ class FakeRegistry:
 class FakeVerdicts:
     flags: set[str] = field(default_factory=set)
     records: list[GateRecord] = field(default_factory=list)
+    status: TrainerStatus | None = None
 
     async def record(self, report: GateRecord) -> None:
         self.records.append(report)
@@ -176,6 +177,9 @@ class FakeVerdicts:
 
     async def clear_flags(self) -> None:
         self.flags.clear()
+
+    async def set_status(self, status: TrainerStatus) -> None:
+        self.status = status
 
 
 @dataclass
@@ -197,6 +201,7 @@ class FakeLab:
     missing: set[str] = field(default_factory=set)  # adapters whose artifact cannot be fetched
     wrong_on: set[str] = field(default_factory=set)  # items every adapter decides wrong
     trained: list[tuple[int, str | None]] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)  # adapters asked for live decisions
 
     async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
         return None, active.adapter_id if active else "base"
@@ -234,6 +239,7 @@ class FakeLab:
     async def live_decisions(
         self, adapter_id: str, examples: Sequence[LabeledExample]
     ) -> list[str]:
+        self.scored.append(adapter_id)
         if adapter_id in self.missing:
             raise RegistryError(f"adapter {adapter_id} is not registered")
         right = self.live_right or adapter_id != self.live_id
@@ -264,6 +270,7 @@ class World:
             lab=self.lab,
             clock=lambda: self.now,
             metrics=self.metrics,
+            status=self.verdicts,
         )
         config = TrainerConfig(
             gate=GATE,
@@ -306,7 +313,7 @@ def test_a_trigger_with_too_few_evaluation_labels_waits_and_says_how_many_more()
     world.registry.seed("boot", previous=None, actor="deploy", at=T0)
     state = TrainerState()
     assert world.step(state, min_new_labels=50) is None
-    assert state.reason == "waiting for 3 more evaluation labels (7 of 10)"
+    assert state.reason == "waiting for 3 more audit evaluation labels (7 of 10)"
     assert world.lab.trained == []
     assert state.trained_on == {}  # the labels still count as new next time
 
@@ -511,3 +518,58 @@ def test_a_rollback_the_registry_refuses_is_a_reason_not_an_exception(force: boo
     assert "but the rollback failed: nothing to roll back to for policy v1" in state.reason
     assert world.events.sent == []
     assert world.sample("borderline_adapter_rollbacks_total") == 0
+
+
+# --- what the trainer leaves for others to show -------------------------------------------------
+
+
+def test_the_status_says_what_the_trainer_waits_for() -> None:
+    world = _world(train=60, evaluation=7)
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    world.step(min_new_labels=50)
+    status = world.verdicts.status
+    assert status is not None and status.policy_version == POLICY
+    assert status.reason == "waiting for 3 more audit evaluation labels (7 of 10)"
+    assert status.adapter_id == "boot" and status.at == world.now
+
+
+def test_a_thin_class_among_the_audit_labels_waits_before_training() -> None:
+    world = World(
+        FakeLabels(_examples("t", 40), [LabeledExample(f"e{i}", "x", B, 3) for i in range(20)])
+    )
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    state = TrainerState()
+    assert world.step(state, force=True) is None
+    assert state.reason == "waiting for 5 more violating audit evaluation labels (0 of 5)"
+    assert world.lab.trained == []
+
+
+def test_an_operators_adapter_is_shown_on_the_audit_draws_but_not_rolled_back() -> None:
+    world = _live_world(previous="boot")
+    world.registry.seed("v1-cand0", previous="boot", actor="deploy", at=T0)
+    assert world.step() is None
+    status = world.verdicts.status
+    assert status is not None and status.live is not None and status.live["value"] == -1.0
+    assert status.live_text is not None and status.live_text.startswith("-1.000 (90% CI")
+    assert world.registry.records[POLICY].adapter_id == "v1-cand0"
+    assert world.lab.scored == ["v1-cand0"]  # the previous one is scored only to act on
+
+
+def test_too_few_audit_labels_are_shown_as_words() -> None:
+    world = _live_world(previous="boot", live_right=True)
+    world.labels.labelled_at = {e.item_id: T0 + 5 for e in world.labels.evaluation[:4]}
+    world.step()
+    status = world.verdicts.status
+    assert status is not None and status.live_text == "not enough audit labels (4 of 10)"
+
+
+def test_the_live_adapter_is_scored_again_only_when_its_evidence_changes() -> None:
+    world = _live_world(previous="boot", live_right=True)
+    trainer = world.trainer()
+    asyncio.run(trainer.step(TrainerState()))
+    asyncio.run(trainer.step(TrainerState()))
+    assert world.lab.scored == ["v1-cand0", "boot"]
+    world.labels.evaluation.append(LabeledExample("e-new", "x", V, 3))
+    world.labels.labelled_at["e-new"] = T0 + 9
+    asyncio.run(trainer.step(TrainerState()))
+    assert world.lab.scored == ["v1-cand0", "boot"] * 2
