@@ -59,6 +59,7 @@ from streams.bench.hostile import DECIDED, KINDS, hostile_messages
 from streams.bench.stream import bench_items
 from streams.demo.setup import demo_settings, ensure_model, prepare
 from streams.demo.state import DemoOptions
+from streams.embedded.keys import with_embedded_keys
 from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
 from streams.wire.messages import IncomingItem, encode
 from streams.wire.settings import Settings
@@ -220,7 +221,9 @@ def bench_chaos(
             stack.callback(server.stop)
             server.start()
         bootstrap = f"{HOST}:{broker.port}"
-        run = demo_settings(settings.with_services(bootstrap, f"redis://{HOST}:{redis.port}/0"))
+        run = with_embedded_keys(  # the trainer signs, the workers verify
+            demo_settings(settings.with_services(bootstrap, f"redis://{HOST}:{redis.port}/0"))
+        )
         if run.worker.scorer_threads == 0:  # one core's worth each
             threads = max(1, (os.cpu_count() or 1) // 2)
             run = run.model_copy(
