@@ -27,7 +27,7 @@ from adapters.adapt.candidate import (
     judge,
     train_candidate,
 )
-from adapters.adapt.verdicts import GateRecord, VerdictStore
+from adapters.adapt.verdicts import GateRecord, TrainerStatus, VerdictStore
 from adapters.labels.store import LabeledExample, LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
@@ -50,6 +50,7 @@ __all__ = [
     "PolicyPort",
     "RegistryPort",
     "ScorerLab",
+    "StatusPort",
     "TrainerPorts",
     "VerdictPort",
     "judge_live",
@@ -99,6 +100,12 @@ class VerdictPort(Protocol):
     async def clear_flags(self) -> None: ...
 
 
+class StatusPort(Protocol):
+    """Where the trainer leaves what its last step did or waits for, for others to show."""
+
+    async def set_status(self, status: TrainerStatus) -> None: ...
+
+
 class EventPort(Protocol):
     async def announce(self, event: AdapterEvent) -> None: ...
 
@@ -136,6 +143,7 @@ class TrainerPorts:
     lab: LabPort
     clock: Callable[[], float] = field(default=time.time)
     metrics: Metrics | None = None
+    status: StatusPort | None = None
 
 
 async def _io(retry: Retrying | None, target: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -338,6 +346,7 @@ async def open_ports(
             events=KafkaEvents(producer, kafka.topics.adapter_events, retry),
             lab=ScorerLab(scorer, registry, settings, out_dir=out_dir, retry=retry),
             metrics=metrics,
+            status=_retried(VerdictStore(redis, prefix), retry),
         )
     finally:
         await producer.stop()
