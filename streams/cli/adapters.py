@@ -21,6 +21,7 @@ from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import AdapterArtifact, AdapterManifest, ArtifactError
 from adapters.registry.audit import AuditEntry, AuditLog
 from adapters.registry.keys import make_key_pair
+from adapters.registry.signing import SIGNATURE_FILE, AdapterSignature
 from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from streams.service.record import open_journal
@@ -36,6 +37,17 @@ def _when(ts: float) -> str:
 
 def _actor(args: argparse.Namespace) -> str:
     return getattr(args, "actor", None) or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _signature_line(files: dict[str, bytes]) -> str:
+    raw = files.get(SIGNATURE_FILE)
+    if raw is None:
+        return "unsigned: workers refuse it (only the trainer signs, once the gate passed)"
+    try:
+        signed = AdapterSignature.model_validate_json(raw)
+    except ValueError:
+        return "signature: malformed (workers refuse it)"
+    return f"signed with key {signed.key_id}, gate: {signed.gate.get('reason', '?')}"
 
 
 def _record_line(r: ActiveRecord) -> str:
@@ -93,6 +105,7 @@ async def _run(
         elif args.action == "show":
             manifest = await registry.manifest(args.id)
             print(manifest.model_dump_json(indent=2))
+            print(_signature_line(await registry.files(args.id)))
             history = [
                 r
                 for r in await registry.history(manifest.policy_version)

@@ -109,3 +109,32 @@ def test_keygen_writes_a_pair_once(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (out / "adapter-verify.pub").read_bytes() == before
     assert main(["adapters", "keygen", "--out", str(out), "--overwrite"]) == 0
     assert (out / "adapter-verify.pub").read_bytes() != before
+
+
+def test_show_says_whether_and_by_which_key_an_adapter_is_signed(
+    registered: str, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from adapters.registry.signing import key_id, sign_adapter
+
+    assert main(["adapters", "show", registered]) == 0
+    assert "unsigned: workers refuse it" in capsys.readouterr().out
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+    async def sign(raw: bytes | None) -> None:
+        async with redis_client(redis_url) as redis:
+            registry = AdapterRegistry(redis, prefix)
+            if raw is not None:
+                await redis.set(f"{prefix}:adapter:{registered}:signature", raw)
+                return
+            manifest = (await registry.files(registered))["adapter.json"]
+            gate = {"adapter_id": registered, "policy_version": "v1", "passed": True}
+            await registry.attach_signature(sign_adapter(manifest, {**gate, "reason": "ok"}, key))
+
+    asyncio.run(sign(None))
+    assert main(["adapters", "show", registered]) == 0
+    assert f"signed with key {key_id(key.public_key())}, gate: ok" in capsys.readouterr().out
+    asyncio.run(sign(b"garbage"))
+    assert main(["adapters", "show", registered]) == 0
+    assert "signature: malformed" in capsys.readouterr().out
