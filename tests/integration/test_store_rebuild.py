@@ -31,6 +31,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from adapters.adapt.verdicts import GateRecord, VerdictStore
 from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
@@ -140,6 +141,10 @@ async def _register_adapter(settings: Settings, tmp: Path) -> None:
             assert await AdapterRegistry(redis, settings.redis.key_prefix, journal=j).register(
                 artifact
             )
+        # its passed gate report, as the trainer records it: `adapters promote` requires one
+        await VerdictStore(redis, settings.redis.key_prefix).record(
+            GateRecord(adapter_id="a1", policy_version="v1", passed=True, reason="test")
+        )
     finally:
         await redis.aclose()
 
