@@ -1,7 +1,9 @@
 """`borderline reviewers add | list | clear | rotate-key` and `borderline review stats`: the expert
 side for people. ``add`` and ``rotate-key`` print a reviewer's signing key once (labels sent over
 Kafka must carry its HMAC signature, see `adapters.labels.admission`). Stats print queue depth,
-budget use, and agreement per reviewer and per reviewer pair."""
+budget use, the audit draws and what is computed on them (the live adapter's kappa, the last
+gate verdict's intervals), what the trainer is waiting for, and agreement per reviewer and per
+reviewer pair."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 
 from redis.asyncio import Redis
 
+from adapters.adapt.verdicts import GateRecord, VerdictStore
 from adapters.labels.agreement import agreement_report, expert_ceiling
 from adapters.labels.consensus import consensus
 from adapters.labels.keyring import ReviewerKeys
@@ -93,6 +96,52 @@ async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int
         await redis.aclose()
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+
+
+def _gate_line(report: GateRecord) -> str:
+    conf = "" if report.confidence is None else f" ({report.confidence:.0%} intervals)"
+    line = (
+        f"last gate verdict ({report.adapter_id}, {report.eval_items} audit labels){conf}: "
+        f"candidate {_fmt(report.candidate_kappa).strip()}"
+        f"{_interval(report.candidate_low, report.candidate_high)}"
+    )
+    if report.difference is not None:
+        line += (
+            f", candidate - incumbent {report.difference:.3f}"
+            f"{_interval(report.difference_low, report.difference_high)}"
+        )
+    return f"{line}; {'promoted' if report.promoted else 'not promoted'}: {report.reason}"
+
+
+async def _audit_lines(
+    store: LabelStore, verdicts: VerdictStore, policy: str, votes: dict[str, dict[str, str]]
+) -> None:
+    """The audit draws of ``policy`` and the figures computed on them (unbiased), then what the
+    trainer is waiting for."""
+    reviewed = await store.reviewed_items(list(votes))
+    drawn = sum(1 for r in reviewed.values() if r.audit_drawn or r.reason == "audit")
+    print(
+        f"audit draws labelled: {drawn} of {len(votes)} labelled items (the live kappa and the "
+        "gate are computed on these, weighted by draw probability; the other items were chosen "
+        "for being uncertain, boundary or policy examples, and a kappa on them is biased low)"
+    )
+    status = await verdicts.status()
+    if status is not None and status.policy_version == policy:
+        if status.adapter_id is not None:
+            print(
+                f"live kappa of {status.adapter_id} on audit draws since it went live: "
+                f"{status.live_text or 'no audit labels since it went live'}"
+            )
+        print(f"trainer: {status.reason}")
+    else:
+        print("trainer: no status under this policy yet")
+    reports = [r for r in await verdicts.reports() if r.policy_version == policy]
+    if reports:
+        print(_gate_line(reports[-1]))
+
+
 async def review_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
@@ -118,6 +167,7 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
             f"multi-rater {_fmt(report.multi_rater)} over {report.multi_rater_items} items; "
             f"expert pairwise kappa without excluded reviewers (the ceiling) {_fmt(ceiling)}"
         )
+        await _audit_lines(store, VerdictStore(redis, settings.redis.key_prefix), policy, votes)
         print()
         print(f"{'reviewer':<20} {'labels':>6} {'compared':>8} {'agree':>6} {'kappa':>6}  state")
         for r in report.reviewers:
