@@ -40,6 +40,7 @@ from tests.waiting import wait_until_async
 
 from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
 from .helpers import inverted_adapter, settle_labels, wait_serving
+from .signing import sign_as_trainer
 
 pytestmark = pytest.mark.integration
 
@@ -194,6 +195,7 @@ def test_policy_change_is_absorbed_and_a_bad_adapter_rolled_back(
     async def promote_bad(redis: Redis) -> float:
         registry = AdapterRegistry(redis, prefix)
         await registry.register(bad)
+        await sign_as_trainer(registry, bad, settings)  # as if it had passed the gate
         record = await registry.promote(bad.adapter_id, actor=ACTOR, reason="gate passed (test)")
         assert record.previous == candidate_id
         return record.at

@@ -2,7 +2,8 @@
 while an adapter is promoted and then rolled back; every item is decided once per delivery, each
 decision names the adapter that made it, a worker started after the promotion serves the new
 adapter from its first item, and a corrupted adapter or one for another base is refused while the
-active one keeps serving.
+active one keeps serving, and so is an adapter the trainer did not sign (the issue's always-benign
+attack, counted by reason).
 
 The second adapter is the bootstrap adapter with its head negated ("inverted"): its decisions are
 the bootstrap's mirrored, so a swap is visible in the probabilities, not only in the names."""
@@ -37,6 +38,7 @@ from tests.waiting import wait_until
 
 from .conftest import Stack
 from .helpers import inverted_adapter, samples
+from .signing import sign_as_trainer
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +79,7 @@ def test_promote_then_rollback_while_two_workers_stream(
     async def register(reg: AdapterRegistry, _redis: Redis) -> None:
         await reg.register(boot)
         await reg.register(inverted)
+        await sign_as_trainer(reg, inverted, stack.settings())
         await reg.promote(boot.adapter_id, actor="test", reason="deploy the base's adapter")
 
     _registry_call(stack, register)
@@ -176,10 +179,14 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     foreign = inverted_adapter(
         stack.model_dir, tmp_path / "foreign", f"foreign-{stack.tag}", base="m-another-base"
     )
+    # well-formed, its sha256 right, but registered past the trainer: never signed
+    unsigned = inverted_adapter(stack.model_dir, tmp_path / "unsigned", f"unsigned-{stack.tag}")
 
     async def setup(reg: AdapterRegistry, redis: Redis) -> None:
-        for artifact in (good, corrupt, foreign):
+        for artifact in (good, corrupt, foreign, unsigned):
             await reg.register(artifact)
+        for artifact in (good, corrupt, foreign):  # signed: refused for their bytes or base
+            await sign_as_trainer(reg, artifact, stack.settings())
         # flip bytes of the stored adapter after registration: tampering or bit rot
         key = f"test-{stack.tag}:adapter:{corrupt.adapter_id}:file"
         data = bytearray(await redis.get(key))
@@ -190,7 +197,7 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     _registry_call(stack, setup)
     worker = stack.start_worker("w")
     items: list[LabeledItem] = sample(read_jsonl(corpus), 60, seed=41)
-    for count, bad in enumerate((corrupt, foreign), start=1):
+    for count, bad in enumerate((corrupt, foreign, unsigned), start=1):
         _registry_call(
             stack,
             lambda reg, _r, bad=bad: reg.promote(
@@ -205,7 +212,8 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     metrics = (
         urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics").read().decode()
     )
-    assert 'borderline_adapter_swaps_total{result="refused"} 2.0' in metrics
+    assert 'borderline_adapter_swaps_total{result="refused"} 3.0' in metrics
+    assert 'borderline_adapter_signature_refusals_total{reason="unsigned"} 1.0' in metrics
     log = worker.log.read_text()
     assert "sha256" in log and "m-another-base" in log
     assert manifest.model_version in log
