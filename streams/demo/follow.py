@@ -128,6 +128,12 @@ async def _follow(
                     )
                 )
             seen_reports += len(reports)
+            status = await verdicts.status()
+            if status is not None and status.policy_version == policy:
+                state.trainer = status.reason
+                state.live_kappa = (
+                    f"{status.adapter_id}: {status.live_text}" if status.live_text else ""
+                )
             await _drift(state, procs)
             state.samples.append(
                 {

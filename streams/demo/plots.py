@@ -1,35 +1,67 @@
-"""The demo's plots: kappa over time, review volume by reason, throughput, and the drift signals."""
+"""The demo's plots: kappa over time, review volume by reason, throughput, and the drift signals.
+
+Kappa against the experts is computed on the audit draws only (items drawn uniformly, whatever
+the model thought of them), weighted by 1 / draw probability: the other reviewed items were
+chosen for being uncertain, and a kappa on them says how hard they are, not how good the model
+is. The figure on every reviewed item is kept only where it is labelled as biased."""
 
 from __future__ import annotations
 
 import itertools
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streams.demo.state import DemoState
+from adapters.adapt.estimate import CONFIDENCE, estimate_kappa
+from adapters.labels.agreement import kappa
 from streams.demo.state import decided_label, pairs_kappa
 
-__all__ = ["PLOTS"]
+__all__ = ["MIN_AUDIT_ITEMS", "PLOTS", "adapter_kappas", "kappa_series"]
+
+AuditWeights = Mapping[str, Mapping[str, float]]
+"""policy -> audit-drawn item -> 1 / its draw probability."""
+
+MIN_AUDIT_ITEMS = 30
+"""The fewest audit labels a shown kappa rests on (fewer: "not enough audit labels")."""
 
 
-def adapter_kappas(state: DemoState) -> dict[str, dict[str, Any]]:
-    """Per adapter: its live decisions' kappa against the experts' consensus on the items the
-    experts labelled (under the policy each decision was made under)."""
-    pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+def adapter_kappas(
+    state: DemoState, audit: AuditWeights | None = None, *, min_items: int = MIN_AUDIT_ITEMS
+) -> dict[str, dict[str, Any]]:
+    """Per adapter and policy (``"adapter (policy)"``): the weighted kappa of its live
+    decisions against the experts' consensus on the audit-drawn items (value, interval, items,
+    and ``figure``, its wording: "not enough audit labels (n of m)" below ``min_items``); and,
+    labelled as biased, the kappa on every item the experts labelled (``reviewed_kappa``)."""
+    audit = audit or {}
+    rows: dict[tuple[str, str], list[tuple[str, str, float | None]]] = defaultdict(list)
     for item_id, d in state.decisions.items():
-        label = state.consensus.get(d["policy_version"], {}).get(item_id)
+        policy = d["policy_version"]
+        label = state.consensus.get(policy, {}).get(item_id)
         if label is not None:
-            pairs[d["adapter_version"]].append((label, decided_label(d)))
-    return {
-        adapter_id: {"kappa": pairs_kappa(rows), "items": len(rows)}
-        for adapter_id, rows in pairs.items()
-    }
-
-
-MIN_EXPERT_PAIRS = 20
+            weight = audit.get(policy, {}).get(item_id)
+            rows[(d["adapter_version"], policy)].append((label, decided_label(d), weight))
+    out = {}
+    for (adapter_id, policy), found in rows.items():
+        drawn = [(e, m, w) for e, m, w in found if w is not None]
+        estimate = estimate_kappa(
+            [e for e, _, _ in drawn],
+            [m for _, m, _ in drawn],
+            [w for _, _, w in drawn if w is not None],
+            min_items=min_items,
+        )
+        out[f"{adapter_id} ({policy})"] = {
+            "adapter": adapter_id,
+            "policy": policy,
+            **estimate.as_dict(),
+            "figure": estimate.describe(),
+            "reviewed_items": len(found),
+            "reviewed_kappa_biased": pairs_kappa([(e, m) for e, m, _ in found]),
+        }
+    return out
 
 
 PLOTS = ("kappa.png", "reviews.png", "throughput.png", "drift.png")
@@ -50,34 +82,45 @@ def _bins(state: DemoState) -> tuple[float, int]:
     return width, math.ceil(elapsed / width)
 
 
-def kappa_series(state: DemoState, truth: dict[str, str]) -> list[dict[str, Any]]:
-    """Per time bin: the decisions' kappa against the experts' consensus (items they labelled)
-    and against the simulated truth (every item), under the policy each was decided under."""
+def _weighted(rows: list[tuple[str, str, float]]) -> float | None:
+    if not rows:
+        return None
+    expected, decided, weights = zip(*rows, strict=True)
+    return kappa(list(expected), list(decided), sample_weight=list(weights))
+
+
+def kappa_series(
+    state: DemoState, truth: dict[str, str], audit: AuditWeights | None = None
+) -> list[dict[str, Any]]:
+    """Per time bin: the decisions' weighted kappa against the experts' consensus on the
+    audit-drawn items (``expert``), and against the simulated truth on every item
+    (``truth``), under the policy each was decided under."""
     from adapters.offline.simulation import policy_truth
 
+    audit = audit or {}
     width, n = _bins(state)
-    rows: list[dict[str, list[tuple[str, str]]]] = [defaultdict(list) for _ in range(n + 1)]
+    rows: list[dict[str, list[tuple[str, str, float]]]] = [defaultdict(list) for _ in range(n + 1)]
     for item_id, d in state.decisions.items():
         b = min(n, int(state.decided_at[item_id] // width))
         got = decided_label(d)
-        label = state.consensus.get(d["policy_version"], {}).get(item_id)
-        if label is not None:
-            rows[b]["expert"].append((label, got))
+        policy = d["policy_version"]
+        label = state.consensus.get(policy, {}).get(item_id)
+        weight = audit.get(policy, {}).get(item_id)
+        if label is not None and weight is not None:
+            rows[b]["expert"].append((label, got, weight))
         if item_id in truth:
-            rows[b]["truth"].append(
-                (policy_truth(item_id, d["policy_version"], truth[item_id]), got)
-            )
+            rows[b]["truth"].append((policy_truth(item_id, policy, truth[item_id]), got, 1.0))
     out = []
-    # a bin's expert-labelled decisions are few: carry them into the next bins until there are
-    # MIN_EXPERT_PAIRS, so that each point rests on enough items (truth covers every item)
-    carried: dict[str, list[tuple[str, str]]] = {"expert": [], "truth": []}
+    # a bin's audit labels are few: carry them into the next bins until there are
+    # MIN_AUDIT_ITEMS, so that each point rests on enough items (truth covers every item)
+    carried: dict[str, list[tuple[str, str, float]]] = {"expert": [], "truth": []}
     for b, row in enumerate(rows):
         point: dict[str, Any] = {"t": (b + 0.5) * width}
-        for key, least in (("expert", MIN_EXPERT_PAIRS), ("truth", 5)):
+        for key, least in (("expert", MIN_AUDIT_ITEMS), ("truth", 5)):
             pairs = carried[key] + row[key]
             k = None
             if len(pairs) >= least:
-                k = pairs_kappa(pairs)
+                k = _weighted(pairs)
                 carried[key] = []
             else:
                 carried[key] = pairs
@@ -106,7 +149,9 @@ def _mark_events(ax: Any, state: DemoState) -> None:
             ax.axvline(e["t"], color=colour, linestyle=":", linewidth=1.2)
 
 
-def write_plots(out: Path, state: DemoState, truth: dict[str, str]) -> list[str]:
+def write_plots(
+    out: Path, state: DemoState, truth: dict[str, str], audit: AuditWeights | None = None
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,10 +159,14 @@ def write_plots(out: Path, state: DemoState, truth: dict[str, str]) -> list[str]
 
     written = []
     # kappa over time and per adapter
-    series = kappa_series(state, truth)
+    series = kappa_series(state, truth, audit)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1]})
     for key, style, name in (
-        ("expert", "o-", "live decisions vs expert consensus"),
+        (
+            "expert",
+            "o-",
+            f"live decisions vs experts, audit draws (weighted, >= {MIN_AUDIT_ITEMS})",
+        ),
         ("truth", "s--", "live decisions vs simulated truth"),
     ):
         pts = [(p["t"], p[key]) for p in series if p[key] is not None]
@@ -144,12 +193,24 @@ def write_plots(out: Path, state: DemoState, truth: dict[str, str]) -> list[str]
     ax.set_xlabel("seconds since the stream started")
     ax.set_ylabel("Cohen's kappa")
     ax.set_title("kappa over time (stars: gate verdicts, bars: kappa required)")
-    per = adapter_kappas(state)
+    per = {k: v for k, v in adapter_kappas(state, audit).items() if v["value"] is not None}
     names = list(per)
-    bx.bar(range(len(names)), [per[n]["kappa"] or 0.0 for n in names], color="#4c72b0")
-    bx.set_xticks(range(len(names)), [f"{n[:14]}\n({per[n]['items']})" for n in names], fontsize=7)
+    bx.bar(range(len(names)), [per[n]["value"] for n in names], color="#4c72b0")
+    bx.errorbar(
+        range(len(names)),
+        [per[n]["value"] for n in names],
+        yerr=[
+            [per[n]["value"] - per[n]["low"] for n in names],
+            [per[n]["high"] - per[n]["value"] for n in names],
+        ],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+    )
+    bx.set_xticks(range(len(names)), [f"{n[:18]}\n({per[n]['items']})" for n in names], fontsize=7)
     bx.set_ylim(-0.3, 1.05)
-    bx.set_title("per adapter vs experts")
+    shown = f"{len(per)} with a {CONFIDENCE:.0%} interval" if per else "none with enough labels"
+    bx.set_title(f"per adapter, audit draws ({shown})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "kappa.png", dpi=110)
     plt.close(fig)

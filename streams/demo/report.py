@@ -1,6 +1,9 @@
 """The demo's report: the final kappa figures (through the product's scorer, on the current
-policy's expert evaluation split), PNG plots (kappa over time and per adapter, review volume by
-reason, throughput, drift with the policy change marked) and ``report.md``."""
+policy's audit draws, weighted by draw probability, with an interval), PNG plots (kappa over
+time and per adapter, review volume by reason, throughput, drift with the policy change marked)
+and ``report.md``. Every kappa against the experts is computed on the audit draws; the figure on
+every reviewed item is shown only labelled as biased (those items were chosen for being
+uncertain)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from adapters.labels.agreement import kappa
+from adapters.adapt.estimate import draw_weight, estimate_kappa
 from adapters.labels.consensus import consensus
-from adapters.labels.store import LabelStore
+from adapters.labels.store import LabeledExample, LabelStore
 from adapters.registry.store import AdapterRegistry
 from models.scorer import Scorer
 from streams.service.trainer import judge_live
@@ -19,29 +22,50 @@ from streams.wire.settings import Settings
 
 if TYPE_CHECKING:
     from streams.demo.state import DemoState
-from streams.demo.plots import adapter_kappas, write_plots
+from streams.demo.plots import MIN_AUDIT_ITEMS, adapter_kappas, write_plots
 
 __all__ = ["consensus_labels", "final_figures", "write_report"]
+
+
+async def audit_weights(store: LabelStore, policy: str, default_rate: float) -> dict[str, float]:
+    """The audit-drawn labelled items of ``policy`` with their weights (1 / draw probability)."""
+    votes = await store.all_votes(policy)
+    out = {}
+    for item_id, item in (await store.reviewed_items(list(votes))).items():
+        weight = draw_weight(
+            item.audit_drawn, item.audit_rate, item.reason, default_rate=default_rate
+        )
+        if weight is not None:
+            out[item_id] = weight
+    return out
 
 
 async def final_figures(
     settings: Settings, state: DemoState, truth: dict[str, str]
 ) -> dict[str, Any]:
-    """Kappa of the first and the final adapter on the current policy's expert evaluation split
-    (scored as the workers score), and of every adapter's live decisions against the experts'
-    consensus; keeps the consensus labels on ``state`` for the plots."""
+    """Weighted kappa of the first and the final adapter on the current policy's audit draws
+    (scored as the workers score), with intervals, and of every adapter's live decisions on the
+    audit draws of the policy they were made under; keeps the consensus labels on ``state`` for
+    the plots and returns the audit weights (``audit_items``) for them."""
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     prefix = settings.redis.key_prefix
     store = LabelStore(redis, prefix)
     registry = AdapterRegistry(redis, prefix)
+    rate = settings.review.audit_rate
     try:
         excluded = await store.excluded()
-        for version in {v for _, v in state.policy_events}:
+        audit: dict[str, dict[str, float]] = {}
+        for version in {v for _, v in state.policy_events} | {state.policy}:
             state.consensus[version] = consensus_labels(await store.all_votes(version), excluded)
-        evaluation = await store.dataset(
-            state.policy, "eval", eval_share=settings.review.eval_share
-        )
+            audit[version] = await audit_weights(store, version, rate)
+        labels = state.consensus.get(state.policy, {})
+        drawn = sorted(i for i in audit.get(state.policy, {}) if i in labels)
+        reviewed = await store.reviewed_items(drawn)
+        evaluation = [
+            LabeledExample(i, reviewed[i].text, labels[i], 0) for i in drawn if i in reviewed
+        ]
+        weights = [audit[state.policy][e.item_id] for e in evaluation]
         first = state.first_adapter
         figures: dict[str, Any] = {
             "eval_policy": state.policy,
@@ -55,10 +79,14 @@ async def final_figures(
             for key, adapter_id in (("kappa_before", first), ("final_kappa", state.adapter)):
                 if adapter_id and adapter_id != "?":
                     decided = await judge_live(scorer, adapter_id, evaluation, registry, settings)
-                    figures[key] = kappa(expert, decided)
+                    e = estimate_kappa(expert, decided, weights, min_items=MIN_AUDIT_ITEMS)
+                    figures[key] = e.value
+                    figures[f"{key}_ci"] = None if e.low is None else [e.low, e.high]
+                    figures[f"{key}_figure"] = e.describe()
     finally:
         await redis.aclose()
-    figures["kappa_by_adapter"] = adapter_kappas(state)
+    figures["kappa_by_adapter"] = adapter_kappas(state, audit)
+    figures["audit_items"] = audit
     return figures
 
 
@@ -72,6 +100,12 @@ def consensus_labels(votes: dict[str, dict[str, str]], excluded: set[str]) -> di
     return out
 
 
+def _interval_words(summary: dict[str, Any]) -> str:
+    rows = list(summary.get("kappa_by_adapter", {}).values())
+    confidence = rows[0]["confidence"] if rows else 0.9
+    return f"{confidence:.0%} bootstrap interval"
+
+
 def _f(value: Any) -> str:
     if value is None:
         return "-"
@@ -83,7 +117,7 @@ def _f(value: Any) -> str:
 def write_report(
     out: Path, state: DemoState, summary: dict[str, Any], truth: dict[str, str]
 ) -> None:
-    plots = write_plots(out, state, truth)
+    plots = write_plots(out, state, truth, summary.get("audit_items"))
     lines = [
         "# borderline demo report",
         "",
@@ -108,11 +142,19 @@ def write_report(
             )
         else:
             lines.append("- No adapter for the new policy passed the gate during the run.")
+    if state.trainer:
+        lines.append(f"- The trainer's last step: {state.trainer}.")
+    if state.live_kappa:
+        lines.append(
+            f"- The live adapter on the audit draws since it went live: {state.live_kappa}."
+        )
+    before = summary.get("kappa_before_figure", _f(summary.get("kappa_before")))
+    after = summary.get("final_kappa_figure", _f(summary.get("final_kappa")))
     lines += [
-        f"- On the final {summary.get('eval_policy', '?')} evaluation split "
-        f"({summary.get('eval_items', 0)} expert-labelled items), kappa went from "
-        f"{_f(summary.get('kappa_before'))} (the first adapter) to "
-        f"{_f(summary.get('final_kappa'))} ({summary.get('final_adapter')}).",
+        f"- On the final {summary.get('eval_policy', '?')} policy's audit draws "
+        f"({summary.get('eval_items', 0)} expert-labelled items drawn at random, weighted by "
+        f"draw probability), kappa went from {before} (the first adapter) to {after} "
+        f"({summary.get('final_adapter')}).",
         f"- {summary['items_decided']} of {summary['items_in']} items decided, "
         f"{summary['dead_letters']} dead letters, {summary['labels_collected']} expert labels.",
         "",
@@ -146,11 +188,20 @@ def write_report(
         "",
         "## Adapters against the experts",
         "",
-        "| adapter | live decisions labelled | kappa |",
-        "|---|---|---|",
+        "Live decisions against expert consensus on the audit draws of the policy each was made",
+        f"under (weighted, {_interval_words(summary)}; fewer than {MIN_AUDIT_ITEMS} audit labels:",
+        "no number). The last two columns are on every item the experts labelled: BIASED, those",
+        "items were mostly chosen because the adapter was unsure of them.",
+        "",
+        "| adapter (policy) | audit labels | kappa on audit draws | reviewed items |"
+        " kappa on reviewed items (biased) |",
+        "|---|---|---|---|---|",
     ]
-    for adapter_id, row in summary.get("kappa_by_adapter", {}).items():
-        lines.append(f"| {adapter_id} | {row['items']} | {_f(row['kappa'])} |")
+    for key, row in summary.get("kappa_by_adapter", {}).items():
+        lines.append(
+            f"| {key} | {row['items']} | {row['figure']} | {row['reviewed_items']} | "
+            f"{_f(row['reviewed_kappa_biased'])} |"
+        )
     lines += ["", "## Reviewers", "", "| reviewer | kappa vs consensus | status |", "|---|---|---|"]
     for reviewer, k in sorted(state.agreement.items()):
         status = "excluded from training" if reviewer in state.excluded else "trusted"

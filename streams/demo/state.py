@@ -131,6 +131,8 @@ class DemoState:
     policy_events: list[tuple[float, str]] = field(default_factory=list)
     adapter_events: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[GateVerdict] = field(default_factory=list)
+    trainer: str = ""  # the trainer's last step: what it did or is waiting for
+    live_kappa: str = ""  # the live adapter on the audit draws, or "not enough audit labels"
     labels: dict[str, int] = field(default_factory=dict)  # policy -> expert labels
     open_requests: int = 0
     excluded: set[str] = field(default_factory=set)
@@ -214,6 +216,8 @@ class DemoState:
             + (f"  fired: {', '.join(sorted(self.drift_fired))}" if self.drift_fired else ""),
         )
         t.add_row("gate, last verdict", self.last_verdict())
+        t.add_row("trainer", self.trainer or "no step yet")
+        t.add_row("live kappa (audit draws)", self.live_kappa or "no audit labels yet")
         t.add_row("promotions", str(len(self.promotions())))
         t.add_row("kappa vs simulated truth (last 200)", _fmt(self.recent_kappa(truth)))
         t.add_row("dead letters", str(sum(self.dead_letters.values())))
@@ -237,6 +241,7 @@ class DemoState:
             f"{len(self.decisions)} ({self.rate():.1f}/s) allow {a['allow']} block {a['block']} "
             f"review {a['review']} | policy {self.policy} adapter {self.adapter} | labels "
             f"{self.labels_collected()} open {self.open_requests} | gate: {self.last_verdict()}"
+            f" | trainer: {self.trainer or 'no step yet'}"
         )
 
 

@@ -137,12 +137,22 @@ def test_state_and_per_adapter_kappa() -> None:
     state, truth = _state()
     assert state.actions()["block"] > 0
     assert state.review_requests == {"audit": 13, "uncertain": 14}
+    # no audit draws: no number, only the biased figure on every reviewed item, labelled so
     per = adapter_kappas(state)
-    assert per["boot"]["items"] == 40 and per["cand-1"]["items"] == 40
-    assert per["boot"]["kappa"] == pytest.approx(1.0)  # under v1 it was right
-    assert per["cand-1"]["kappa"] == pytest.approx(1.0)  # and the candidate is right under v2
-    series = kappa_series(state, truth)
+    assert per["boot (v1)"]["reviewed_items"] == 40 and per["cand-1 (v2)"]["reviewed_items"] == 40
+    assert per["boot (v1)"]["value"] is None
+    assert per["boot (v1)"]["figure"] == "not enough audit labels (0 of 30)"
+    assert per["boot (v1)"]["reviewed_kappa_biased"] == pytest.approx(1.0)
+    # every item of v1 drawn at rate 0.5, none of v2: v1 has a number with its interval
+    audit = {"v1": {i: 2.0 for i, d in state.decisions.items() if d["policy_version"] == "v1"}}
+    per = adapter_kappas(state, audit)
+    assert per["boot (v1)"]["value"] == pytest.approx(1.0)  # under v1 it was right
+    assert per["boot (v1)"]["items"] == 40 and per["boot (v1)"]["low"] is not None
+    assert per["cand-1 (v2)"]["figure"] == "not enough audit labels (0 of 30)"
+    series = kappa_series(state, truth, audit)
     assert all(p["truth"] is None or p["truth"] == pytest.approx(1.0) for p in series)
+    assert any(p["expert"] == pytest.approx(1.0) for p in series)
+    assert all(p["expert_n"] in (0,) or p["expert_n"] >= 30 for p in series)
     assert decided_label({"action": "review", "probabilities": {"violating": 0.6}}) == "violating"
 
 
@@ -159,8 +169,14 @@ def test_report_and_plots_are_written(tmp_path: Path) -> None:
         "final_adapter": "cand-1",
         "kappa_by_adapter": adapter_kappas(state),
     }
+    state.trainer = "waiting for 12 more audit evaluation labels (38 of 50)"
     write_report(tmp_path, state, summary, truth)
     report = (tmp_path / "report.md").read_text()
+    assert (
+        "The trainer's last step: waiting for 12 more audit evaluation labels (38 of 50)." in report
+    )
+    assert "| boot (v1) | 0 | not enough audit labels (0 of 30) | 40 | 1.000 |" in report
+    assert "kappa on reviewed items (biased)" in report
     assert "policy v2 published" in report
     assert "cand-1 (v2) promoted" in report
     for name in PLOTS:
