@@ -1,7 +1,9 @@
 """`borderline bench adapt`: the policy-v2 scenario, measured. It runs the demo's loop
 (`streams.demo`, without the live view) with policy v2 published partway, and reads from it the
 expert labels and the wall-clock seconds from publication to promotion and the kappa on v2's
-expert evaluation split of the v1 adapter and of the promoted one. Then, on a quiet machine, it
+audit draws (weighted by draw probability, with a bootstrap interval: ``kappa_after_audit``,
+``kappa_after_audit_ci``) of the v1 adapter and of the promoted one, the expert ceiling and the
+rollbacks. Then, on a quiet machine, it
 times one LoRA update on 400 labels x 3 epochs (the product's training path, on CPU unless CUDA
 is present).
 
@@ -88,7 +90,14 @@ def bench_adapt(
         "kappa_after": summary.get("final_kappa")
         if summary.get("promotions_after_policy_change")
         else None,
+        "kappa_after_audit": summary.get("final_kappa")
+        if summary.get("promotions_after_policy_change")
+        else None,
+        "kappa_after_audit_ci": summary.get("final_kappa_ci"),
+        "kappa_after_audit_figure": summary.get("final_kappa_figure"),
         "eval_items": summary.get("eval_items"),
+        "expert_ceiling": summary.get("expert_pairwise_kappa"),
+        "rollbacks": summary.get("rollbacks"),
         "gate_kappa_at_promotion": summary.get("gate_kappa_at_promotion"),
         "incumbent_kappa_at_promotion": summary.get("incumbent_kappa_at_promotion"),
         "expert_pairwise_kappa": summary.get("expert_pairwise_kappa"),
@@ -111,6 +120,10 @@ def bench_adapt(
     corpus = fetch_spamassassin(settings.data_dir)
     figures.update(time_lora_update(settings.model.dir, corpus.path))
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    ceiling, after = figures["expert_ceiling"], figures["kappa_after_audit"]
+    figures["kappa_after_to_ceiling"] = (
+        None if not ceiling or after is None else round(after / ceiling, 3)
+    )
     figures["targets"] = TARGETS
     figures["met"] = {
         "labels_to_promotion": (figures["labels_to_promotion"] or 10**9)
@@ -125,6 +138,9 @@ def bench_adapt(
         "seconds_to_promotion",
         "kappa_before",
         "kappa_after",
+        "kappa_after_audit_ci",
+        "kappa_after_to_ceiling",
+        "rollbacks",
         "eval_items",
         "gate_kappa_at_promotion",
         "lora_update_s_400x3",
