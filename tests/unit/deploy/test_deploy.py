@@ -266,7 +266,7 @@ def test_promtool_rule_unit_tests() -> None:
 
 def test_prometheus_scrapes_workers_under_the_job_the_alerts_select() -> None:
     config = _load_yaml(PROMETHEUS_CONFIG)
-    assert config["rule_files"] == ["rules.yml"]
+    assert config["rule_files"] == ["rules.yml", "console-rules.yml"]  # the console's: its own test
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert {"prometheus", "borderline-workers"} <= jobs.keys()
     workers = jobs["borderline-workers"]["dns_sd_configs"][0]
@@ -578,7 +578,7 @@ def test_k8s_workers_and_job_use_existing_settings(monkeypatch: pytest.MonkeyPat
     }
     pod_specs = [doc["spec"]["template"]["spec"] for doc in _k8s_all("Deployment")]
     pod_specs.append(_k8s_one("Job")["spec"]["template"]["spec"])
-    assert len(pod_specs) == len(SCRAPE_JOBS) + 1
+    assert len(pod_specs) == len(SCRAPE_JOBS) + 2  # and the console (test_console_deploy.py)
     for spec in pod_specs:
         for container in spec.get("initContainers", []) + spec["containers"]:
             refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
