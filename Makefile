@@ -16,7 +16,7 @@ UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules ad
 PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
 	adapters/labels/trust.py,$\
 	adapters/labels/admission.py,$\
-	adapters/labels/dataset.py,adapters/adapt/gate.py,adapters/adapt/drift.py,$\
+	adapters/labels/dataset.py,adapters/adapt/gate.py,adapters/adapt/estimate.py,adapters/adapt/drift.py,$\
 	adapters/adapt/detectors.py,adapters/adapt/input_drift.py,adapters/adapt/triggers.py,$\
 	adapters/adapt/promotion.py,adapters/policy/schema.py,adapters/policy/message.py,$\
 	adapters/registry/artifact.py,adapters/registry/signing.py,$\
