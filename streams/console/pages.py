@@ -116,6 +116,10 @@ async def _task_context(
     shown = await console.desk.policies.shown(r.policy_version)
     wanted = [e.item_id for e in r.evidence] + ([r.pair_item_id] if r.pair_item_id else [])
     texts = {i: item.text for i, item in (await console.labels.reviewed_items(wanted)).items()}
+    if r.pair_item_id and r.pair_item_id not in texts:  # the partner's own request, if queued
+        partner = await console.desk.queue.request(r.policy_version, r.pair_item_id)
+        if partner is not None:
+            texts[r.pair_item_id] = partner.text
     context.update(
         request=r,
         policy=shown,
@@ -223,8 +227,13 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/review", status_code=303)
 
 
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
 routes: list[tuple[str, Any, list[str]]] = [
     ("/", home, ["GET"]),
+    ("/favicon.ico", favicon, ["GET"]),
     ("/login", login_page, ["GET"]),
     ("/login", login, ["POST"]),
     ("/logout", logout, ["POST"]),
