@@ -28,11 +28,10 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from adapters.labels.admission import sign_label
 from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.offline.simulation import SimulatedReviewer, choose_reviewers
-from streams.service.admission import claim_of
+from streams.service.admission import signed
 from streams.service.outage import Outages
 from streams.service.record import open_journal
 from streams.service.retry import Retrying, RetryPolicy
@@ -190,9 +189,7 @@ async def panel_keys(
 def _signed(label: ReviewLabel, keys: Mapping[str, bytes]) -> ReviewLabel:
     """``label`` signed with its reviewer's key (unsigned when the reviewer has none)."""
     key = keys.get(label.reviewer_id)
-    if key is None:
-        return label
-    return label.model_copy(update={"signature": sign_label(key, claim_of(label))})
+    return label if key is None else signed(label, key)
 
 
 async def _open(

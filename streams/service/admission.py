@@ -11,7 +11,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from adapters.labels.admission import Evidence, LabelClaim, refusal
+from adapters.labels.admission import Evidence, LabelClaim, refusal, sign_label
 from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.policy.schema import Policy, PolicyError
@@ -20,7 +20,7 @@ from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewLabel
 from streams.wire.settings import PolicySettings, ReviewSettings
 
-__all__ = ["Admission", "LabelAdmission", "claim_of"]
+__all__ = ["Admission", "LabelAdmission", "claim_of", "signed"]
 
 
 class Admission(Protocol):
@@ -46,6 +46,11 @@ def claim_of(label: ReviewLabel) -> LabelClaim:
         labeled_at=label.labeled_at,
         schema_version=label.schema_version,
     )
+
+
+def signed(label: ReviewLabel, key: bytes) -> ReviewLabel:
+    """``label`` with its signature under its reviewer's ``key`` (what a Kafka client sends)."""
+    return label.model_copy(update={"signature": sign_label(key, claim_of(label))})
 
 
 class LabelAdmission:

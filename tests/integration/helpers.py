@@ -1,24 +1,31 @@
 """What several integration tests need: a deliberately bad adapter (the bootstrap's with its head
-negated), a process's Prometheus samples, and waits for what the tests would otherwise sleep
-through (a worker serving a given policy or adapter, the expert labels settling)."""
+negated), a process's Prometheus samples, waits for what the tests would otherwise sleep
+through (a worker serving a given policy or adapter, the expert labels settling), and what a
+test that sends labels itself needs: reviewers with signing keys, items recorded as requested."""
 
 from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
-from adapters.labels.store import LabelStore
+from adapters.labels.keyring import ReviewerKeys
+from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
 from streams.embedded.launcher import WorkerProcess
+from streams.wire.settings import ReviewSettings
 from tests.waiting import Progress, wait_until, wait_until_async
 
 __all__ = [
     "inverted_adapter",
+    "requested",
+    "reviewer_keys",
     "samples",
     "served",
     "settle_labels",
@@ -109,3 +116,27 @@ async def settle_labels(
 
     await wait_until_async(settling, timeout_s, quiet_s / 4, f"the {policy} labels to settle")
     return int(last["count"])
+
+
+async def reviewer_keys(
+    redis: Redis, prefix: str, reviewers: Sequence[str], *, register: bool = True
+) -> dict[str, bytes]:
+    """Register ``reviewers`` and give each a signing key under the default key secret (the one
+    the test's processes use); their keys."""
+    if register:
+        await LabelStore(redis, prefix).register_reviewers(reviewers)
+    secret = ReviewSettings().key_secret.get_secret_value().encode()
+    return await ReviewerKeys(redis, prefix, secret).ensure(reviewers)
+
+
+async def requested(
+    redis: Redis, prefix: str, item_ids: Sequence[str], *, policy: str = "v1"
+) -> dict[str, str]:
+    """Record a review request for each item, as the curator does; item id -> request id."""
+    ids = {item_id: f"rq-test-{item_id}" for item_id in item_ids}
+    items = [
+        ReviewedItem(i, f"text of {i}", None, 0.5, "uncertain", time.time(), request_id=r)
+        for i, r in ids.items()
+    ]
+    await LabelStore(redis, prefix).record_requests(policy, items)
+    return ids

@@ -14,13 +14,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from adapters.labels.store import LabelStore
 from streams.embedded.launcher import start_worker
+from streams.service.admission import signed
 from streams.wire.messages import ReviewLabel, encode
 from tests.redis_support import with_redis
 from tests.waiting import Progress, wait_until
 
 from .conftest import Stack
+from .helpers import requested, reviewer_keys
 from .outages import private_redis, stored_labels, troubled_lines
 
 pytestmark = pytest.mark.integration
@@ -28,16 +29,22 @@ pytestmark = pytest.mark.integration
 REVIEWERS = ("ann", "bob")
 POLICY = "v1"
 STALL_S = 30.0
+ITEMS = 200  # requested up front: more than the test sends
 
 
-def _labels(start: int, items: int) -> list[ReviewLabel]:
+def _labels(start: int, items: int, keys: dict[str, bytes]) -> list[ReviewLabel]:
+    """Signed labels answering the requests recorded for ``item-<start>`` onwards."""
     return [
-        ReviewLabel(
-            item_id=f"item-{i}",
-            reviewer_id=reviewer,
-            label="violating" if i % 3 == 0 else "benign",
-            policy_version=POLICY,
-            labeled_at=time.time(),
+        signed(
+            ReviewLabel(
+                item_id=f"item-{i}",
+                reviewer_id=reviewer,
+                label="violating" if i % 3 == 0 else "benign",
+                policy_version=POLICY,
+                request_id=f"rq-test-item-{i}",
+                labeled_at=time.time(),
+            ),
+            keys[reviewer],
         )
         for i in range(start, start + items)
         for reviewer in REVIEWERS
@@ -67,10 +74,11 @@ def test_a_30_second_redis_stall_costs_the_collector_no_label_and_not_its_life(
         settings = stack.settings().with_services(stack.bootstrap_servers, redis.url)
         prefix = settings.redis.key_prefix
 
-        async def register(client: Redis) -> int:
-            return await LabelStore(client, prefix).register_reviewers(REVIEWERS)
+        async def register(client: Redis) -> dict[str, bytes]:
+            await requested(client, prefix, [f"item-{i}" for i in range(ITEMS)], policy=POLICY)
+            return await reviewer_keys(client, prefix, REVIEWERS)
 
-        with_redis(redis.url, register)
+        keys = with_redis(redis.url, register)
         log = tmp_path / "collector.log"
         collector = start_worker(settings, f"collector-{stack.tag}", log, role="collector")
         topic = stack.topics.review_labels
@@ -82,7 +90,7 @@ def test_a_30_second_redis_stall_costs_the_collector_no_label_and_not_its_life(
             return Progress(n == sent, {"stored": n, "sent": sent, "collector alive": alive})
 
         try:
-            _send(stack.bootstrap_servers, topic, _labels(0, 20))
+            _send(stack.bootstrap_servers, topic, _labels(0, 20, keys))
             sent = 40
             wait_until(stored, timeout_s=60, what="the labels sent before the stall")
             before = len(troubled_lines(log))
@@ -91,12 +99,12 @@ def test_a_30_second_redis_stall_costs_the_collector_no_label_and_not_its_life(
                 started = time.monotonic()
                 item = 20
                 while time.monotonic() - started < STALL_S:  # 4 labels a second arrive
-                    _send(stack.bootstrap_servers, topic, _labels(item, 2))
+                    _send(stack.bootstrap_servers, topic, _labels(item, 2, keys))
                     item, sent = item + 2, sent + 4
                     time.sleep(1.0)
                 assert collector.process.poll() is None, "the collector died during the stall"
 
-            _send(stack.bootstrap_servers, topic, _labels(item, 20))
+            _send(stack.bootstrap_servers, topic, _labels(item, 20, keys))
             sent += 40
             done = wait_until(stored, timeout_s=90, what="every label sent, after SIGCONT")
             assert done.facts["collector alive"]

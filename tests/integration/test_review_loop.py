@@ -2,8 +2,9 @@
 processes and the simulated expert panel: review requests of all three reasons go out within the
 budget, each label is stored once (a label delivered again, or the same reviewer's later other
 answer, leaves the first in the raw data), a reviewer who answers at random is detected and
-excluded, an unregistered reviewer's labels are rejected to the dead-letter topic, and the
-train/eval split of the consensus labels is the same after a restart."""
+excluded, an unregistered reviewer's labels and a registered reviewer's label forged under policy
+v999 are rejected to the dead-letter topic with their reasons (the store's policy list stays
+v1), and the train/eval split of the consensus labels is the same after a restart."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from adapters.offline.simulation import parse_panel
 from streams.demo.panel import PanelStats
 from streams.demo.replay import replay_items, replay_raw
 from streams.embedded.launcher import WorkerProcess, start_worker
+from streams.service.admission import signed
 from streams.service.reader import read_topic
 from streams.wire.messages import ReviewLabel, encode
 from tests.redis_support import redis_client, with_redis
 from tests.waiting import Progress, wait_until_async
 
 from .conftest import Stack
-from .helpers import samples
+from .helpers import requested, reviewer_keys, samples
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +75,32 @@ async def _stored(redis: Redis, key: str, reviewer: str, timeout_s: float = 60) 
     await wait_until_async(there, timeout_s, 0.2, f"{reviewer}'s label in {key}")
 
 
-def _label(item_id: str, reviewer: str, label: str, at: float) -> ReviewLabel:
-    return ReviewLabel(
-        item_id=item_id, reviewer_id=reviewer, label=label, policy_version="v1", labeled_at=at
+def _label(
+    item_id: str,
+    reviewer: str,
+    label: str,
+    at: float,
+    *,
+    key: bytes | None = None,
+    request_id: str | None = None,
+    policy: str = "v1",
+) -> ReviewLabel:
+    unsigned = ReviewLabel(
+        item_id=item_id,
+        reviewer_id=reviewer,
+        label=label,
+        policy_version=policy,
+        request_id=request_id,
+        labeled_at=at,
     )
+    return unsigned if key is None else signed(unsigned, key)
 
 
 def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None:
     panel = parse_panel(PANEL)
     prefix = f"test-{stack.tag}"
-    _store_call(stack, lambda s: s.register_reviewers([r.reviewer_id for r in panel]))
+    ids = [r.reviewer_id for r in panel]
+    keys = with_redis(stack.redis_url, lambda redis: reviewer_keys(redis, prefix, ids))
     data = read_jsonl(corpus)
     truth = {i.item_id: ("violating" if i.label else "benign") for i in data}
     collector = _start_collector(stack, "collector-1")
@@ -95,7 +113,9 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         stats = PanelStats()
         panel_task = asyncio.create_task(
             # every reviewer labels every item: enough shared items to judge each reviewer
-            stack.simulated_panel(panel, truth, per_item=4, seed=5, stop=stop, stats=stats)
+            stack.simulated_panel(
+                panel, truth, per_item=4, seed=5, stop=stop, stats=stats, keys=keys
+            )
         )
         async with redis_client(stack.redis_url) as redis:
             labels = LabelStore(redis, prefix)
@@ -135,14 +155,36 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
             at = float(json.loads(before[reviewer.encode()])["at"])
             other = "benign" if vote == "violating" else "violating"
             sentinel = f"sentinel-{stack.tag}"
+            asked = {
+                **await labels.requests_of(item_id),
+                **await requested(redis, prefix, [sentinel]),
+            }
+            rid, key_of = next(iter(asked)), keys[reviewer]
             duplicates_before = _labels_total(collector, "duplicate")
             await _send_labels(
                 stack,
                 item_id,
                 [
-                    _label(item_id, reviewer, vote, at),
-                    _label(item_id, reviewer, other, at + 100),
-                    _label(sentinel, reviewer, "benign", time.time()),  # after both, in order
+                    _label(item_id, reviewer, vote, at, request_id=rid, key=key_of),
+                    _label(item_id, reviewer, other, at + 100, request_id=rid, key=key_of),
+                    # signed by a registered reviewer, but under a forged policy version
+                    _label(
+                        item_id,
+                        reviewer,
+                        vote,
+                        time.time(),
+                        request_id=rid,
+                        policy="v999",
+                        key=key_of,
+                    ),
+                    _label(
+                        sentinel,
+                        reviewer,
+                        "benign",
+                        time.time(),
+                        request_id=asked[sentinel],
+                        key=key_of,
+                    ),  # after the others, in order
                 ],
             )
             await _stored(redis, labels.keys.votes("v1", sentinel), reviewer)
@@ -159,6 +201,7 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
                 raw_fields += await redis.hlen(labels.keys.votes("v1", labelled_id))
             duplicate["raw_fields"] = raw_fields
             duplicate["stored"] = _labels_total(collector, "stored")
+            duplicate["policies"] = await labels.policies()
         # requests sent late, when the budget allowed, carry the neighbours labelled by then
         await read_topic(
             stack.bootstrap_servers,
@@ -201,8 +244,10 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         assert "randy" in excluded, excluded
         assert not excluded & {"alice", "bob", "carol"}
 
-        dead = stack.read(stack.topics.review_labels_dlq, lambda m: len(m) >= 1, timeout_s=20)
-        assert dead and dead[0]["reason"] == "unregistered_reviewer"
+        dead = stack.read(stack.topics.review_labels_dlq, lambda m: len(m) >= 2, timeout_s=20)
+        reasons_dead = sorted(d["reason"] for d in dead)
+        assert reasons_dead == ["policy_mismatch", "unregistered_reviewer"], dead
+        assert duplicate["policies"] == {"v1"}  # v999 never entered the store's policy list
         assert "mallory" not in {r for v in votes.values() for r in v}
 
         train = _store_call(stack, lambda s: s.dataset("v1", "train"))
@@ -218,9 +263,13 @@ def test_curation_labels_agreement_and_split(stack: Stack, corpus: Path) -> None
         probe = f"after-restart-{stack.tag}"
 
         async def restarted(redis: Redis) -> None:
-            await _send_labels(stack, probe, [_label(probe, "bob", "benign", time.time())])
-            keys = LabelStore(redis, f"test-{stack.tag}").keys
-            await _stored(redis, keys.votes("v1", probe), "bob")
+            asked = await requested(redis, prefix, [probe])
+            label = _label(
+                probe, "bob", "benign", time.time(), key=keys["bob"], request_id=asked[probe]
+            )
+            await _send_labels(stack, probe, [label])
+            votes_key = LabelStore(redis, prefix).keys.votes("v1", probe)
+            await _stored(redis, votes_key, "bob")
 
         with_redis(stack.redis_url, restarted)
         train_2 = _store_call(stack, lambda s: s.dataset("v1", "train"))

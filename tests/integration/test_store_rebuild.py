@@ -5,7 +5,9 @@ labels flow to a real collector, Redis is killed mid-stream and restarted empty,
 
 - a collector started on the empty store rebuilds it by itself before it stores anything: every
   label sent is in the store, the reviewers are registered, the active policy and the active
-  adapter are back, and new labels are stored (not dead-lettered as ``unregistered_reviewer``);
+  adapter are back, and new labels are stored (not dead-lettered as ``unregistered_reviewer``,
+  nor refused for a signature or a request the rebuilt store would not know: the reviewers'
+  key nonces and the review requests come back from the record too);
 - `borderline store rebuild`, run twice, changes nothing the second time (nor the first, over a
   complete store) and says what it restored.
 
@@ -32,13 +34,15 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from adapters.adapt.verdicts import GateRecord, VerdictStore
-from adapters.labels.store import LabelStore
+from adapters.labels.keyring import ReviewerKeys
+from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
 from adapters.registry.store import AdapterRegistry
 from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
+from streams.service.admission import signed
 from streams.service.record import open_journal
-from streams.wire.messages import ReviewLabel, encode
+from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, encode
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 from tests.redis_support import with_redis
@@ -160,17 +164,61 @@ async def _send(bootstrap: str, topic: str, labels: list[ReviewLabel], rate: flo
         await producer.stop()
 
 
-def _labels(start: int, n: int) -> list[ReviewLabel]:
-    return [
-        ReviewLabel(
+async def _request_items(settings: Settings, n: int) -> dict[str, bytes]:
+    """Items 0..n-1 sent to review as the curator sends them (in the store and on the requests
+    topic, the record); the reviewers' signing keys (issued by `reviewers add`)."""
+    assert settings.kafka.bootstrap_servers and settings.redis.url
+    now = time.time()
+    requests = [
+        ReviewRequest(
+            request_id=f"rq-{i}",
             item_id=f"item-{i}",
-            reviewer_id=REVIEWERS[i % len(REVIEWERS)],
+            text=f"text {i}",
+            reason=ReviewReason.UNCERTAIN,
+            probabilities={"violating": 0.5},
+            policy_version="v1",
+            priority=0.5,
+            requested_at=now,
+        )
+        for i in range(n)
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        topic = settings.kafka.topics.review_requests
+        sent = [await producer.send(topic, encode(r), key=r.item_id.encode()) for r in requests]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    prefix, secret = settings.redis.key_prefix, settings.review.key_secret
+    try:
+        items = [
+            ReviewedItem(r.item_id, r.text, None, 0.5, "uncertain", now, request_id=r.request_id)
+            for r in requests
+        ]
+        await LabelStore(redis, prefix).record_requests("v1", items)
+        keys = ReviewerKeys(redis, prefix, secret.get_secret_value().encode())
+        found = {r: await keys.key_for(r) for r in REVIEWERS}
+        return {r: k for r, k in found.items() if k is not None}
+    finally:
+        await redis.aclose()
+
+
+def _labels(start: int, n: int, keys: dict[str, bytes]) -> list[ReviewLabel]:
+    out = []
+    for i in range(start, start + n):
+        reviewer = REVIEWERS[i % len(REVIEWERS)]
+        label = ReviewLabel(
+            item_id=f"item-{i}",
+            reviewer_id=reviewer,
             label="violating" if i % 3 else "benign",
             policy_version="v1",
+            request_id=f"rq-{i}",
             labeled_at=time.time(),
         )
-        for i in range(start, start + n)
-    ]
+        out.append(signed(label, keys[reviewer]))
+    return out
 
 
 def _stored(url: str, prefix: str) -> int:
@@ -217,6 +265,7 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
         # set-up through the product: reviewers and the policy by command, the adapter as the
         # trainer registers it, its promotion by command
         _cli(settings, "reviewers", "add", *REVIEWERS)
+        keys = asyncio.run(_request_items(settings, LABELS + 30))
         _cli(settings, "policy", "publish", str(REPO / "deploy" / "policies" / "v1.yaml"))
         asyncio.run(_register_adapter(settings, tmp_path))
         _cli(settings, "adapters", "promote", "a1", "--reason", "test")
@@ -224,7 +273,7 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
             start_worker(settings, f"c1-{tag}", tmp_path / "c1.log", role="collector")
         )
         # labels flow; Redis is killed with SIGKILL mid-stream and comes back empty
-        sending = Sending(settings, _labels(0, LABELS), rate=60.0)
+        sending = Sending(settings, _labels(0, LABELS, keys), rate=60.0)
         assert _wait_stored(redis.url, prefix, 60) >= 60
         redis.kill()
         time.sleep(1.0)
@@ -242,7 +291,7 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
         assert _state(redis.url, prefix) == (set(REVIEWERS), "v1", "a1")
         # and new labels are stored, not dead-lettered for an unregistered reviewer
         asyncio.run(
-            _send(services.bootstrap_servers, topics.review_labels, _labels(LABELS, 30), 200)
+            _send(services.bootstrap_servers, topics.review_labels, _labels(LABELS, 30, keys), 200)
         )
         assert _wait_stored(redis.url, prefix, LABELS + 30) == LABELS + 30
 
