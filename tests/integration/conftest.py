@@ -5,6 +5,7 @@ same launcher the demo and the benchmarks use)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from streams.service.reader import read_topic
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 
-__all__ = ["LOOP_PANEL", "LOOP_REVIEW", "Stack", "free_port"]
+__all__ = ["LOOP_PANEL", "LOOP_REVIEW", "LOOP_TRAINING", "Stack", "free_port"]
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,10 @@ LOOP_REVIEW: dict[str, Any] = {
     "audit_rate": 0.1,
     "min_shared": 8,
 }
+# The trainer's candidates in these tests see about 300 examples in training (3 epochs at least,
+# as in the product), not the product's 600: what is under test is that the loop closes (a
+# candidate trained, gated, promoted or refused), in half the optimiser steps.
+LOOP_TRAINING: dict[str, Any] = {"train_examples": 300}
 
 
 @dataclass
@@ -148,6 +153,20 @@ class Stack:
         )
         self.workers.append(process)
         return process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The processes the tests start run in a temporary directory, not in the checkout: faust
+    makes its data directory (``<app id>-data``, empty with a memory store) in the working
+    directory, and the workers, collectors and trainers inherit this one."""
+    previous = Path.cwd()
+    here = tmp_path_factory.mktemp("cwd")
+    os.chdir(here)
+    try:
+        yield here
+    finally:
+        os.chdir(previous)
 
 
 @pytest.fixture
