@@ -38,7 +38,7 @@ from streams.service.trainer import ACTOR, TrainerState, trainer_step
 from tests.redis_support import redis_client, with_redis
 from tests.waiting import wait_until_async
 
-from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
+from .conftest import LOOP_PANEL, LOOP_REVIEW, LOOP_TRAINING, Stack
 from .helpers import inverted_adapter, settle_labels, wait_serving
 from .signing import sign_as_trainer
 
@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 GATE = GateConfig(min_kappa=0.5, margin=0.02, min_eval_items=30)
 # the rollback cool-down holds a promotion back for a while after the last change of the active
 # adapter, so that it does not flap; this test changes it within seconds on purpose
-NO_COOLDOWN = {"rollback_cooldown_s": 0.0}
+NO_COOLDOWN = {"rollback_cooldown_s": 0.0, **LOOP_TRAINING}
 
 
 def _decisions(stack: Stack, items: Sequence[LabeledItem]) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ from streams.service.reader import read_topic
 from streams.service.trainer import TrainerState, trainer_step
 from tests.redis_support import redis_client
 
-from .conftest import LOOP_PANEL, LOOP_REVIEW, Stack
+from .conftest import LOOP_PANEL, LOOP_REVIEW, LOOP_TRAINING, Stack
 from .helpers import samples, settle_labels
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,7 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
         f"{len(drifted)} items, {sum(i.label for i in drifted) / len(drifted):.0%} spam"
     )
 
-    settings = stack.settings(review=LOOP_REVIEW, drift=DRIFT)
+    settings = stack.settings(review=LOOP_REVIEW, drift=DRIFT, gate=LOOP_TRAINING)
     prefix = settings.redis.key_prefix
     worker = stack.start_worker("w", review=LOOP_REVIEW, drift=DRIFT)
     collector = start_worker(

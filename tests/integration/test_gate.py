@@ -29,6 +29,7 @@ from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 from tests.redis_support import redis_client
 
+from .conftest import LOOP_TRAINING
 from .helpers import inverted_adapter
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,7 @@ def _settings(services: Any, model_dir: Path, prefix: str, topics: TopicNames) -
             "redis": {"url": services.redis_url, "key_prefix": prefix},
             "model": {"dir": str(model_dir)},
             "review": {"min_shared": 8},
+            "gate": LOOP_TRAINING,  # half the product's training passes (see conftest)
         }
     )
 
