@@ -21,6 +21,9 @@ from streams.embedded.launcher import WorkerProcess, free_port, start_worker
 from streams.service.reader import read_topic
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
+from tests.redis_support import redis_client
+
+from .helpers import reviewer_keys
 
 __all__ = ["LOOP_PANEL", "LOOP_REVIEW", "LOOP_TRAINING", "Stack", "free_port"]
 
@@ -97,18 +100,28 @@ class Stack:
         stats: PanelStats,
         **options: Any,
     ) -> Coroutine[Any, Any, PanelStats]:
-        """The simulated expert panel on this test's topics: run it as a task, set `stop`."""
-        return run_simulated_panel(
-            self.bootstrap_servers,
-            self.topics,
-            panel,
-            truth,
-            per_item=per_item,
-            seed=seed,
-            stop=stop,
-            stats=stats,
-            **options,
-        )
+        """The simulated expert panel on this test's topics: run it as a task, set `stop`. Its
+        reviewers sign with their keys (``keys``; by default issued to them here)."""
+
+        async def run(keys: Mapping[str, bytes] | None) -> PanelStats:
+            if keys is None:
+                async with redis_client(self.redis_url) as redis:
+                    ids = [r.reviewer_id for r in panel]
+                    keys = await reviewer_keys(redis, f"test-{self.tag}", ids, register=False)
+            return await run_simulated_panel(
+                self.bootstrap_servers,
+                self.topics,
+                panel,
+                truth,
+                keys=keys,
+                per_item=per_item,
+                seed=seed,
+                stop=stop,
+                stats=stats,
+                **options,
+            )
+
+        return run(options.pop("keys", None))
 
     def read(
         self,
