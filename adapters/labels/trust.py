@@ -180,9 +180,9 @@ def trusted_panel(
     kappas with every other trusted reviewer are fine (upper bound at least `threshold`).
     Nobody is excluded while fewer than `min_panel` reviewers are still trusted.
 
-    Two careful reviewers and one who answers "violating" whatever the item: all three score
-    0.0 against the others' consensus (the constant one makes it constant); the constant one
-    has the lowest mean pairwise kappa and goes first, and the careful two agree again.
+    Two careful reviewers and one who answers "violating" whatever the item: the careful two
+    are measured against a consensus the constant one makes constant, which is no evidence
+    (kappa None); the constant one scores 0.0 with no doubt and goes.
 
     >>> truth = ["violating" if n % 3 == 0 else "benign" for n in range(60)]
     >>> votes = {f"i{n}": {"ann": t, "bob": t if n % 20 else "benign", "cy": "violating"}
