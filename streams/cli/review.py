@@ -18,6 +18,7 @@ from adapters.labels.agreement import agreement_report, expert_ceiling
 from adapters.labels.consensus import consensus
 from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
+from adapters.labels.trust import Trust, trusted_panel
 from streams.service.record import open_journal
 from streams.wire.settings import Settings
 
@@ -142,6 +143,14 @@ async def _audit_lines(
         print(_gate_line(reports[-1]))
 
 
+def _panel_line(trust: Trust, min_panel: int) -> str:
+    """How many reviewers judge each other, and whether that is enough to exclude anyone."""
+    line = f"panel: {trust.panel} reviewer(s) gave labels (at least {min_panel} to exclude one)"
+    if trust.held:
+        return f"{line}; too few to exclude {', '.join(sorted(trust.held))}, evidently below"
+    return f"{line}; too small: nobody can be excluded" if trust.short else line
+
+
 async def review_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url.get_secret_value())
@@ -151,7 +160,16 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         votes = await store.all_votes(policy)
         excluded = await store.excluded()
-        report = agreement_report(votes, min_shared=review.min_shared)
+        # every reviewer against the consensus of the trusted reviewers only
+        report = agreement_report(votes, min_shared=review.min_shared, exclude=excluded)
+        trust = trusted_panel(
+            await store.votes_every_policy(),
+            threshold=review.agreement_threshold,
+            cleared=await store.cleared(),
+            min_shared=review.min_shared,
+            min_panel=review.min_panel,
+            confidence=review.trust_confidence,
+        )
         ceiling = expert_ceiling(votes, excluded, min_shared=review.min_shared)
         open_now = await store.open_count(policy)
         labels = sum(len(v) for v in votes.values())
@@ -168,13 +186,19 @@ async def review_command(args: argparse.Namespace, settings: Settings) -> int:
             f"expert pairwise kappa without excluded reviewers (the ceiling) {_fmt(ceiling)}"
         )
         await _audit_lines(store, VerdictStore(redis, settings.redis.key_prefix), policy, votes)
+        print(_panel_line(trust, review.min_panel))
         print()
-        print(f"{'reviewer':<20} {'labels':>6} {'compared':>8} {'agree':>6} {'kappa':>6}  state")
+        print(
+            f"each against the trusted others' consensus; excluded when the "
+            f"{review.trust_confidence:.0%} upper bound is below {review.agreement_threshold:g}"
+        )
+        header = f"{'reviewer':<20} {'labels':>6} {'compared':>8} {'agree':>6} {'kappa':>6}"
+        print(f"{header} {'bound':>6}  state")
         for r in report.reviewers:
             state = "excluded" if r.reviewer in excluded else "ok"
             print(
                 f"{r.reviewer:<20} {r.labels:>6} {r.compared:>8} {_fmt(r.agreement)} "
-                f"{_fmt(r.kappa)}  {state}"
+                f"{_fmt(r.kappa)} {_fmt(r.upper(review.trust_confidence))}  {state}"
             )
         print()
         print(f"{'pair':<40} {'shared':>6} {'kappa':>6}")
