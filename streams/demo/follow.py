@@ -106,7 +106,10 @@ async def _follow(
             state.labels = dict(counts)
             state.excluded = await store.excluded()
             state.open_requests = await store.open_count(policy)
-            report = agreement_report(votes, min_shared=settings.review.min_shared)
+            # each reviewer against the trusted reviewers' consensus (the excluded left out)
+            report = agreement_report(
+                votes, min_shared=settings.review.min_shared, exclude=state.excluded
+            )
             state.agreement = {r.reviewer: r.kappa for r in report.reviewers if r.kappa is not None}
             state.ceiling = expert_ceiling(
                 votes, state.excluded, min_shared=settings.review.min_shared

@@ -202,7 +202,8 @@ def write_report(
             f"| {key} | {row['items']} | {row['figure']} | {row['reviewed_items']} | "
             f"{_f(row['reviewed_kappa_biased'])} |"
         )
-    lines += ["", "## Reviewers", "", "| reviewer | kappa vs consensus | status |", "|---|---|---|"]
+    lines += ["", "## Reviewers", "", "| reviewer | kappa vs trusted consensus | status |"]
+    lines += ["|---|---|---|"]
     for reviewer, k in sorted(state.agreement.items()):
         status = "excluded from training" if reviewer in state.excluded else "trusted"
         lines.append(f"| {reviewer} | {_f(k)} | {status} |")
