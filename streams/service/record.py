@@ -53,7 +53,8 @@ def activation(record: ActiveRecord) -> AdapterActivated:
     >>> (m.action, m.adapter_id, m.previous, m.epoch, m.at)
     ('rollback', 'a2', 'a3', 3, 5.0)
     """
-    return AdapterActivated.model_validate(record.model_dump())
+    # ``forced`` (a promotion by hand past the gate) is Redis's view only: the audit log says it
+    return AdapterActivated.model_validate(record.model_dump(exclude={"forced"}))
 
 
 class KafkaJournal:
