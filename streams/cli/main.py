@@ -169,6 +169,15 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         bench_chaos(settings, json_path=args.json, items=args.items, rate=args.rate, seed=args.seed)
         return 0
+    if args.action == "console":
+        from streams.bench.console import bench_console
+
+        figures = bench_console(settings, reviewers=args.reviewers, items=args.items)
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
     if args.action == "swap":
         from streams.bench.swap import bench_swap
 

@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace a pair already there (old signatures stop verifying)",
     )
 
+    b_console = bench_sub.add_parser("console", help="simulated reviewers over HTTP")
+    b_console.add_argument("--reviewers", type=_positive_int, default=20)
+    b_console.add_argument("--items", type=_positive_int, default=400, help="review requests")
+    b_console.add_argument("--json", type=Path, default=None)
+
     swap = bench_sub.add_parser("swap", help="live adapter swaps: latency, throughput, memory")
     swap.add_argument("--items", type=_positive_int, default=1000)
     swap.add_argument("--workers", type=_positive_int, default=2)
