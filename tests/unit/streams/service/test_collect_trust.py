@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-
 from pydantic import ValidationError
 
 from adapters.labels.agreement import reviewer_agreement
