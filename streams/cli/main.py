@@ -262,6 +262,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         min_kappa=args.min_kappa,
         min_eval_items=args.min_eval_items,
         settle_s=args.settle,
+        console=args.console,
         **({"panel": args.panel} if args.panel else {}),
     )
     return run_demo(settings, options)

@@ -303,4 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--settle", type=_positive_float, default=300.0, help="seconds to wait after the stream"
     )
+    demo.add_argument(
+        "--console",
+        action="store_true",
+        help="also run the reviewer console; prints its URL and one-time credentials",
+    )
     return parser

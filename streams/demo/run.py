@@ -41,6 +41,7 @@ from adapters.offline.simulation import parse_panel
 from adapters.policy.schema import load_policy
 from streams.demo.follow import drive
 from streams.demo.report import final_figures, write_report
+from streams.demo.reviewers import start_console
 from streams.demo.setup import compose_stream, demo_settings, ensure_model, prepare
 from streams.demo.state import DemoOptions, DemoState
 from streams.embedded.launcher import WorkerProcess, free_port, start_worker
@@ -186,6 +187,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             state.first_adapter = state.adapter
             state.policy = v1.version
             procs = _start_processes(settings, options, stack, console)
+            if options.console:
+                start_console(settings, out, stack, console)
             console.print(
                 f"{options.workers} workers, the label collector and the trainer ready; "
                 f"SIMULATED expert panel {', '.join(r.reviewer_id for r in panel)}; replaying "

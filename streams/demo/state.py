@@ -68,6 +68,7 @@ class DemoOptions:
     settle_s: float = 300.0  # after the stream, how long to wait for the loop to close
     v1: Path = POLICIES / "v1.yaml"
     v2: Path = POLICIES / "v2.yaml"
+    console: bool = False  # also run the reviewer console, with a lead and a reviewer account
 
     def gate(self, knobs: GateSettings) -> GateSettings:
         """The gate's knobs for this run: the settings, with this run's overrides.
