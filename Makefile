@@ -11,7 +11,8 @@ BENCH_ITEMS ?= 1000
 
 # The unit layer: unit tests (the Redis stores against a private redis-server they start) and every
 # docstring example of the pure packages, each under a 60 s timeout (tests/unit/conftest.py).
-UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire
+UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire \
+	streams/console
 # The pure decisions, held near fully covered by the unit layer (`make coverage`).
 PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
 	adapters/labels/trust.py,$\
