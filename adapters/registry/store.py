@@ -229,12 +229,17 @@ class AdapterRegistry:
         return files
 
     async def attach_signature(self, signature: AdapterSignature) -> None:
-        """Keep the trainer's signature next to its adapter (the adapter must be registered)."""
+        """Keep the trainer's signature next to its adapter (the adapter must be registered);
+        the journal records the adapter again, with the signature."""
         if not await self.redis.exists(self._adapter(signature.adapter_id, "manifest")):
             raise RegistryError(f"unknown adapter {signature.adapter_id!r}: nothing to sign")
         await self.redis.set(
             self._adapter(signature.adapter_id, "signature"), signature.model_dump_json()
         )
+        if self.journal is not None:  # on the record too: a rebuilt registry keeps it
+            files = await self.files(signature.adapter_id)
+            manifest = AdapterManifest.model_validate_json(files[MANIFEST_FILE])
+            await self.journal.adapter_registered(manifest, files)
 
     async def verify(self, adapter_id: str, *, expected_base: str) -> AdapterManifest:
         """``adapter_id``'s files checked as `fetch` checks them (the trust, sha256, base model),

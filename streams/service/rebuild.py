@@ -34,6 +34,7 @@ from adapters.registry.artifact import (
     AdapterManifest,
     ArtifactError,
 )
+from adapters.registry.signing import AdapterSignature
 from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from streams.service.admission import Admission, LabelAdmission
@@ -249,9 +250,14 @@ class Rebuilder:
                 expected_base=manifest.base_model_version,
             )
             new = await self.registry.register(artifact)
+            if message.signature_json is not None:  # workers verify it; kept as recorded
+                signature = AdapterSignature.model_validate_json(message.signature_json)
+                await self.registry.attach_signature(signature)
         except (ArtifactError, RegistryError, ValueError) as exc:
             log.warning("adapter %s not replayed: %s", message.adapter_id, exc)
             return "adapter:refused"
+        if message.signature_json is not None:
+            return "adapter:signed"
         return "adapter:registered" if new else "adapter:present"
 
     async def _activation(self, raw: bytes | None) -> str:

@@ -23,6 +23,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 
 from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterManifest
+from adapters.registry.signing import SIGNATURE_FILE
 from adapters.registry.store import ActiveRecord
 from streams.wire.messages import AdapterActivated, AdapterRegistered, ReviewerEvent, encode
 from streams.wire.topics import TopicNames
@@ -108,6 +109,7 @@ class KafkaJournal:
             manifest_json=files[MANIFEST_FILE].decode(),
             file_b64=base64.b64encode(data).decode(),
             file_sha256=hashlib.sha256(data).hexdigest(),
+            signature_json=files[SIGNATURE_FILE].decode() if SIGNATURE_FILE in files else None,
             actor=self.actor or manifest.created_by,
             at=self.clock(),
         )

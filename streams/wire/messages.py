@@ -213,6 +213,11 @@ class AdapterRegistered(_Message):
     manifest_json: str = Field(description="the manifest file's bytes (UTF-8 JSON), verbatim")
     file_b64: str = Field(description="the adapter file, base64")
     file_sha256: str = Field(description="sha256 of the adapter file (the manifest lists it too)")
+    signature_json: str | None = Field(
+        default=None,
+        description="the trainer's signature document once the gate passed (recorded again, "
+        "with the files, when the adapter is signed)",
+    )
     actor: str = ""
     at: float
 

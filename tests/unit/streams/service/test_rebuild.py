@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from adapters.labels.admission import LabelClaim, sign_label
@@ -26,6 +27,7 @@ from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.policy.schema import load_policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
+from adapters.registry.signing import sign_adapter
 from adapters.registry.store import AdapterRegistry
 from streams.service.admission import LabelAdmission
 from streams.service.publication import policy_record
@@ -41,6 +43,7 @@ TOPICS = TopicNames()
 V1 = load_policy(REPO / "deploy" / "policies" / "v1.yaml")
 V2 = load_policy(REPO / "deploy" / "policies" / "v2.yaml")
 SECRET = b"rebuild-test-secret"
+TRAINER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
 @dataclass
@@ -123,6 +126,9 @@ async def _live(redis: Redis, prefix: str, tape: Tape, tmp: Path) -> None:
             now=tape.clock(),
         )
         await registry.register(artifact)
+        gate = {"adapter_id": adapter_id, "policy_version": "v1", "passed": True}
+        signed = sign_adapter(artifact.files()["adapter.json"], gate, TRAINER)
+        await registry.attach_signature(signed)  # the trainer signs: recorded too
         await registry.promote(adapter_id, actor="trainer", reason="gate", now=tape.clock())
     await registry.rollback("v1", actor="ops", reason="live kappa fell", now=tape.clock())
     request = ReviewRequest(
@@ -254,6 +260,7 @@ def test_a_rebuilt_store_holds_exactly_what_the_live_store_held(
         ":adapter:a1:file",
         ":adapter:a2:file",
         ":adapter:epoch",
+        ":adapter:a1:signature",
     }
     active = json.loads(w.rebuilt[":adapter:active:v1"])
     assert (active["adapter_id"], active["action"], active["epoch"]) == ("a1", "rollback", 3)
@@ -295,6 +302,7 @@ def test_what_the_live_collector_refused_is_skipped(
     assert counts["request:second_opinion"] == 1
     assert counts["activation:rollback"] == 1
     assert counts["activation:promote"] == 2
+    assert counts["adapter:signed"] == 2
 
 
 def test_a_policy_record_under_a_version_taken_by_another_document_is_refused(
