@@ -115,3 +115,13 @@ def test_describe_and_as_dict() -> None:
 def test_malformed_input_is_refused(call: object, match: str) -> None:
     with pytest.raises(EstimateError, match=match):
         call()  # type: ignore[operator]
+
+
+def test_a_sample_whose_resamples_all_have_one_label_has_no_number() -> None:
+    """Two items, ten resamples: with this seed every resample drew one item twice, so no
+    resample has a kappa and there is no interval to give."""
+    assert estimate_kappa([V, B], [V, B], min_items=1, resamples=10, seed=1256).value is None
+    assert (
+        paired_difference([V, B], [V, B], [V, V], min_items=1, resamples=10, seed=1256).value
+        is None
+    )

@@ -249,3 +249,10 @@ def test_report_as_dict_is_json_ready() -> None:
 )
 def test_should_roll_back(estimate: Estimate, expected: bool) -> None:
     assert should_roll_back(estimate, margin=0.02) is expected
+
+
+def test_a_candidate_without_an_interval_is_not_enough_evidence() -> None:
+    config = GateConfig(min_eval_items=1, min_per_class=1, resamples=10)
+    report = evaluate([V, B], [V, B], None, config=config, seed=1256)  # see test_estimate
+    assert not report.passed
+    assert report.reason.startswith("not enough evidence: candidate kappa undefined on 2")
