@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shutil
 import socket
 import time
 
@@ -20,7 +21,7 @@ from adapters.adapt.verdicts import VerdictStore
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import AdapterArtifact, AdapterManifest, ArtifactError
 from adapters.registry.audit import AuditEntry, AuditLog
-from adapters.registry.keys import make_key_pair
+from adapters.registry.keys import SIGNING_KEY_FILE, VERIFY_KEY_FILE, make_key_pair
 from adapters.registry.signing import SIGNATURE_FILE, AdapterSignature
 from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
@@ -219,7 +220,15 @@ async def _promote(args: argparse.Namespace, settings: Settings, registry: Adapt
 
 def keygen_command(args: argparse.Namespace) -> int:
     """`borderline adapters keygen --out DIR`: the trainer's signing key pair for production."""
-    private, public = make_key_pair(args.out, overwrite=args.overwrite)
+    pair = (args.out / SIGNING_KEY_FILE, args.out / VERIFY_KEY_FILE)
+    if args.keep and not args.overwrite and all(p.is_file() for p in pair):
+        private, public = pair
+        print(f"keeping the key pair in {args.out}")
+    else:
+        private, public = make_key_pair(args.out, overwrite=args.overwrite)
+    if args.public_out is not None:  # e.g. a volume only the workers mount
+        args.public_out.mkdir(parents=True, exist_ok=True)
+        public = shutil.copy(public, args.public_out / VERIFY_KEY_FILE)
     print(f"signing key (trainer only, mode 0600): {private}")
     print(f"verify key (every worker): {public}")
     print(

@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a_keygen.add_argument("--out", type=Path, required=True, help="folder for the two PEM files")
     a_keygen.add_argument(
+        "--public-out", type=Path, default=None, help="also copy the public key into this folder"
+    )
+    a_keygen.add_argument(
+        "--keep", action="store_true", help="a pair already there is kept, not an error"
+    )
+    a_keygen.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a pair already there (old signatures stop verifying)",

@@ -138,3 +138,20 @@ def test_show_says_whether_and_by_which_key_an_adapter_is_signed(
     asyncio.run(sign(b"garbage"))
     assert main(["adapters", "show", registered]) == 0
     assert "signature: malformed" in capsys.readouterr().out
+
+
+def test_keygen_keep_and_public_out_make_it_a_one_shot_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What docker compose's `adapter-keys` service runs at every start: the pair made once and
+    kept, the public key copied where only the workers look."""
+    argv = ["adapters", "keygen", "--out", str(tmp_path / "signing")]
+    argv += ["--public-out", str(tmp_path / "verify"), "--keep"]
+    assert main(argv) == 0
+    public = (tmp_path / "verify" / "adapter-verify.pub").read_bytes()
+    assert public == (tmp_path / "signing" / "adapter-verify.pub").read_bytes()
+    assert not (tmp_path / "verify" / "adapter-signing.key").exists()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "keeping the key pair" in capsys.readouterr().out
+    assert (tmp_path / "verify" / "adapter-verify.pub").read_bytes() == public
