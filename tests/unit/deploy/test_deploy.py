@@ -53,6 +53,12 @@ COMPOSE_WORKER_ENV = {
     "BORDERLINE_MODEL__DIR": "/models/current",
 }
 
+# The adapter keys (README: Security): the private key only in the trainer, the public key in
+# every worker, both from the one-shot `adapter-keys` service's volumes.
+KEYS = "/var/lib/borderline/keys"
+WORKER_KEY_ENV = {"BORDERLINE_ADAPTERS__VERIFY_KEY_FILE": f"{KEYS}/verify/adapter-verify.pub"}
+TRAINER_KEY_ENV = {"BORDERLINE_ADAPTERS__SIGNING_KEY_FILE": f"{KEYS}/signing/adapter-signing.key"}
+
 REQUIRED_ALERTS = {
     "BorderlineWorkerDown",
     "BorderlineDecisionLatencyHigh",
@@ -480,12 +486,32 @@ def test_compose_runs_the_collector_and_one_trainer() -> None:
     assert "driver: nvidia" in COMPOSE.read_text()
 
 
+def test_compose_gives_the_signing_key_to_the_trainer_only() -> None:
+    services = _load_yaml(COMPOSE)["services"]
+    keys = services["adapter-keys"]
+    args = _parse_cli(keys["command"])
+    assert (args.command, args.action, args.keep) == ("adapters", "keygen", True)
+    assert str(args.out) == f"{KEYS}/signing" and str(args.public_out) == f"{KEYS}/verify"
+    private_volume = f"adapter-signing-key:{KEYS}/signing"
+    for name, service in services.items():
+        mounts = " ".join(service.get("volumes", []))
+        if name not in ("adapter-keys", "trainer"):
+            assert "adapter-signing-key" not in mounts, f"{name} can read the signing key"
+    assert f"{private_volume}:ro" in services["trainer"]["volumes"]
+    assert f"adapter-verify-key:{KEYS}/verify:ro" in services["worker"]["volumes"]
+    for name in ("worker", "trainer"):
+        condition = services[name]["depends_on"]["adapter-keys"]["condition"]
+        assert condition == "service_completed_successfully"
+    # the image makes the mount points its user's, so the key service can write them
+    assert "chown -R 10001:10001 keys" in (REPO / "deploy" / "Dockerfile").read_text()
+
+
 def test_compose_worker_is_configured_only_by_existing_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = _load_yaml(COMPOSE)["services"]["worker"]["environment"]
     assert isinstance(env, dict), "use the mapping form of `environment`"
-    assert {k: str(v) for k, v in env.items()} == COMPOSE_WORKER_ENV
+    assert {k: str(v) for k, v in env.items()} == {**COMPOSE_WORKER_ENV, **WORKER_KEY_ENV}
     _assert_env_configures_settings(env, monkeypatch)
 
 
@@ -508,6 +534,7 @@ def test_compose_collector_and_trainer_are_configured_only_by_existing_settings(
     expected = {k: v for k, v in COMPOSE_WORKER_ENV.items() if k != "BORDERLINE_MODEL__DIR"}
     if service == "trainer":
         expected["BORDERLINE_MODEL__DIR"] = COMPOSE_WORKER_ENV["BORDERLINE_MODEL__DIR"]
+        expected.update(TRAINER_KEY_ENV)
     assert ours == expected
     _assert_env_configures_settings(ours, monkeypatch)
 
