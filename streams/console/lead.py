@@ -14,7 +14,7 @@ from adapters.registry.store import AdapterRegistry
 from streams.console.audit import AuditEntry, AuditLog
 from streams.console.queue import TaskQueue
 
-__all__ = ["LeadStats", "ReviewerRow", "lead_stats"]
+__all__ = ["LeadStats", "ReviewerRow", "disagreements", "lead_stats"]
 
 Z95 = 1.959964
 
@@ -41,6 +41,7 @@ class LeadStats:
     adapter: str | None
     gate_history: list[dict[str, Any]]
     audit: list[AuditEntry]
+    disagreements: list[tuple[str, dict[str, str]]]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -52,7 +53,21 @@ class LeadStats:
             "expert_ceiling": self.ceiling,
             "active_adapter": self.adapter,
             "gate_history": self.gate_history,
+            "disagreements": [{"item": i, "votes": v} for i, v in self.disagreements],
         }
+
+
+def disagreements(
+    votes: dict[str, dict[str, str]], limit: int = 20
+) -> list[tuple[str, dict[str, str]]]:
+    """Items whose reviewers gave different labels, most split first (keys ``policy/item``).
+
+    >>> disagreements({"v1/a": {"x": "benign", "y": "violating"}, "v1/b": {"x": "benign"}})
+    [('v1/a', {'x': 'benign', 'y': 'violating'})]
+    """
+    split = [(k, v) for k, v in votes.items() if len(set(v.values())) > 1]
+    split.sort(key=lambda kv: (-len(set(kv[1].values())), -len(kv[1]), kv[0]))
+    return split[:limit]
 
 
 def _status(reviewer: str, kappa: float | None, excluded: set[str], cleared: set[str]) -> str:
@@ -106,4 +121,5 @@ async def lead_stats(
         adapter=None if active is None else active.adapter_id,
         gate_history=[h.model_dump() for h in history],
         audit=await audit.latest(50),
+        disagreements=disagreements(votes),
     )

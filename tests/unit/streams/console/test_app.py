@@ -199,12 +199,19 @@ def test_a_reviewer_gets_403_on_lead_pages_and_stats(app: App) -> None:
     api = app.run(app.assembled.console.users.new_token("alice"))
     r = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {api}"})
     assert r.status_code == 403
+    labels = app.assembled.console.labels
+    app.run(labels.add_label("v1", "x1", "alice", "benign", 1.0))
+    app.run(labels.add_label("v1", "x1", "bob", "violating", 2.0))
     app.login("lena", "lena password")
     lead = app.client.get("/lead")
     assert lead.status_code == 200 and "Queue" in lead.text and "login" in lead.text
     lead_api = app.run(app.assembled.console.users.new_token("lena"))
     stats = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {lead_api}"})
     assert stats.status_code == 200 and stats.json()["policy"] == "v1"
+    assert stats.json()["disagreements"] == [
+        {"item": "v1/x1", "votes": {"alice": "benign", "bob": "violating"}}
+    ]
+    assert "v1/x1: alice benign, bob violating" in lead.text
 
 
 def test_a_disabled_user_stops_at_once(app: App) -> None:
