@@ -15,7 +15,6 @@ its ports (`streams.service.trainer_ports`, built once at start-up), calls them,
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from adapters.adapt.estimate import Estimate, draw_weight, estimate_kappa, paired_difference
 from adapters.adapt.gate import BENIGN, GateConfig, GateReport, evaluate
 from adapters.adapt.promotion import (
     NO_CANDIDATE,
@@ -37,13 +35,12 @@ from adapters.adapt.promotion import (
 from adapters.adapt.triggers import readiness, triggers
 from adapters.adapt.verdicts import GateRecord, TrainerStatus
 from adapters.labels.agreement import expert_ceiling
-from adapters.labels.store import LabeledExample
-from adapters.registry.store import ActiveRecord, RegistryError
-from models.errors import BorderlineError
+from adapters.registry.store import RegistryError
 from models.scorer import Scorer
 from streams.service.metrics import Metrics, serve_metrics
 from streams.service.outage import throttled_logs
 from streams.service.retry import Retrying, is_infrastructure, open_redis
+from streams.service.trainer_evidence import LiveJudge, World, look
 from streams.service.trainer_ports import TrainerPorts, judge_live, open_ports
 from streams.service.watchdog import Watchdog
 from streams.wire.messages import AdapterEvent
@@ -112,28 +109,12 @@ class TrainerConfig:
         return PromotionRules(self.gate, cooldown_s=self.cooldown_s, actor=ACTOR)
 
 
-@dataclass(frozen=True)
-class _World:
-    """What one look saw: the policy version, whether one was published, its active adapter,
-    the consensus labels for training and for judging (the audit-drawn items, with their
-    weights, 1 / draw probability), the raised drift flags."""
-
-    version: str
-    published: bool
-    active: ActiveRecord | None
-    train: list[LabeledExample]
-    evaluation: list[LabeledExample]
-    flags: set[str]
-    weights: list[float] = field(default_factory=list)
-
-
 class Trainer:
     def __init__(self, ports: TrainerPorts, config: TrainerConfig) -> None:
         self.ports = ports
         self.config = config
-        self._seen: tuple[_World, LiveEvidence | None] | None = None
-        # the last live judgement and what it rested on: scored again only when that changes
-        self._judged: tuple[tuple[Any, ...], LiveEvidence | None] | None = None
+        self._seen: tuple[World, LiveEvidence | None] | None = None
+        self._judge = LiveJudge(ports, config.gate, config.seed)
 
     async def step(self, state: TrainerState, *, force: bool = False) -> dict[str, Any] | None:
         """One look at the world: rolls a bad live adapter back, or trains and judges a
@@ -210,7 +191,7 @@ class Trainer:
         return doc
 
     def _decide(
-        self, report: GateReport | None, world: _World, live: LiveEvidence | None
+        self, report: GateReport | None, world: World, live: LiveEvidence | None
     ) -> Decision:
         active = world.active
         return decide(
@@ -228,103 +209,21 @@ class Trainer:
             if self.ports.metrics is not None:
                 self.ports.metrics.rollbacks_refused.inc()
 
-    async def _look(self) -> _World:
-        p = self.ports
-        published = await p.policies.active_version()
-        version = published or self.config.default_policy
-        labelled = await p.labels.dataset(version, "train", eval_share=0.0)  # every item
-        reviewed = await p.labels.reviewed_items([e.item_id for e in labelled])
-        weight_of: dict[str, float] = {}
-        for e in labelled:
-            item = reviewed.get(e.item_id)
-            weight = None
-            if item is not None:
-                weight = draw_weight(
-                    item.audit_drawn,
-                    item.audit_rate,
-                    item.reason,
-                    default_rate=self.config.audit_rate,
-                )
-            if weight is not None:
-                weight_of[e.item_id] = weight
-        train = [e for e in labelled if e.item_id not in weight_of]
-        evaluation = [e for e in labelled if e.item_id in weight_of]
-        if p.metrics is not None:
-            p.metrics.training_labels.labels(split="train").set(len(train))
-            p.metrics.training_labels.labels(split="eval").set(len(evaluation))
-        return _World(
-            version=version,
-            published=published is not None,
-            active=await p.registry.active(version),
-            train=train,
-            evaluation=evaluation,
-            flags=await p.verdicts.drift_flags(),
-            weights=[weight_of[e.item_id] for e in evaluation],
+    async def _look(self) -> World:
+        return await look(
+            self.ports, default_policy=self.config.default_policy, audit_rate=self.config.audit_rate
         )
 
     async def _live(
-        self, world: _World, state: TrainerState, *, previous: bool
+        self, world: World, state: TrainerState, *, previous: bool
     ) -> LiveEvidence | None:
-        """The live adapter on the audit items labelled since it went live, and (``previous``)
-        the previous adapter on the same items (None: no such labels yet, or the live adapter
-        could not be scored: said in the log, never raised). Scored again only when the items
-        or the adapters changed since the last step."""
-        assert world.active is not None
-        active = world.active
-        since = set(await self.ports.labels.labelled_since(world.version, active.at))
-        rows = [k for k, e in enumerate(world.evaluation) if e.item_id in since]
-        if not rows:
-            return None
-        fresh = [world.evaluation[k] for k in rows]
-        weights = [world.weights[k] for k in rows]
-        basis = (active.adapter_id, active.previous, previous, *(e.item_id for e in fresh))
-        if self._judged is not None and self._judged[0] == basis:
-            return self._judged[1]
-        judged = await self._judge_live(world, state, fresh, weights, previous=previous)
-        self._judged = (basis, judged)
-        return judged
-
-    async def _judge_live(
-        self,
-        world: _World,
-        state: TrainerState,
-        fresh: list[LabeledExample],
-        weights: list[float],
-        *,
-        previous: bool,
-    ) -> LiveEvidence | None:
-        assert world.active is not None
-        active, gate = world.active, self.config.gate
-        expert = [e.label for e in fresh]
-        knobs = functools.partial(
-            _paired_or_single,
-            min_items=gate.min_eval_items,
-            confidence=gate.confidence,
-            resamples=gate.resamples,
-            seed=self.config.seed,
-        )
-        try:
-            decided = await self.ports.lab.live_decisions(active.adapter_id, fresh)
-        except BorderlineError as exc:
-            state.reason = f"cannot judge the live adapter {active.adapter_id}: {exc}"
-            log.warning("%s", state.reason)
-            return None
-        live = knobs(expert, decided, None, weights)
-        if self.ports.metrics is not None and live.value is not None:
-            self.ports.metrics.live_kappa.set(live.value)
-        before_id = active.previous
-        if not previous or before_id is None or before_id == active.adapter_id:
-            return LiveEvidence(live)
-        try:
-            before = await self.ports.lab.live_decisions(before_id, fresh)
-        except BorderlineError as exc:
-            log.warning("cannot score the previous adapter %s: %s", before_id, exc)
-            return LiveEvidence(live)
-        better = knobs(expert, before, decided, weights)
-        return LiveEvidence(live, previous_better=better)
+        live, trouble = await self._judge(world, previous=previous)
+        if trouble is not None:
+            state.reason = trouble
+        return live
 
     async def _roll_back(
-        self, world: _World, decision: Decision, live: LiveEvidence | None, state: TrainerState
+        self, world: World, decision: Decision, live: LiveEvidence | None, state: TrainerState
     ) -> dict[str, Any] | None:
         p = self.ports
         try:
@@ -350,7 +249,7 @@ class Trainer:
         }
 
     async def _candidate(
-        self, world: _World, fired: list[str], state: TrainerState
+        self, world: World, fired: list[str], state: TrainerState
     ) -> tuple[str, GateReport, GateRecord]:
         """Train a candidate from the active adapter, register it, judge it at the gate."""
         p = self.ports
@@ -429,40 +328,6 @@ class Trainer:
                 at=self.ports.clock(),
             )
         )
-
-
-def _paired_or_single(
-    expert: list[str],
-    model: list[str],
-    other: list[str] | None,
-    weights: list[float],
-    *,
-    min_items: int,
-    confidence: float,
-    resamples: int,
-    seed: int,
-) -> Estimate:
-    """kappa(model), or kappa(model) - kappa(other) on the same items (paired)."""
-    if other is None:
-        return estimate_kappa(
-            expert,
-            model,
-            weights,
-            min_items=min_items,
-            confidence=confidence,
-            resamples=resamples,
-            seed=seed,
-        )
-    return paired_difference(
-        expert,
-        model,
-        other,
-        weights,
-        min_items=min_items,
-        confidence=confidence,
-        resamples=resamples,
-        seed=seed,
-    )
 
 
 def _observe(metrics: Metrics, report: GateReport, train_seconds: float) -> None:
