@@ -53,6 +53,7 @@ class FakeLabels:
 
     audit_rate: float | None = 0.1
     audit_reason: str = "uncertain"  # the first reason of the audit-drawn items' requests
+    marked: bool = True  # False: recorded before requests carried their draw
 
     async def dataset(
         self, policy: str, split: Literal["train", "eval"], *, eval_share: float = 0.4
@@ -71,7 +72,7 @@ class FakeLabels:
                 0.5,
                 self.audit_reason if i in drawn else "uncertain",
                 T0,
-                audit_drawn=i in drawn,
+                audit_drawn=i in drawn and self.marked,
                 audit_rate=self.audit_rate if i in drawn else None,
             )
             for i in item_ids
@@ -202,6 +203,8 @@ class FakeLab:
     wrong_on: set[str] = field(default_factory=set)  # items every adapter decides wrong
     trained: list[tuple[int, str | None]] = field(default_factory=list)
     scored: list[str] = field(default_factory=list)  # adapters asked for live decisions
+    judged_on: list[str] = field(default_factory=list)  # the items the gate's verdict rests on
+    trained_on: list[str] = field(default_factory=list)
 
     async def prepare(self, active: ActiveRecord | None) -> tuple[AdapterArtifact | None, str]:
         return None, active.adapter_id if active else "base"
@@ -214,6 +217,7 @@ class FakeLab:
         policy_version: str,
     ) -> AdapterArtifact:
         self.trained.append((len(examples), None if start is None else start.adapter_id))
+        self.trained_on = [e.item_id for e in examples]
         manifest = AdapterManifest(
             adapter_id=f"{policy_version}-cand{len(self.trained)}",
             base_model_version="m-test",
@@ -227,6 +231,7 @@ class FakeLab:
     async def judge(
         self, candidate: AdapterArtifact, incumbent_id: str, evaluation: Sequence[LabeledExample]
     ) -> Judgement:
+        self.judged_on = [e.item_id for e in evaluation]
         expert = [e.label for e in evaluation]
         incumbent = _flip(expert[:3]) + expert[3:]  # a fair incumbent: a few errors
         return Judgement(
@@ -573,3 +578,26 @@ def test_the_live_adapter_is_scored_again_only_when_its_evidence_changes() -> No
     world.labels.labelled_at["e-new"] = T0 + 9
     asyncio.run(trainer.step(TrainerState()))
     assert world.lab.scored == ["v1-cand0", "boot"] * 2
+
+
+def test_the_gate_judges_on_the_audit_draws_only_and_never_trains_on_them() -> None:
+    """The defect: the evaluation split was mostly items the incumbent was unsure of (there two
+    models of equal quality scored 0.15 and 0.24). Now the gate's items are the audit draws,
+    whatever their first reason, and the rest trains."""
+    world = _world()
+    world.labels.audit_reason = "uncertain"  # drawn by the audit, sent as uncertain: still drawn
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    doc = world.step(force=True)
+    assert doc is not None and doc["eval_labels"] == 20 and doc["train_labels"] == 40
+    assert world.lab.judged_on == [e.item_id for e in world.labels.evaluation]
+    assert world.lab.trained_on == [e.item_id for e in world.labels.train]
+
+
+def test_requests_recorded_before_draws_were_marked_count_by_their_audit_reason() -> None:
+    world = _world()
+    world.labels.audit_rate = None  # an old record: no rate, weight 1 / the configured rate
+    world.labels.audit_reason = "audit"
+    world.labels.marked = False
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    doc = world.step(force=True)
+    assert doc is not None and doc["eval_labels"] == 20
