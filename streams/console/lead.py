@@ -108,6 +108,13 @@ async def lead_stats(
                 _status(r.reviewer, r.kappa, excluded, cleared),
             )
         )
+    listed = {row.reviewer for row in rows}
+    for reviewer in sorted(await labels.registered() - listed):  # no label counted yet
+        rows.append(
+            ReviewerRow(
+                reviewer, 0, 0, None, None, None, _status(reviewer, None, excluded, cleared)
+            )
+        )
     oldest = await queue.oldest(policy)
     active = await registry.active(policy)
     history = await registry.history(policy, limit=20)

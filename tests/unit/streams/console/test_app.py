@@ -274,3 +274,23 @@ def test_undo_then_skip_through_the_page(app: App) -> None:
     assert "Skipped" in r.text and 'data-item="b"' in r.text
     audit = [e.action for e in app.run(app.assembled.console.audit.latest())]
     assert audit[:5] == ["skip", "undo", "claim", "label", "claim"]  # b was still held
+
+
+def test_a_lead_overrides_an_exclusion_and_it_is_audit_logged(app: App) -> None:
+    labels = app.assembled.console.labels
+    app.run(labels.register_reviewers(["randy"]))
+    app.run(labels.set_excluded(["randy"]))
+    app.login("lena", "lena password")
+    page = app.client.get("/lead")
+    assert "override: count their labels" in page.text
+    token = app.csrf("/lead")
+    r = app.client.post(
+        "/lead/clear", data={"reviewer": "randy", "csrf": token}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert app.run(labels.excluded()) == set() and app.run(labels.cleared()) == {"randy"}
+    entry = app.run(app.assembled.console.audit.latest())[0]
+    assert (entry.actor, entry.action, entry.target) == ("lena", "clear_exclusion", "randy")
+    # an unknown reviewer changes nothing
+    r = app.client.post("/lead/clear", data={"reviewer": "nobody", "csrf": token})
+    assert r.status_code == 404
