@@ -39,6 +39,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port up to 65535, got {value}")
+    return value
+
+
 def _share(text: str) -> float:
     value = _positive_float(text)
     if value >= 1:
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     console = sub.add_parser("console", help="the reviewer console (web)")
     console.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    console.add_argument("--port", type=int, default=8600, help="port to listen on")
+    console.add_argument("--port", type=_port, default=8600, help="port to listen on")
 
     review = sub.add_parser("review", help="the review queue and expert agreement")
     review_sub = review.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -58,6 +58,18 @@ def test_refusals_are_one_line_and_store_nothing(
     assert not env.exists(ConsoleKeys(prefix).users)
 
 
+@pytest.mark.parametrize(
+    ("port", "says"), [("-5", "above 0"), ("70000", "up to 65535"), ("abc", "'abc'")]
+)
+def test_a_bad_console_port_is_one_line(
+    port: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["console", f"--port={port}"])
+    assert info.value.code == 2
+    assert says in one_line(capsys.readouterr().err)
+
+
 def test_a_bad_role_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["users", "add", "bob", "--role", "admin"])
