@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from adapters.labels.store import LabelStore
 from models.errors import BorderlineError
+from streams.console.audit import AuditLog
 from streams.console.keys import ConsoleKeys
 from streams.console.users import Role, UserStore
 from streams.service.record import open_journal
@@ -47,16 +48,19 @@ async def users_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
     redis = Redis.from_url(settings.redis.url.get_secret_value())
     labels = LabelStore(redis, settings.redis.key_prefix)
-    users = UserStore(redis, ConsoleKeys(settings.redis.key_prefix), PasswordHasher(), labels)
+    keys = ConsoleKeys(settings.redis.key_prefix)
+    users = UserStore(redis, keys, PasswordHasher(), labels)
+    audit = AuditLog(redis, keys)  # every change of a user is on the console's audit log
+    actor = f"{getpass.getuser()}@{socket.gethostname()}"
     try:
         if args.action == "add":
             password = read_password(args.password_stdin, sys.stdin)
-            actor = f"{getpass.getuser()}@{socket.gethostname()}"
             async with open_journal(
                 settings.kafka.bootstrap_servers, settings.kafka.topics, actor=actor
             ) as journal:
                 labels.journal = journal  # the reviewer registration goes on the record
                 user = await users.add(args.name, Role(args.role), password, now=time.time())
+            await audit.append(actor, "user_add", user.name, now=time.time(), detail=args.role)
             login = "password set" if user.password_hash else "no password (API token only)"
             print(f"{user.name}: {user.role.value}, {login}, registered as a reviewer")
         elif args.action == "list":
@@ -66,9 +70,11 @@ async def users_command(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{user.name:<24} {user.role.value:<9} {state:<9} {has}")
         elif args.action == "disable":
             await users.disable(args.name)
+            await audit.append(actor, "user_disable", args.name, now=time.time())
             print(f"{args.name}: disabled; their sessions and tokens stop working now")
         else:
             token = await users.new_token(args.name)
+            await audit.append(actor, "user_token", args.name, now=time.time())
             print(token)
             print(
                 f"(the API token of {args.name}: shown once, only its hash is kept)",

@@ -92,3 +92,5 @@ def test_token_printed_once_and_stored_hashed(
     assert "alice" in listed and "reviewer" in listed and "token only" in listed
     assert main(["users", "disable", "alice"]) == 0
     assert env.hlen(keys.tokens) == 0
+    logged = [(f[b"action"], f[b"target"]) for _, f in env.xrange(keys.audit)]
+    assert logged == [(b"user_token", b"alice"), (b"user_disable", b"alice")]
