@@ -95,6 +95,12 @@ class ConsoleKeys:
         return f"{self.base}:expired:{policy}"
 
     @property
+    def options(self) -> str:
+        """What leads decide for everyone (``reveal``: reviewers see others' labels after
+        submitting)."""
+        return f"{self.base}:options"
+
+    @property
     def labelled(self) -> str:
         """reviewer -> labels produced through the console (a hash of counters)."""
         return f"{self.base}:labelled"

@@ -155,9 +155,14 @@ async def label(request: Request) -> Response:
         return got
     viewer, form = got
     item, answer = str(form.get("item_id", "")), str(form.get("label", ""))
-    outcome = await _console(request).desk.label(viewer.user.name, item, answer)
+    console = _console(request)
+    outcome = await console.desk.label(viewer.user.name, item, answer)
     if outcome is LabelOutcome.ACCEPTED:
-        return await _next(request, viewer, f"Labelled {answer}. Press u to undo.")
+        policy = await console.desk.policies.active_version()
+        others = await console.others(viewer.user.name, policy, item)
+        said = "; ".join(f"{r} said {label}" for r, label in sorted(others.items()))
+        flash = f"Labelled {answer}. Press u to undo." + (f" Others: {said}." if said else "")
+        return await _next(request, viewer, flash)
     if outcome is LabelOutcome.UNKNOWN_LABEL:
         return await _next(request, viewer, f"Unknown label {answer!r}: not saved.", 422)
     return await _next(request, viewer, "That task is no longer yours (lease over or answered).")
@@ -204,7 +209,8 @@ async def lead_page(request: Request) -> Response:
         min_shared=console.min_shared,
     )
     assert got.session is not None
-    return console.page("lead.html", viewer=got, stats=stats, csrf=got.session.csrf)
+    reveal = await console.reveal()
+    return console.page("lead.html", viewer=got, stats=stats, csrf=got.session.csrf, reveal=reveal)
 
 
 async def lead_clear(request: Request) -> Response:
@@ -220,6 +226,22 @@ async def lead_clear(request: Request) -> Response:
         return console.page("error.html", 404, message="No such reviewer.")
     await console.labels.clear(reviewer)
     await console.audit.append(viewer.user.name, "clear_exclusion", reviewer, now=console.clock())
+    return RedirectResponse("/lead", status_code=303)
+
+
+async def lead_reveal(request: Request) -> Response:
+    got = await _changing(request)
+    if isinstance(got, Response):
+        return got
+    viewer, form = got
+    console = _console(request)
+    if not viewer.user.is_lead:
+        return console.page("error.html", 403, message="This action is for leads.")
+    on = form.get("reveal") == "on"
+    await console.set_reveal(on)
+    await console.audit.append(
+        viewer.user.name, "set_reveal", "reviewers", now=console.clock(), detail=str(on).lower()
+    )
     return RedirectResponse("/lead", status_code=303)
 
 
@@ -243,4 +265,5 @@ routes: list[tuple[str, Any, list[str]]] = [
     ("/review/undo", undo, ["POST"]),
     ("/lead", lead_page, ["GET"]),
     ("/lead/clear", lead_clear, ["POST"]),
+    ("/lead/reveal", lead_reveal, ["POST"]),
 ]

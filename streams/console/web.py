@@ -96,5 +96,21 @@ class Console:
             secure=self.secure_cookies,
         )
 
+    # --- what leads decide ----------------------------------------------------------------
+    async def reveal(self) -> bool:
+        """Whether reviewers see the others' labels of an item once they submitted theirs
+        (off by default: blind review)."""
+        return await self.redis.hget(self.users.keys.options, "reveal") == b"1"
+
+    async def set_reveal(self, on: bool) -> None:
+        await self.redis.hset(self.users.keys.options, "reveal", "1" if on else "0")
+
+    async def others(self, reviewer: str, policy: str, item_id: str) -> dict[str, str]:
+        """The other reviewers' stored labels of an item, when leads let reviewers see them."""
+        if not await self.reveal():
+            return {}
+        votes = await self.labels.votes(policy, item_id)
+        return {r: label for r, label in votes.items() if r != reviewer}
+
     def login_token(self) -> str:
         return secrets.token_urlsafe(24)

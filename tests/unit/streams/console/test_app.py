@@ -294,3 +294,33 @@ def test_a_lead_overrides_an_exclusion_and_it_is_audit_logged(app: App) -> None:
     # an unknown reviewer changes nothing
     r = app.client.post("/lead/clear", data={"reviewer": "nobody", "csrf": token})
     assert r.status_code == 404
+
+
+def test_blind_until_a_lead_lets_reviewers_see_others_labels_after_submitting(app: App) -> None:
+    queue, labels = app.assembled.console.desk.queue, app.assembled.console.labels
+    for item in ("a", "b"):
+        app.run(queue.add(_request(item, 0.5)))
+        app.run(labels.add_label("v1", item, "bob", "violating", 1.0))
+    app.run(app.assembled.console.users.add("carl", Role.REVIEWER, "carl password", now=1.0))
+    app.assembled.console.desk.queue.opinions = 2
+    app.run(queue.add(_request("a", 0.9)))
+    app.run(queue.add(_request("b", 0.8)))
+    app.login("carl", "carl password")
+    page = app.client.get("/review").text
+    assert "bob" not in page  # blind: the task never shows other labels
+    hx = {"X-CSRF-Token": app.csrf(), "HX-Request": "true"}
+    r = app.client.post("/review/label", data={"item_id": "a", "label": "benign"}, headers=hx)
+    assert "Labelled benign" in r.text and "bob" not in r.text
+    # a reviewer cannot open it
+    assert app.client.post("/lead/reveal", data={"reveal": "on"}, headers=hx).status_code == 403
+    app.login("lena", "lena password")
+    lead_token = app.csrf("/lead")
+    r = app.client.post(
+        "/lead/reveal", data={"reveal": "on", "csrf": lead_token}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert app.run(app.assembled.console.audit.latest())[0].action == "set_reveal"
+    app.login("carl", "carl password")
+    hx = {"X-CSRF-Token": app.csrf(), "HX-Request": "true"}
+    r = app.client.post("/review/label", data={"item_id": "b", "label": "benign"}, headers=hx)
+    assert "Others: bob said violating." in r.text
