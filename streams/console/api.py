@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from streams.console.desk import LabelOutcome, hotkeys
+from streams.console.desk import BENIGN, LabelOutcome
 from streams.console.lead import lead_stats
 from streams.console.web import Console, Viewer
 
@@ -52,7 +52,7 @@ async def next_task(request: Request) -> Response:
         "priority": r.priority,
         "pair_item_id": r.pair_item_id,
         "evidence": [e.model_dump() for e in r.evidence],
-        "answers": [label for _, label in hotkeys([c.name for c in shown.categories])],
+        "answers": [BENIGN, *(c.name for c in shown.categories)],
         "lease_until": task.lease_until,
     }
     if console.show_score or got.user.is_lead:

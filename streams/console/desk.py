@@ -23,15 +23,21 @@ __all__ = ["BENIGN", "LabelOutcome", "PolicyView", "ReviewDesk", "hotkeys"]
 BENIGN = "benign"
 
 
-def hotkeys(categories: list[str]) -> list[tuple[str, str]]:
-    """The key of each answer: ``1`` benign, then ``2``... for the policy's categories in order
-    (nine at most have a digit; further ones are reached with the mouse or the API).
+def hotkeys(categories: list[str], keys: str = "") -> list[tuple[str, str]]:
+    """The key of each answer: benign first, then the policy's categories in order. ``keys``
+    (``BORDERLINE_CONSOLE__HOTKEYS``, distinct characters) gives them in that order; answers
+    beyond it, or all by default, get the digits ``1``... not already taken (nine keys at most;
+    further answers are reached with the mouse or the API).
 
     >>> hotkeys(["violating"])
     [('1', 'benign'), ('2', 'violating')]
+    >>> hotkeys(["spam", "scam", "hate"], keys="jk")
+    [('j', 'benign'), ('k', 'spam'), ('1', 'scam'), ('2', 'hate')]
     """
-    answers = [BENIGN, *categories]
-    return [(str(i + 1), a) for i, a in enumerate(answers[:9])]
+    chosen = list(dict.fromkeys(keys))
+    spare = [d for d in "123456789" if d not in chosen]
+    pool = (chosen + spare)[:9]
+    return list(zip(pool, [BENIGN, *categories], strict=False))
 
 
 class LabelOutcome(StrEnum):
@@ -94,6 +100,7 @@ class ReviewDesk:
     policies: PolicyView
     metrics: ConsoleMetrics
     clock: Callable[[], float] = time.time
+    keys: str = ""  # the answer keys (`hotkeys`)
 
     async def _note(self, actor: str, action: str, target: str, detail: str = "") -> None:
         await self.audit.append(actor, action, target, now=self.clock(), detail=detail)

@@ -123,7 +123,7 @@ async def _task_context(
     context.update(
         request=r,
         policy=shown,
-        keys=hotkeys([c.name for c in shown.categories]),
+        keys=hotkeys([c.name for c in shown.categories], console.desk.keys),
         partner=(r.pair_item_id, texts.get(r.pair_item_id or "", "")) if r.pair_item_id else None,
         evidence=[(e, texts.get(e.item_id, "")) for e in r.evidence],
         show_score=console.show_score or viewer.user.is_lead,

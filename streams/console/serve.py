@@ -73,7 +73,7 @@ def assemble(
     policies = PolicyView(
         PolicyStore(redis, prefix), settings.policy.version, settings.policy.category
     )
-    desk = ReviewDesk(queue, outbox, audit, policies, metrics, clock)
+    desk = ReviewDesk(queue, outbox, audit, policies, metrics, clock, keys=c.hotkeys)
     console = Console(
         redis=redis,
         users=UserStore(redis, keys, hasher or PasswordHasher(), labels),

@@ -260,6 +260,12 @@ class ConsoleSettings(BaseModel):
         default=False, description="mark cookies Secure (set when TLS is terminated in front)"
     )
     show_score: bool = Field(default=False, description="show the model's score to reviewers")
+    hotkeys: str = Field(
+        default="",
+        pattern=r"^[a-qtv-z0-9]{0,9}$",
+        description="answer keys in order, benign first, then the policy's categories, e.g. "
+        "'jkl' (default 1, 2, 3...; r, s and u are taken)",
+    )
 
 
 class Settings(BaseSettings):

@@ -182,8 +182,10 @@ def test_state_change_without_csrf_is_refused_and_changes_nothing(app: App) -> N
 
 def test_hostile_text_is_shown_as_text(app: App) -> None:
     app.run(app.assembled.console.desk.queue.add(_request("h", 0.5, HOSTILE)))
+    app.assembled.console.desk.keys = "jk"  # BORDERLINE_CONSOLE__HOTKEYS
     app.login("alice", "alice password")
     page = app.client.get("/review").text
+    assert 'value="benign" data-key="j"' in page and 'value="violating" data-key="k"' in page
     assert "<script>document.title" not in page and "<img src=x" not in page
     assert "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
