@@ -69,6 +69,12 @@ def _decided(bootstrap_servers: str, topic: str, ids: set[str], timeout_s: float
     return ids & {d["item_id"] for d in decisions}
 
 
+def _story(log: Path) -> list[str]:
+    """The worker's log lines about the restart: topics re-made, positions, rebalances."""
+    words = ("re-creating", "forgotten", "rebalanc", "assigned", "committed", "Error")
+    return [line[-200:] for line in log_lines(log) if any(w in line for w in words)][-30:]
+
+
 def test_a_worker_remakes_the_topics_of_a_restarted_memory_broker_and_goes_on(
     private_services: EmbeddedServices, model_dir: Path, corpus: Path, tmp_path: Path
 ) -> None:
@@ -119,11 +125,12 @@ def test_a_worker_remakes_the_topics_of_a_restarted_memory_broker_and_goes_on(
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open: a worker busy across the restart survives and decides most items sent "
-    "after it, but 2 of 60 were missed in one run of three (a rebalance after the positions "
-    "were forgotten seeks to committed offsets; not settled), and when a client's metadata "
-    "request re-makes the items topic first it has tansu's 4 partitions, of which the worker "
-    "read 2",
+    reason="open (issue 13): a worker busy across the restart survives, but when a client's "
+    "metadata request re-makes the items topic first it has tansu's 4 partitions, and the "
+    "worker reads 2 of them: 33 of 60 items missed, 2 runs of 2. Its metadata refresh after "
+    "the restart (forget_positions) does see 4 and rejoins, yet the assignment stays {0-1}. "
+    "Earlier, 2 of 60 missed in 1 run of 3 (a rebalance seeking to offsets committed on the "
+    "restarted broker; offset 0 is committed since, not reproduced here)",
 )
 def test_a_busy_worker_survives_a_broker_restart_and_decides_what_comes_after(
     private_services: EmbeddedServices, model_dir: Path, corpus: Path, tmp_path: Path
@@ -162,10 +169,11 @@ def test_a_busy_worker_survives_a_broker_restart_and_decides_what_comes_after(
         after = items[sent : sent + 60]
         asyncio.run(replay_items(bootstrap, topics.items, after))
         ids = {i.item_id for i in after}
-        decided = _decided(bootstrap, topics.decisions, ids, timeout_s=90)
+        # 60 items take a few seconds to decide; an item the worker skipped never comes
+        decided = _decided(bootstrap, topics.decisions, ids, timeout_s=30)
         assert decided == ids, (
             f"{len(ids - decided)} of {len(ids)} items sent after the restart never decided; "
-            f"topics {_topics(bootstrap)}; {log_lines(log)[-5:]}"
+            f"topics {_topics(bootstrap)}; {_story(log)}"
         )
         assert worker.process.poll() is None, log_lines(log)[-5:]  # no exit, no restart
     finally:
