@@ -1,6 +1,9 @@
 """The console's background work: review requests from ``moderation.review.requested`` into the
 queue (a consumer group of its own, from the earliest offset, committed after Redis took them),
-labels out of the outbox once their undo time is over, and expired requests closed."""
+labels out of the outbox once their undo time is over, and expired requests closed. A broker or
+Redis error in sending or sweeping is logged and tried again; anything else ends the task, and
+`borderline console` then exits non-zero (a supervisor restarts it) rather than serve without
+its background work."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from streams.console.metrics import ConsoleMetrics
 from streams.console.outbox import LabelOutbox
@@ -55,7 +60,7 @@ class Background:
             try:
                 sent = await self.outbox.send_due(now=self.clock())
                 self.metrics.labels_sent.inc(len(sent))
-            except Exception:  # the broker or Redis: said, and tried again (at-least-once)
+            except (OSError, RedisError, KafkaError):  # said, and tried again (at-least-once)
                 log.exception("labels not sent yet; retrying")
                 await asyncio.sleep(1.0)
             await asyncio.sleep(self.send_every_s)
@@ -73,6 +78,6 @@ class Background:
                 oldest = await self.queue.oldest(policy)
                 self.metrics.queue_open.set(sum(depth.values()))
                 self.metrics.oldest_request_age.set(0 if oldest is None else now - oldest)
-            except Exception:
+            except (OSError, RedisError):
                 log.exception("expiry sweep failed; retrying")
             await asyncio.sleep(self.expire_every_s)

@@ -117,7 +117,13 @@ async def _run(settings: Settings, host: str, port: int) -> None:
     ]
     try:
         log.info("console on http://%s:%d", host, port)
-        await server.serve()
+        serving = asyncio.create_task(server.serve())
+        done, _ = await asyncio.wait([serving, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if serving not in done:  # background work died: stop loudly, a supervisor restarts us
+            server.should_exit = True
+            await serving
+            for task in done:
+                task.result()
     finally:
         for task in tasks:
             task.cancel()
