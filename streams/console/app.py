@@ -7,16 +7,15 @@ escaped the templates' autoescape)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streams.console import api, pages
 from streams.console.web import HERE, Console
@@ -29,26 +28,49 @@ CSP = (
 )
 
 
-class _Headers(BaseHTTPMiddleware):
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class _Headers:
+    """Security headers on every response, and the request duration by route kind (a plain
+    ASGI middleware: Starlette's BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
         route = (
             "api"
             if path.startswith("/api/")
-            else ("static" if path.startswith("/static/") else "page")
+            else "static"
+            if path.startswith("/static/")
+            else "page"
         )
-        console: Console = request.app.state.console
-        console.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        if route != "static":
-            response.headers["Cache-Control"] = "no-store"
-        return response
+        started = time.perf_counter()
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + _SECURITY_HEADERS
+                if route != "static":
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_headers)
+        finally:
+            console: Console = scope["app"].state.console
+            console.metrics.request_seconds.labels(route=route).observe(
+                time.perf_counter() - started
+            )
 
 
 async def healthz(request: Request) -> Response:

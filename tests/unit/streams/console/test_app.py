@@ -111,7 +111,10 @@ def test_nothing_without_a_session_or_token(app: App) -> None:
     assert app.client.get("/api/v1/stats").status_code == 401
     # open: health, metrics, the schema, sign-in
     assert app.client.get("/healthz").text == "ok"
-    assert "borderline_review_requests_expired_total" in app.client.get("/metrics").text
+    metrics = app.client.get("/metrics").text
+    assert "borderline_review_requests_expired_total" in metrics
+    assert 'borderline_console_request_seconds_count{route="page"}' in metrics
+    assert app.client.get("/healthz").headers["x-content-type-options"] == "nosniff"
     assert "/api/v1/tasks/next" in app.client.get("/api/v1/openapi.json").json()["paths"]
 
 
