@@ -39,9 +39,10 @@ LOOP_REVIEW: dict[str, Any] = {
     "audit_rate": 0.1,
     "min_shared": 8,
 }
-# The trainer's candidates in these tests see about 300 examples in training (3 epochs at least,
-# as in the product), not the product's 600: what is under test is that the loop closes (a
-# candidate trained, gated, promoted or refused), in half the optimiser steps.
+# The trainer's candidates in these tests aim at 300 examples seen in training, not the
+# product's 600 (`candidate_epochs`): what is under test is that the loop closes (a candidate
+# trained, gated, promoted or refused). It shortens small training sets only: 86 labels train 3
+# epochs instead of 7 (test_gate); from about 200 labels on both sit at the 3-epoch floor.
 LOOP_TRAINING: dict[str, Any] = {"train_examples": 300}
 
 
