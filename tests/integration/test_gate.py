@@ -186,11 +186,14 @@ def test_a_good_promoted_adapter_is_not_rolled_back_while_hard_labels_arrive(
     good = _copy_of_boot(model_dir, tmp_path / "good", f"good-{prefix}")
     scorer = Scorer.from_dir(model_dir, threads=2)
     scorer.load_adapter(boot.adapter_id, boot.path)
-    pool = sample(read_jsonl(corpus), 240, seed=73)
-    said = decisions(scorer, boot.adapter_id, [i.text for i in pool])
-    truth = ["violating" if i.label else "benign" for i in pool]
-    audited = pool[:80]  # a uniform draw: the adapter is good here
-    hard = [i for i, d, t in zip(pool[80:], said[80:], truth[80:], strict=True) if d != t]
+    data = read_jsonl(corpus)
+    audited = sample(data, 40, seed=73)  # a uniform draw: the adapter is good here
+    # promotional mail that is still benign under v1: where the bootstrap model errs most
+    drawn = {i.item_id for i in audited}
+    promo = [i for i in data if i.item_id.startswith("hard-ham") and i.item_id not in drawn]
+    said = decisions(scorer, boot.adapter_id, [i.text for i in promo])
+    truth = ["violating" if i.label else "benign" for i in promo]
+    hard = [i for i, d, t in zip(promo, said, truth, strict=True) if d != t]
     gate = GateConfig(min_kappa=0.6, margin=0.02, min_eval_items=30)
     print(f"{len(audited)} audit-drawn items, {len(hard)} hard items the model got wrong")
 
@@ -226,6 +229,6 @@ def test_a_good_promoted_adapter_is_not_rolled_back_while_hard_labels_arrive(
             return out, await registry.active("v1")
 
     out, final = asyncio.run(run())
-    assert len(hard) >= 8, "the sample should hold items the bootstrap model gets wrong"
+    assert len(hard) >= 15, "the bootstrap model should get some promotional mail wrong"
     assert out is None, out
     assert final is not None and (final.adapter_id, final.action) == (good.adapter_id, "promote")
