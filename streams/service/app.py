@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import faust
-from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.service.metrics import Metrics
@@ -250,9 +249,8 @@ async def forget_positions(app: faust.App) -> None:
     faust keeps each partition's last read offset in memory and drops any message below it
     (a redelivery, it assumes); a restarted memory broker starts every partition at 0 again, so
     without this a worker would skip as many new items as it had read before. Its partitions are
-    sought to 0 and their acked and committed offsets forgotten, and the broker is told
-    (`_tell_the_broker`). On a broker that lost a topic without restarting, this re-reads what
-    it still holds: duplicates (at-least-once), no loss."""
+    sought to 0 and their acked and committed offsets forgotten. On a broker that lost a topic
+    without restarting, this re-reads what it still holds: duplicates (at-least-once), no loss."""
     consumer: Any = app.consumer
     assigned = sorted(consumer.assignment())
     for tp in assigned:
@@ -260,24 +258,7 @@ async def forget_positions(app: faust.App) -> None:
             table.pop(tp, None)
         consumer._committed_offset.pop(tp, None)
         await consumer.seek(tp, 0)  # also forgets the read offset
-    await _tell_the_broker(consumer._thread, assigned)
     log.warning("read positions of %d partitions forgotten: reading from 0", len(assigned))
-
-
-async def _tell_the_broker(thread: Any, assigned: Sequence[Any]) -> None:
-    """Offset 0 committed for the ``assigned`` partitions, and the consumer's metadata
-    refreshed, on the consumer's own thread. A rebalance seeks to the committed offsets: one
-    that faust committed on the restarted broker before the topics were found gone would skip
-    as many new items. And a topic that a client's request re-made first has the broker's
-    default partitions: without a refresh the group keeps reading only those it knew of."""
-    kafka = thread._ensure_consumer()
-    if assigned:
-        offsets = {TopicPartition(tp.topic, tp.partition): 0 for tp in assigned}
-        try:
-            await thread.call_thread(kafka.commit, offsets)
-        except Exception as exc:  # a rebalance under way: it seeks to what the broker holds
-            log.warning("offset 0 not committed after the topics were re-made: %r", exc)
-    await thread.call_thread(kafka._client.force_metadata_update)
 
 
 class Worker(faust.Worker):
