@@ -127,10 +127,10 @@ def test_a_worker_remakes_the_topics_of_a_restarted_memory_broker_and_goes_on(
     strict=False,
     reason="open (issue 13): a worker busy across the restart survives, but when a client's "
     "metadata request re-makes the items topic first it has tansu's 4 partitions, and the "
-    "worker reads 2 of them: 33 of 60 items missed, 2 runs of 2. Its metadata refresh after "
-    "the restart (forget_positions) does see 4 and rejoins, yet the assignment stays {0-1}. "
-    "Earlier, 2 of 60 missed in 1 run of 3 (a rebalance seeking to offsets committed on the "
-    "restarted broker; offset 0 is committed since, not reproduced here)",
+    "worker reads 2 of them: 33 of 60 items missed, 2 runs of 2. Tried in forget_positions: "
+    "a metadata refresh (the group rejoined seeing 4, yet was assigned {0-1}) and committing "
+    "offset 0 (against a rebalance seeking to offsets committed on the restarted broker, once "
+    "2 of 60 missed; it broke the idle-worker case above), both reverted",
 )
 def test_a_busy_worker_survives_a_broker_restart_and_decides_what_comes_after(
     private_services: EmbeddedServices, model_dir: Path, corpus: Path, tmp_path: Path
