@@ -116,9 +116,7 @@ class Collector:
                         f"reviewer {label.reviewer_id!r} is not registered "
                         "(borderline reviewers add ID)",
                     )
-                refused = await self._retry(
-                    "redis", partial(self.admission.refusal, label, now=self.clock())
-                )
+                refused = await self._refusal(label)
                 if refused is not None:
                     raise refused
             except MessageError as exc:
@@ -153,6 +151,17 @@ class Collector:
             self._since_recompute = 0
             await self._retry("redis", self.recompute)  # recomputed from scratch: idempotent
         return result
+
+    async def _refusal(self, label: ReviewLabel) -> MessageError | None:
+        """The admission's answer. A refusal is asked again after the store guard looked: one
+        read from a Redis that came back empty in the middle of the batch (no keys, no
+        requests yet) is rebuilt first, not dead-lettered."""
+        ask = partial(self.admission.refusal, label, now=self.clock())
+        refused: MessageError | None = await self._retry("redis", ask)
+        if refused is not None and self.guard is not None:
+            await self._ensure_store()
+            refused = await self._retry("redis", ask)
+        return refused
 
     async def _ensure_store(self) -> None:
         """Before storing labels: a store that is not marked complete (Redis restarted empty,

@@ -24,7 +24,7 @@ from streams.service.admission import LabelAdmission
 from streams.service.collect import Collector, CollectResult
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
-from streams.wire.messages import DeadLetter, decode
+from streams.wire.messages import DeadLetter, ReviewLabel, decode
 from streams.wire.settings import PolicySettings
 from tests.unit.streams.service.test_collect import TOPICS, FakeRoutings, FakeSink
 
@@ -294,3 +294,44 @@ def test_the_store_lists_every_request_of_an_item(run_redis: Any, prefix: str) -
 def test_the_collector_handles_a_batch_in_one_event_loop() -> None:
     # guard against a fake that would hide an un-awaited coroutine: handle is a coroutine
     assert asyncio.iscoroutinefunction(Collector.handle)
+
+
+def test_a_refusal_read_from_a_redis_that_came_back_empty_is_asked_again_after_the_guard(
+    run_redis: Any, prefix: str
+) -> None:
+    """Redis restarted empty in the middle of a batch: the label's key is not there when it is
+    checked; the guard rebuilds the store (here: puts the nonce back) and the label is stored."""
+
+    @dataclass
+    class Guard:
+        redis: Redis
+        nonce: str
+        asked: int = 0
+
+        async def ensure(self) -> str | None:
+            self.asked += 1  # the first look is before the batch, when Redis still had it all
+            if (
+                self.asked > 1
+                and await self.redis.hget(f"{prefix}:reviewers:keys", "alice") is None
+            ):
+                await self.redis.hset(f"{prefix}:reviewers:keys", "alice", self.nonce)
+                return "no epoch marker"
+            return None
+
+    async def body(redis: Redis) -> tuple[list[str], int]:
+        world = await _world(redis, prefix)
+        nonce = await world.keys.nonce_of("alice")
+        assert nonce is not None
+        guard = Guard(redis, nonce)
+        world.collector.guard = guard  # type: ignore[assignment]
+        await redis.hdel(f"{prefix}:reviewers:keys", "alice")  # lost with Redis, mid-batch
+        world.collector.guard = None
+        label = _record(_signed(world.alice, _doc()))
+        assert (await world.collector._refusal(decode(label.value, ReviewLabel))) is not None
+        world.collector.guard = guard  # type: ignore[assignment]
+        result = await world.collector.handle([label])
+        return [lab.reviewer_id for lab in result.stored], guard.asked
+
+    stored, asked = run_redis(body)
+    assert stored == ["alice"]
+    assert asked == 2  # before the batch, and after the refusal: rebuilt, asked again, stored
