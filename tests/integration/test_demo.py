@@ -73,6 +73,10 @@ def marker() -> Iterator[str]:
             os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -147,6 +151,9 @@ def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path, marker: 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # a terminal of its own: Ctrl-C reaches its process group
+        # as from a terminal: a test session started in the background (`cmd &` in a script)
+        # inherits SIGINT ignored, and Python then leaves it ignored (the demo ran on for 120 s)
+        preexec_fn=_sigint_default,
     )
     try:
         wait_until(
