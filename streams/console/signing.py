@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from adapters.labels.admission import LabelClaim, sign_label
 from streams.console.outbox import LabelSigner
+from streams.service.admission import signed
 from streams.wire.messages import ReviewLabel
 
 __all__ = ["KeyRing", "keyed_signer"]
@@ -21,21 +21,9 @@ class KeyRing(Protocol):
     async def ensure(self, reviewer_ids: Iterable[str]) -> dict[str, bytes]: ...
 
 
-def claim_of(label: ReviewLabel) -> LabelClaim:
-    return LabelClaim(
-        item_id=label.item_id,
-        reviewer_id=label.reviewer_id,
-        label=label.label,
-        policy_version=label.policy_version,
-        request_id=label.request_id,
-        labeled_at=label.labeled_at,
-        schema_version=label.schema_version,
-    )
-
-
 def keyed_signer(keys: KeyRing) -> LabelSigner:
     async def sign(label: ReviewLabel) -> ReviewLabel:
         key = (await keys.ensure([label.reviewer_id]))[label.reviewer_id]
-        return label.model_copy(update={"signature": sign_label(key, claim_of(label))})
+        return signed(label, key)
 
     return sign

@@ -7,7 +7,8 @@ from redis.asyncio import Redis
 
 from adapters.labels.admission import signature_valid
 from adapters.labels.keyring import ReviewerKeys
-from streams.console.signing import claim_of, keyed_signer
+from streams.console.signing import keyed_signer
+from streams.service.admission import claim_of
 from streams.wire.messages import ReviewLabel
 from tests.unit.conftest import RunRedis
 
