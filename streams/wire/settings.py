@@ -214,6 +214,9 @@ class GateSettings(BaseModel):
     rollback_cooldown_s: float = Field(
         default=60.0, ge=0, description="no promotion this soon after a promotion or rollback"
     )
+    lease_ttl_s: float = Field(
+        default=30.0, gt=0, description="the one-trainer lease in Redis lapses this long unrenewed"
+    )
 
 
 class AdapterSettings(BaseModel):
@@ -231,8 +234,19 @@ class AdapterSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    """/metrics, /healthz and /readyz of every process, on one port."""
+
     port: int = Field(default=9464, ge=0, le=65535, description="Prometheus endpoint; 0=off")
     host: str = "127.0.0.1"
+    stuck_after_s: float = Field(
+        default=300.0, gt=0, description="/healthz fails: lag > 0 and no progress for this long"
+    )
+    trainer_stuck_after_s: float = Field(
+        default=3600.0, gt=0, description="/healthz of the trainer fails: one step this long"
+    )
+    lag_interval_s: float = Field(
+        default=5.0, gt=0, description="consumer lag read from the broker every so often"
+    )
 
 
 class ServicesSettings(BaseModel):
