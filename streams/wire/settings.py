@@ -21,6 +21,7 @@ from streams.wire.topics import TopicNames
 
 __all__ = [
     "AdapterSettings",
+    "CacheSettings",
     "ConsoleSettings",
     "DriftSettings",
     "GateSettings",
@@ -92,6 +93,19 @@ class WorkerSettings(BaseModel):
     )
     adapter_poll_s: float = Field(
         default=2.0, gt=0, description="registry poll, besides its pub/sub channel"
+    )
+
+
+class CacheSettings(BaseModel):
+    """The decision cache of classify workers (``streams.service.shared_cache``): repeated
+    creatives are decided once per adapter and policy version, in process and through Redis."""
+
+    enabled: bool = Field(default=True, description="off: every item is scored by the model")
+    max_items: int = Field(default=20_000, ge=1, description="in-process entries at most")
+    max_bytes: int = Field(default=48 * 2**20, ge=1024, description="in-process bytes at most")
+    redis_ttl_s: int = Field(default=24 * 3600, ge=1, description="shared entries live this long")
+    redis_timeout_s: float = Field(
+        default=0.05, gt=0, le=5, description="a shared lookup slower than this is a miss"
     )
 
 
@@ -290,6 +304,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
