@@ -2,10 +2,22 @@
 units, ``_total`` counters, ``_seconds`` durations, low-cardinality labels (never an item id).
 
 Metrics live on a `Metrics` object built once per process on its own registry and passed in, so
-tests can build as many as they like.
+tests can build as many as they like. The same port answers ``/healthz`` (liveness: 503 when the
+process is stuck) and ``/readyz`` (readiness), decided by `streams.service.health` on the
+process's `Progress`; the server runs on its own thread, so it answers what the event loop last
+wrote, not whether the loop still runs.
 """
 
 from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,10 +27,12 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 
-__all__ = ["Metrics", "serve_metrics"]
+from streams.service.health import Progress, liveness, readiness, report
+
+__all__ = ["Health", "Metrics", "serve_metrics"]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SCORING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -34,6 +48,39 @@ class Metrics:
         self._stream(r)
         self._review(r)
         self._adaptation(r)
+        self._cache(r)
+
+    def _cache(self, r: CollectorRegistry) -> None:
+        """The decision cache of repeated creatives (`streams.service.shared_cache`)."""
+        self.cache_hits = Counter(
+            "borderline_decision_cache_hits_total",
+            "Items decided from the decision cache, by tier (memory, redis, batch: a twin in the "
+            "same batch)",
+            ["tier"],
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "borderline_decision_cache_misses_total", "Items the model had to score", registry=r
+        )
+        self.cache_evictions = Counter(
+            "borderline_decision_cache_evictions_total",
+            "Entries the in-process cache dropped to stay within its bounds",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "borderline_decision_cache_bytes", "Bytes held by the in-process cache", registry=r
+        )
+        self.cache_redis_failures = Counter(
+            "borderline_decision_cache_redis_failures_total",
+            "Shared-cache reads or writes that failed or timed out (the items were scored)",
+            ["operation"],
+            registry=r,
+        )
+        self.review_twins = Counter(
+            "borderline_review_twins_skipped_total",
+            "Cached items not sent to review because an item with the same text already was",
+            registry=r,
+        )
 
     def _stream(self, r: CollectorRegistry) -> None:
         """The classify stream: decisions, dead letters, batches, latency, lag, retries, the
@@ -64,8 +111,9 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "borderline_consumer_lag_messages",
-            "Messages behind the end of the log, per partition",
-            ["topic", "partition"],
+            "Messages between a consumer group's committed offset and the end of the log, per "
+            "partition, read from the broker (every process reports its own group)",
+            ["group", "topic", "partition"],
             registry=r,
         )
         self.retries = Counter(
@@ -214,18 +262,61 @@ class Metrics:
             registry=r,
         )
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Serve /metrics on a background thread; return the bound port (port 0 picks one)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1", health: Health | None = None) -> int:
+        """Serve /metrics (and /healthz, /readyz when ``health`` is given) on a background
+        thread; return the bound port (port 0 picks one)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if health is not None and path in ("/healthz", "/readyz"):
+                status, body = health.answer(path)
+                start_response(status, [("Content-Type", "application/json")])
+                return [body]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return int(server.server_port)
 
 
-def serve_metrics(port: int, host: str, what: str) -> Metrics:
-    """A process's `Metrics`, served on ``host:port`` unless the port is 0 (off)."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
+        pass
+
+
+@dataclass
+class Health:
+    """A process's `Progress` and its stuck window, answered over HTTP (200 or 503, JSON)."""
+
+    progress: Progress
+    stuck_after_s: float
+    clock: Callable[[], float] = field(default=time.time)
+
+    def answer(self, path: str) -> tuple[str, bytes]:
+        now = self.clock()
+        if path == "/readyz":
+            ok = readiness(self.progress).ok
+        else:
+            ok = liveness(self.progress, now=now, stuck_after_s=self.stuck_after_s).ok
+        body = report(self.progress, now=now, stuck_after_s=self.stuck_after_s)
+        status = "200 OK" if ok else "503 Service Unavailable"
+        return status, json.dumps(body).encode()
+
+
+def serve_metrics(port: int, host: str, what: str, health: Health | None = None) -> Metrics:
+    """A process's `Metrics`, served on ``host:port`` unless the port is 0 (off), with its
+    ``/healthz`` and ``/readyz`` when ``health`` is given."""
     import logging
 
     metrics = Metrics()
     if port:
-        bound = metrics.serve(port, host)
-        logging.getLogger(__name__).info("%s metrics on http://%s:%d/metrics", what, host, bound)
+        bound = metrics.serve(port, host, health)
+        logging.getLogger(__name__).info(
+            "%s metrics on http://%s:%d/metrics (/healthz, /readyz)", what, host, bound
+        )
     return metrics
