@@ -17,6 +17,13 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.wire.security import (
+    KafkaProtocol,
+    SaslMechanism,
+    SecuredConnection,
+    kafka_problem,
+    redis_problem,
+)
 from streams.wire.topics import TopicNames
 
 __all__ = [
@@ -55,7 +62,7 @@ class SettingsError(ValueError):
     """A setting that does not exist or does not validate; the message names the variable."""
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(SecuredConnection):
     bootstrap_servers: str | None = Field(
         default=None,
         description="host:port[,host:port]; unset means the embedded broker is used",
@@ -72,14 +79,29 @@ class KafkaSettings(BaseModel):
     fetch_max_wait_s: float = Field(
         default=0.05, gt=0, le=10, description="longest a fetch may wait on the broker"
     )
+    security_protocol: KafkaProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*; unset: PLAIN)"
+    )
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def security_problem(self) -> str | None:
+        return kafka_problem(self)
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(SecuredConnection):
     url: SecretStr | None = Field(
-        default=None, description="redis://[:password@]host:port/db; unset means embedded"
+        default=None, description="redis[s]://[:password@]host:port/db; unset means embedded"
     )
     key_prefix: str = Field(default="borderline", min_length=1)
     review_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    password: SecretStr | None = Field(default=None, description="or in the URL, not both")
+
+    def security_problem(self) -> str | None:
+        return redis_problem(self)
 
 
 class WorkerSettings(BaseModel):
