@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from adapters.review.routing import route
+from adapters.review.window import audit_draw
 from models.errors import BorderlineError
 from models.scorer import ScoreBatch
 from streams.service.curate import Curator
@@ -30,6 +31,7 @@ from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.service.retry import InfrastructureError, Retrying, RetryPolicy
 from streams.service.serving import ServingState
+from streams.service.shared_cache import CachedScores, DecisionCache, TwinLedger
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
     DeadLetter,
@@ -91,9 +93,13 @@ class Classifier:
         clock: Callable[[], float] = time.time,
         on_scored: Callable[[ScoreBatch], Awaitable[None]] | None = None,
         retry: Retrying | None = None,
+        cache: DecisionCache | None = None,
+        twins: TwinLedger | None = None,
     ) -> None:
         """``retry``: the process's retry policy (`streams.service.retry`); without one, a call
-        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
+        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests).
+        ``cache``: the decision cache (None: every item is scored); ``twins``: the curator's
+        ledger, told which cached items may be left out of review for their text."""
         self.model = model
         self.executor = executor
         self.sink = sink
@@ -108,6 +114,8 @@ class Classifier:
         )
         self.clock = clock
         self.on_scored = on_scored
+        self.cache = cache
+        self.twins = twins
 
     @property
     def state(self) -> ServingState:
@@ -157,6 +165,36 @@ class Classifier:
             loop = asyncio.get_running_loop()
             batch = await loop.run_in_executor(self.executor, self.model.score, texts, adapter_id)
         return batch, time.perf_counter() - started
+
+    async def _scores(self, texts: list[str], state: ServingState) -> CachedScores:
+        """The batch's scores: from the cache where it holds them, else from the model."""
+        adapter_id = state.adapter_id
+        if self.cache is None:
+            batch, scoring_s = await self._score(texts, adapter_id)
+            return CachedScores(batch, scoring_s, [False] * len(texts), [])
+        return await self.cache.scores(
+            texts,
+            model=self.model.model_version,
+            adapter=adapter_id,
+            policy=state.policy_version,
+            score=lambda chosen: self._score(chosen, adapter_id),
+        )
+
+    def _expect_twins(self, items: list[IncomingItem], scores: CachedScores) -> None:
+        """Tell the review ledger which cached items may stay out of review because their text
+        already went: never an audit draw (its sample must stay random)."""
+        if self.twins is None or not scores.hashes:
+            return
+        ids = [i.item_id for i in items]
+        drawn = audit_draw(ids, rate=self.curator.audit_rate, seed=self.curator.seed)
+        self.twins.expect(
+            dict(zip(ids, scores.hashes, strict=True)),
+            {
+                item_id
+                for item_id, cached, draw in zip(ids, scores.cached, drawn, strict=True)
+                if cached and not draw
+            },
+        )
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
         """Process one batch end to end; returns only after every output was delivered.
@@ -210,7 +248,8 @@ class Classifier:
         state = self._state  # the whole batch is decided with this one
         policy = state.routing
         if items:
-            batch, scoring_s = await self._score([i.text for i in items], state.adapter_id)
+            scores = await self._scores([i.text for i in items], state)
+            batch, scoring_s = scores.batch, scores.scoring_s
             now = self.clock()
             violating = batch.violating()
             for row, item in enumerate(items):
@@ -227,11 +266,13 @@ class Classifier:
                         adapter_version=batch.adapter_id,
                         policy_version=policy.version,
                         latency_s=latency,
-                        scoring_s=round(scoring_s, 6),
+                        scoring_s=0.0 if scores.cached[row] else round(scoring_s, 6),
                         decided_at=now,
                         worker=self.worker,
+                        cached=scores.cached[row],
                     )
                 )
+            self._expect_twins(items, scores)
             before = self.curator.deduplicated
             result.review_requests = await self._retry(
                 "redis", lambda: self.curator.select(items, batch, now, policy)
@@ -240,7 +281,8 @@ class Classifier:
             if self.on_scored is not None:
                 await self.on_scored(batch)
             self.metrics.batch_size.observe(len(items))
-            self.metrics.scoring_seconds.observe(scoring_s)
+            if not all(scores.cached):
+                self.metrics.scoring_seconds.observe(scoring_s)
 
         await self._deliver(result)
         if result.review_requests:

@@ -84,6 +84,11 @@ class Decision(_Message):
     scoring_s: float = Field(description="seconds the batch that held this item took to score")
     decided_at: float
     worker: str
+    cached: bool = Field(
+        default=False,
+        description="decided from the decision cache: an item with the same normalised text was "
+        "scored under the same model, adapter and policy version (scoring_s is then 0)",
+    )
 
 
 class ReviewReason(StrEnum):
