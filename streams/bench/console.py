@@ -28,6 +28,7 @@ from streams.console.keys import ConsoleKeys
 from streams.console.users import Role, UserStore
 from streams.embedded.launcher import free_port, settings_env, start_worker
 from streams.wire.messages import ReviewReason, ReviewRequest, encode
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["bench_console"]
@@ -54,7 +55,7 @@ async def _prepare(run: Settings, reviewers: int, requests: list[ReviewRequest])
     from aiokafka import AIOKafkaProducer
 
     assert run.redis.url is not None and run.kafka.bootstrap_servers
-    redis = Redis.from_url(run.redis.url.get_secret_value())
+    redis = Redis.from_url(run.redis.url.get_secret_value(), **redis_options(run.redis))
     labels = LabelStore(redis, run.redis.key_prefix)
     users = UserStore(redis, ConsoleKeys(run.redis.key_prefix), PasswordHasher(), labels)
     tokens = []
@@ -78,7 +79,11 @@ async def _prepare(run: Settings, reviewers: int, requests: list[ReviewRequest])
         ],
     )
     await redis.aclose()
-    producer = AIOKafkaProducer(bootstrap_servers=run.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=run.kafka.bootstrap_servers,
+        acks="all",
+        **KafkaSecurity.of(run.kafka).options(),
+    )
     await producer.start()
     try:
         for r in requests:
@@ -122,7 +127,7 @@ async def _reviewer(
 
 async def _stored(run: Settings, accepted: list[tuple[str, str]], settle_s: float) -> int:
     assert run.redis.url is not None
-    redis = Redis.from_url(run.redis.url.get_secret_value())
+    redis = Redis.from_url(run.redis.url.get_secret_value(), **redis_options(run.redis))
     labels = LabelStore(redis, run.redis.key_prefix)
     deadline = time.monotonic() + settle_s
     try:

@@ -27,6 +27,7 @@ from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from streams.service.record import open_journal
 from streams.service.trust import adapter_trust
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["adapters_command", "keygen_command", "promote_by_hand"]
@@ -60,7 +61,7 @@ def _record_line(r: ActiveRecord) -> str:
 
 async def adapters_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     # a rollback goes only where workers would go: adapters that verify with their key
     trust = adapter_trust(settings) if settings.adapters.verify_key_file is not None else None
     registry = AdapterRegistry(redis, settings.redis.key_prefix, trust=trust)
@@ -69,7 +70,10 @@ async def adapters_command(args: argparse.Namespace, settings: Settings) -> int:
         assert settings.kafka.bootstrap_servers
         # recorded on the adapter topics too: the registry is rebuilt from them
         async with open_journal(
-            settings.kafka.bootstrap_servers, settings.kafka.topics, actor=_actor(args)
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            actor=_actor(args),
+            security=KafkaSecurity.of(settings.kafka),
         ) as journal:
             registry.journal = journal
             return await _run(args, settings, redis, registry, policy)

@@ -26,6 +26,7 @@ from streams.cli.setup import (
     services_command,
     topics_command,
 )
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings, SettingsError, check_environment, masked
 
 __all__ = ["main"]
@@ -113,6 +114,7 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
                 per_item=args.per_item,
                 seed=args.seed,
                 retry=Retrying.for_process(settings),
+                security=KafkaSecurity.of(settings.kafka),
             )
         )
     print(f"answered {stats.requests} requests with {stats.labels} labels")
@@ -130,7 +132,11 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         items = sample(items, min(args.items, len(items)), seed=args.seed)
     report = asyncio.run(
         replay_items(
-            settings.kafka.bootstrap_servers, settings.kafka.topics.items, items, rate=args.rate
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics.items,
+            items,
+            rate=args.rate,
+            security=KafkaSecurity.of(settings.kafka),
         )
     )
     print(f"produced {report.produced} items in {report.seconds:.1f}s ({report.rate:.0f}/s)")

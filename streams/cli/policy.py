@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from adapters.policy.schema import Policy, PolicyError, load_policy
 from adapters.policy.store import PolicyRecord, PolicyStore
 from streams.service.publication import publish_policy
+from streams.wire.security import redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["policy_command"]
@@ -61,7 +62,7 @@ async def policy_command(args: argparse.Namespace, settings: Settings) -> int:
     """``args.action``: ``publish`` (``args.file``, optional ``args.actor``), ``show`` (optional
     ``args.version``) or ``history``."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     store = PolicyStore(redis, settings.redis.key_prefix)
     try:
         if args.action == "publish":

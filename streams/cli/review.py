@@ -20,6 +20,7 @@ from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.labels.trust import Trust, trusted_panel
 from streams.service.record import open_journal
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["review_command", "reviewers_command"]
@@ -63,7 +64,7 @@ async def _rotate(store: LabelStore, keys: ReviewerKeys, reviewer_id: str) -> in
 
 async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix = settings.redis.key_prefix
     store = LabelStore(redis, prefix)
     keys = ReviewerKeys(redis, prefix, settings.review.key_secret.get_secret_value().encode())
@@ -73,7 +74,10 @@ async def reviewers_command(args: argparse.Namespace, settings: Settings) -> int
             # recorded on the reviewer-events topic too (key nonces, never keys): the store is
             # rebuilt from it
             async with open_journal(
-                settings.kafka.bootstrap_servers, settings.kafka.topics, actor=_actor()
+                settings.kafka.bootstrap_servers,
+                settings.kafka.topics,
+                actor=_actor(),
+                security=KafkaSecurity.of(settings.kafka),
             ) as journal:
                 store.journal = keys.journal = journal
                 if args.action == "add":
@@ -153,7 +157,7 @@ def _panel_line(trust: Trust, min_panel: int) -> str:
 
 async def review_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     store = LabelStore(redis, settings.redis.key_prefix)
     policy = args.policy or settings.policy.version
     review = settings.review

@@ -8,6 +8,7 @@ import asyncio
 
 from models.errors import BorderlineError
 from streams.cli.context import connected, corpus_path
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings
 
 __all__ = ["data_command", "model_command", "schemas_command", "services_command", "topics_command"]
@@ -56,7 +57,11 @@ def topics_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "create":
         created = asyncio.run(
             ensure_topics(
-                kafka.bootstrap_servers, names, kafka.partitions, kafka.replication_factor
+                kafka.bootstrap_servers,
+                names,
+                kafka.partitions,
+                kafka.replication_factor,
+                security=KafkaSecurity.of(kafka),
             )
         )
         for name in names:

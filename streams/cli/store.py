@@ -16,6 +16,7 @@ from adapters.policy.store import PolicyStore
 from adapters.registry.store import AdapterRegistry
 from streams.service.rebuild import bootstrap_artifact, marker_key, rebuild_store, store_guard
 from streams.service.replay import StoreMarker, staleness
+from streams.wire.security import redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["ensure_store", "store_command", "summary"]
@@ -37,7 +38,7 @@ def summary(counts: Counter[str]) -> list[str]:
 async def store_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
     prefix = settings.redis.key_prefix
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     try:
         if args.action == "status":
             marker = StoreMarker.parse(await redis.get(marker_key(prefix)))
@@ -76,7 +77,7 @@ async def ensure_store(settings: Settings) -> str | None:
     """At a collector's start: rebuild the store when it is not marked complete (see
     `streams.service.rebuild.StoreGuard`); return why it was rebuilt (None: it was not)."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     try:
         return await store_guard(settings, redis).ensure()
     finally:

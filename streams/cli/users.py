@@ -21,6 +21,7 @@ from streams.console.audit import AuditLog
 from streams.console.keys import ConsoleKeys
 from streams.console.users import Role, UserStore
 from streams.service.record import open_journal
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["read_password", "users_command"]
@@ -46,7 +47,7 @@ def read_password(
 
 async def users_command(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     labels = LabelStore(redis, settings.redis.key_prefix)
     keys = ConsoleKeys(settings.redis.key_prefix)
     users = UserStore(redis, keys, PasswordHasher(), labels)
@@ -56,7 +57,10 @@ async def users_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "add":
             password = read_password(args.password_stdin, sys.stdin)
             async with open_journal(
-                settings.kafka.bootstrap_servers, settings.kafka.topics, actor=actor
+                settings.kafka.bootstrap_servers,
+                settings.kafka.topics,
+                actor=actor,
+                security=KafkaSecurity.of(settings.kafka),
             ) as journal:
                 labels.journal = journal  # the reviewer registration goes on the record
                 user = await users.add(args.name, Role(args.role), password, now=time.time())

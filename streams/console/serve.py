@@ -32,6 +32,7 @@ from streams.console.signing import keyed_signer
 from streams.console.users import UserStore
 from streams.console.web import Console
 from streams.service.record import KafkaJournal, Producer
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["Assembled", "assemble", "serve_console"]
@@ -95,14 +96,18 @@ def assemble(
 
 async def _run(settings: Settings, host: str, port: int) -> None:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
+    security = KafkaSecurity.of(settings.kafka)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", **security.options()
+    )
     consumer = AIOKafkaConsumer(
         settings.kafka.topics.review_requests,
         bootstrap_servers=settings.kafka.bootstrap_servers,
         group_id=f"{settings.kafka.app_id}-console",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **security.options(),
     )
     await producer.start()
     await consumer.start()

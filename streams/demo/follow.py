@@ -30,6 +30,7 @@ from streams.demo.state import ACTOR, DemoOptions, DemoState, GateVerdict
 from streams.embedded.launcher import WorkerProcess
 from streams.service.publication import publish_policy
 from streams.service.reader import open_reader
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 SAMPLE_EVERY_S = 2.0
@@ -82,7 +83,7 @@ async def _follow(
     """Redis (labels, agreement, registry, gate reports, policy) and the processes' /metrics,
     every couple of seconds; one timeline sample each time."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix = settings.redis.key_prefix
     store = LabelStore(redis, prefix)
     registry = AdapterRegistry(redis, prefix)
@@ -192,7 +193,8 @@ async def drive(
     kinds = _kinds(settings)
     # positioned at the end before anything is produced: on shared services, nothing from an
     # earlier run is counted and nothing from this one is missed
-    consumer = await open_reader(servers, list(kinds), from_end=True)
+    security = KafkaSecurity.of(settings.kafka)
+    consumer = await open_reader(servers, list(kinds), from_end=True, security=security)
     panel = parse_panel(options.panel)
     keys = await panel_keys(settings, [r.reviewer_id for r in panel])  # issued by `prepare`
     tasks = [
@@ -210,6 +212,7 @@ async def drive(
                 stop=stop,
                 stats=stats,
                 truth_for=policy_truth,
+                security=security,
             )
         ),
     ]
@@ -223,10 +226,14 @@ async def drive(
     async def produce() -> None:
         split = round(len(stream) * options.change_at) if v2 is not None else len(stream)
         topic = settings.kafka.topics.items
-        await replay_items(servers, topic, stream[:split], rate=options.rate, on_sent=sent(0))
+        await replay_items(
+            servers, topic, stream[:split], rate=options.rate, on_sent=sent(0), security=security
+        )
         if v2 is not None:
             assert settings.redis.url is not None
-            redis = Redis.from_url(settings.redis.url.get_secret_value())
+            redis = Redis.from_url(
+                settings.redis.url.get_secret_value(), **redis_options(settings.redis)
+            )
             try:
                 store = PolicyStore(redis, settings.redis.key_prefix)
                 await publish_policy(settings, store, v2, ACTOR)
@@ -235,7 +242,9 @@ async def drive(
             state.policy_events.append((state.now(), v2.version))
             console.print(f"[{state.now():5.0f}s] published policy {v2.version}: {v2.description}")
             rest = stream[split:]
-            await replay_items(servers, topic, rest, rate=options.rate, on_sent=sent(split))
+            await replay_items(
+                servers, topic, rest, rate=options.rate, on_sent=sent(split), security=security
+            )
 
     producer = asyncio.create_task(produce())
     view = Live(state.table(truth), console=console, refresh_per_second=2) if options.live else None

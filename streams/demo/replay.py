@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from adapters.labels.dataset import LabeledItem
 from streams.wire.messages import IncomingItem, encode
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["ReplayReport", "replay_items", "replay_raw"]
 
@@ -35,10 +36,13 @@ async def replay_raw(
     *,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ReplayReport:
     """Produce (key, value) records, at ``rate`` per second when given; wait for delivery.
     ``on_sent(count)`` follows progress (records handed to the producer so far)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, **security.options()
+    )
     await producer.start()
     started = time.perf_counter()
     count = 0
@@ -71,6 +75,7 @@ async def replay_items(
     rate: float | None = None,
     clock: Callable[[], float] = time.time,
     on_sent: Callable[[int], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ReplayReport:
     """Produce labelled items as `IncomingItem`s (the label stays behind: the stream is blind)."""
 
@@ -79,4 +84,6 @@ async def replay_items(
             message = IncomingItem(item_id=item.item_id, text=item.text, produced_at=clock())
             yield item.item_id.encode(), encode(message)
 
-    return await replay_raw(bootstrap_servers, topic, records(), rate=rate, on_sent=on_sent)
+    return await replay_raw(
+        bootstrap_servers, topic, records(), rate=rate, on_sent=on_sent, security=security
+    )

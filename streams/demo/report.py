@@ -16,8 +16,10 @@ from adapters.adapt.estimate import draw_weight, estimate_kappa
 from adapters.labels.consensus import consensus
 from adapters.labels.store import LabeledExample, LabelStore
 from adapters.registry.store import AdapterRegistry
+from adapters.review.opinions import labels_per_item
 from models.scorer import Scorer
 from streams.service.trainer import judge_live
+from streams.wire.security import redis_options
 from streams.wire.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ async def final_figures(
     audit draws of the policy they were made under; keeps the consensus labels on ``state`` for
     the plots and returns the audit weights (``audit_items``) for them."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix = settings.redis.key_prefix
     store = LabelStore(redis, prefix)
     registry = AdapterRegistry(redis, prefix)
@@ -56,8 +58,12 @@ async def final_figures(
     try:
         excluded = await store.excluded()
         audit: dict[str, dict[str, float]] = {}
+        spent = labelled = 0
         for version in {v for _, v in state.policy_events} | {state.policy}:
-            state.consensus[version] = consensus_labels(await store.all_votes(version), excluded)
+            votes = await store.all_votes(version)
+            spent += sum(len(v) for v in votes.values())
+            labelled += sum(1 for v in votes.values() if v)
+            state.consensus[version] = consensus_labels(votes, excluded)
             audit[version] = await audit_weights(store, version, rate)
         labels = state.consensus.get(state.policy, {})
         drawn = sorted(i for i in audit.get(state.policy, {}) if i in labels)
@@ -72,6 +78,8 @@ async def final_figures(
             "eval_items": len(evaluation),
             "kappa_before": None,
             "final_kappa": None,
+            # expert labels stored per labelled item, every policy (second opinions included)
+            "labels_per_item": labels_per_item(spent, labelled),
         }
         if evaluation:
             scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)

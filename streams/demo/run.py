@@ -45,6 +45,7 @@ from streams.demo.reviewers import start_console
 from streams.demo.setup import compose_stream, demo_settings, ensure_model, prepare
 from streams.demo.state import DemoOptions, DemoState
 from streams.embedded.launcher import WorkerProcess, free_port, start_worker
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
@@ -174,6 +175,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                     settings.kafka.bootstrap_servers,
                     settings.kafka.topics.all(),
                     settings.kafka.partitions,
+                    security=KafkaSecurity.of(settings.kafka),
                 )
             )
             if settings.worker.scorer_threads == 0:  # one core's worth each

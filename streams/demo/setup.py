@@ -21,6 +21,7 @@ from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ManifestError, ModelManifest
 from streams.demo.state import ACTOR, BOOTSTRAP_HOLDOUT, BOOTSTRAP_TRAIN
 from streams.service.publication import publish_policy
+from streams.wire.security import redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["DEMO_SETTINGS", "compose_stream"]
@@ -108,7 +109,7 @@ async def prepare(settings: Settings, policy: Policy, reviewers: list[str]) -> s
     """Publish v1, make the bootstrap adapter serve it, register the panel and give each of its
     reviewers a signing key; the adapter id."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix = settings.redis.key_prefix
     try:
         await publish_policy(settings, PolicyStore(redis, prefix), policy, ACTOR)

@@ -16,6 +16,7 @@ from adapters.policy.message import to_message
 from adapters.policy.schema import Policy, PolicyError
 from adapters.policy.store import PolicyRecord, PolicyStore, Publication
 from streams.wire.messages import PolicyRecorded, PolicyUpdate, encode
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.settings import Settings
 
 __all__ = ["announce", "policy_record", "publish_policy"]
@@ -25,12 +26,18 @@ SEND_TIMEOUT_S = 30.0
 
 
 async def announce(
-    bootstrap_servers: str, messages: list[tuple[str, bytes, PolicyUpdate | PolicyRecorded]]
+    bootstrap_servers: str,
+    messages: list[tuple[str, bytes, PolicyUpdate | PolicyRecorded]],
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> tuple[int, int]:
     """Produce each (topic, key, message) in turn; wait until every in-sync replica has each.
     Returns the (partition, offset) of the last."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", request_timeout_ms=15_000
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        request_timeout_ms=15_000,
+        **security.options(),
     )
     topic = messages[0][0]
     try:
@@ -79,5 +86,6 @@ async def publish_policy(
             (topics.policy_records, key, policy_record(policy, publication.record)),
             (topics.policy_updates, key, message),
         ],
+        security=KafkaSecurity.of(settings.kafka),
     )
     return publication, partition, offset

@@ -11,11 +11,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.wire.security import PLAINTEXT, KafkaSecurity
+
 __all__ = ["open_reader", "read_recent", "read_topic"]
 
 
 async def open_reader(
-    bootstrap_servers: str, topics: Sequence[str], *, from_end: bool = False
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    *,
+    from_end: bool = False,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AIOKafkaConsumer:
     """A started consumer that reads every partition of ``topics`` from the beginning, or only
     what arrives after this call (``from_end``: the end offsets are fixed before it returns).
@@ -25,6 +31,7 @@ async def open_reader(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
+        **security.options(),
     )
     await consumer.start()
     try:
@@ -47,9 +54,11 @@ async def open_reader(
     return consumer
 
 
-async def read_recent(bootstrap_servers: str, topic: str, n: int) -> list[dict[str, Any]]:
+async def read_recent(
+    bootstrap_servers: str, topic: str, n: int, *, security: KafkaSecurity = PLAINTEXT
+) -> list[dict[str, Any]]:
     """The last ``n`` messages of ``topic`` (about n / partitions from each partition)."""
-    consumer = await open_reader(bootstrap_servers, [topic])
+    consumer = await open_reader(bootstrap_servers, [topic], security=security)
     try:
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
@@ -81,10 +90,11 @@ async def read_topic(
     until: Callable[[list[dict[str, Any]]], bool],
     timeout_s: float,
     idle_s: float | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[dict[str, Any]]:
     """Read a topic from the beginning (own throwaway group) until ``until(messages)`` holds,
     ``timeout_s`` passes, or (with ``idle_s``) nothing new arrives for that long."""
-    consumer = await open_reader(bootstrap_servers, [topic])
+    consumer = await open_reader(bootstrap_servers, [topic], security=security)
     messages: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

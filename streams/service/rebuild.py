@@ -59,6 +59,7 @@ from streams.wire.messages import (
     ReviewRequest,
     decode,
 )
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames
 
@@ -86,7 +87,11 @@ def record_topics(topics: TopicNames) -> list[str]:
 
 
 async def read_topics(
-    bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 60.0
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    *,
+    timeout_s: float = 60.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[list[Recorded]]:
     """Every record of ``topics`` from the beginning to at least the end they had when reading
     began (whole fetched batches: see below), one list per partition, in ``topics`` order. No
@@ -98,6 +103,7 @@ async def read_topics(
         max_partition_fetch_bytes=FETCH_BYTES,
         fetch_max_bytes=FETCH_BYTES,
         request_timeout_ms=int(timeout_s * 1000),
+        **security.options(),
     )
     await consumer.start()
     try:
@@ -336,7 +342,9 @@ async def rebuild_store(
     """Read the record and replay it into ``redis``; mark the store complete. Returns what was
     done (``kind:outcome`` counts) and the marker written. ``settings``: the label admission's
     (key secret, default policy, skew)."""
-    partitions = await read_topics(bootstrap_servers, record_topics(topics))
+    partitions = await read_topics(
+        bootstrap_servers, record_topics(topics), security=KafkaSecurity.of(settings.kafka)
+    )
     with tempfile.TemporaryDirectory(prefix="borderline-rebuild-") as scratch:
         rebuilder = Rebuilder(
             redis,

@@ -26,6 +26,7 @@ from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterManif
 from adapters.registry.signing import SIGNATURE_FILE
 from adapters.registry.store import ActiveRecord
 from streams.wire.messages import AdapterActivated, AdapterRegistered, ReviewerEvent, encode
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.topics import TopicNames
 
 __all__ = ["KafkaJournal", "Producer", "activation", "open_journal"]
@@ -129,8 +130,9 @@ class _StartedOnUse:
     """An aiokafka producer started on its first send: a command records after Redis took the
     change, so an unreachable Redis is reported as such, before any broker is contacted."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, security: KafkaSecurity) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.producer: AIOKafkaProducer | None = None
 
     async def send_and_wait(
@@ -142,6 +144,7 @@ class _StartedOnUse:
                 acks="all",
                 request_timeout_ms=SEND_TIMEOUT_MS,
                 max_request_size=MAX_REQUEST_BYTES,
+                **self.security.options(),
             )
             try:
                 await producer.start()
@@ -158,11 +161,15 @@ class _StartedOnUse:
 
 @asynccontextmanager
 async def open_journal(
-    bootstrap_servers: str, topics: TopicNames, *, actor: str = ""
+    bootstrap_servers: str,
+    topics: TopicNames,
+    *,
+    actor: str = "",
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AsyncIterator[KafkaJournal]:
     """A journal over a producer of its own (started when first needed, stopped on the way
     out): for commands."""
-    producer = _StartedOnUse(bootstrap_servers)
+    producer = _StartedOnUse(bootstrap_servers, security)
     try:
         yield KafkaJournal(producer, topics, actor=actor)
     finally:

@@ -8,11 +8,13 @@ broker still down is an outage like any other."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaClient
 
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.topics import ensure_topics
 
 __all__ = ["TopicWatch", "missing_topics"]
@@ -33,12 +35,6 @@ def missing_topics(expected: Sequence[str], present: Collection[str]) -> list[st
     return [topic for topic in expected if topic not in present]
 
 
-async def _ensure(
-    bootstrap_servers: str, topics: list[str], partitions: int, replication_factor: int
-) -> list[str]:
-    return await ensure_topics(bootstrap_servers, topics, partitions, replication_factor)
-
-
 class TopicWatch:
     """Re-create the process's topics when the broker lost them. Call it periodically; it raises
     what the broker raises (the caller retries). ``ensure`` creates topics (`ensure_topics`)."""
@@ -51,7 +47,8 @@ class TopicWatch:
         replication_factor: int = 1,
         *,
         timeout_s: float = 10.0,
-        ensure: Ensure = _ensure,
+        ensure: Ensure | None = None,
+        security: KafkaSecurity = PLAINTEXT,
         on_recreated: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -59,7 +56,8 @@ class TopicWatch:
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.timeout_ms = int(timeout_s * 1000)
-        self.ensure = ensure
+        self.ensure = ensure or functools.partial(ensure_topics, security=security)
+        self.security = security
         self.on_recreated = on_recreated  # e.g. forget read positions on the restarted broker
         self.recreated = 0  # how many times topics were found gone and made again
         self._client: AIOKafkaClient | None = None
@@ -68,7 +66,9 @@ class TopicWatch:
         """The topics the broker reports now (one metadata request for all topics)."""
         if self._client is None:
             client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap_servers, request_timeout_ms=self.timeout_ms
+                bootstrap_servers=self.bootstrap_servers,
+                request_timeout_ms=self.timeout_ms,
+                **self.security.options(),
             )
             try:
                 await client.bootstrap()

@@ -40,6 +40,7 @@ from streams.service.record import KafkaJournal
 from streams.service.retry import Retrying
 from streams.service.trust import signing_key, signing_verdicts, trainer_trust
 from streams.wire.messages import AdapterEvent, encode
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings
 
 __all__ = [
@@ -291,7 +292,11 @@ class ScorerLab:
             self.retry,
             "kafka",
             functools.partial(
-                read_recent, kafka.bootstrap_servers, kafka.topics.items, RECENT_ITEMS
+                read_recent,
+                kafka.bootstrap_servers,
+                kafka.topics.items,
+                RECENT_ITEMS,
+                security=KafkaSecurity.of(kafka),
             ),
         )
         texts = [m["text"] for m in recent if isinstance(m.get("text"), str)]
@@ -358,6 +363,7 @@ async def _started_producer(bootstrap_servers: str, settings: Settings) -> AIOKa
         bootstrap_servers=bootstrap_servers,
         acks="all",
         request_timeout_ms=int(settings.resilience.call_timeout_s * 1000),
+        **KafkaSecurity.of(settings.kafka).options(),
     )
     try:
         await producer.start()

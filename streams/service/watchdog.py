@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaClient
 from redis.asyncio import Redis
 
 from streams.service.retry import Retrying
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.settings import Settings
 
 __all__ = ["BrokerProbe", "Watchdog", "probe_interval"]
@@ -53,7 +54,11 @@ class Watchdog:
         pace `probe_interval` sets for the outage budget."""
         assert settings.kafka.bootstrap_servers
         resilience = settings.resilience
-        broker = BrokerProbe(settings.kafka.bootstrap_servers, timeout_s=resilience.call_timeout_s)
+        broker = BrokerProbe(
+            settings.kafka.bootstrap_servers,
+            timeout_s=resilience.call_timeout_s,
+            security=KafkaSecurity.of(settings.kafka),
+        )
         return cls(
             {"kafka": broker, "redis": redis.ping},
             retry,
@@ -78,8 +83,11 @@ class BrokerProbe:
     """A metadata request to the broker, over one client kept for it (made on first use, in
     the process's event loop; made again if it could not connect at all)."""
 
-    def __init__(self, bootstrap_servers: str, *, timeout_s: float) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, timeout_s: float, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.timeout_ms = int(timeout_s * 1000)
         self.client: AIOKafkaClient | None = None
 
@@ -88,7 +96,9 @@ class BrokerProbe:
             await self.client.fetch_all_metadata()
             return
         client = AIOKafkaClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=self.timeout_ms
+            bootstrap_servers=self.bootstrap_servers,
+            request_timeout_ms=self.timeout_ms,
+            **self.security.options(),
         )
         try:
             await client.bootstrap()

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from models.errors import BorderlineError
+from streams.wire.security import PLAINTEXT, KafkaSecurity
 
 __all__ = ["DLQ_SUFFIX", "TopicError", "TopicNames", "ensure_topics"]
 
@@ -79,9 +80,13 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the ones created. Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **security.options()
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         existing = set(await admin.list_topics())
