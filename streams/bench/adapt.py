@@ -26,7 +26,12 @@ from streams.wire.settings import Settings
 
 __all__ = ["bench_adapt", "time_lora_update"]
 
-TARGETS = {"labels_to_promotion": 300, "kappa_after": 0.8, "lora_update_s_400x3": 60.0}
+TARGETS = {
+    "labels_to_promotion": 300,
+    "kappa_after": 0.8,
+    "lora_update_s_400x3": 60.0,
+    "labels_per_item": 1.6,
+}
 
 
 def time_lora_update(
@@ -98,6 +103,7 @@ def bench_adapt(
         "eval_items": summary.get("eval_items"),
         "expert_ceiling": summary.get("expert_pairwise_kappa"),
         "rollbacks": summary.get("rollbacks"),
+        "labels_per_item": summary.get("labels_per_item"),
         "gate_kappa_at_promotion": summary.get("gate_kappa_at_promotion"),
         "incumbent_kappa_at_promotion": summary.get("incumbent_kappa_at_promotion"),
         "expert_pairwise_kappa": summary.get("expert_pairwise_kappa"),
@@ -130,6 +136,7 @@ def bench_adapt(
         <= TARGETS["labels_to_promotion"],
         "kappa_after": (figures["kappa_after"] or -1.0) >= TARGETS["kappa_after"],
         "lora_update_s_400x3": figures["lora_update_s_400x3"] <= TARGETS["lora_update_s_400x3"],
+        "labels_per_item": (figures["labels_per_item"] or 10.0) <= TARGETS["labels_per_item"],
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(figures, indent=2) + "\n")
@@ -141,6 +148,7 @@ def bench_adapt(
         "kappa_after_audit_ci",
         "kappa_after_to_ceiling",
         "rollbacks",
+        "labels_per_item",
         "eval_items",
         "gate_kappa_at_promotion",
         "lora_update_s_400x3",

@@ -101,7 +101,7 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     keys = asyncio.run(panel_keys(settings, ids, register=args.register, record_as="panel"))
     print(
         f"SIMULATED expert panel: {', '.join(r.reviewer_id for r in panel)} "
-        f"({args.per_item} per item); Ctrl-C to stop"
+        f"({args.per_item or 'as requested'} per item); Ctrl-C to stop"
     )
     with throttled_logs(settings.resilience.log_interval_s):  # an outage said once per interval
         stats = asyncio.run(

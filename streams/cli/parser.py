@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     panel = sub.add_parser("panel", help="SIMULATION: answer review requests from ground truth")
     panel.add_argument("--data", type=_existing_file, default=None, help="labelled JSONL")
     panel.add_argument("--reviewers", default=None, help="id:error_rate[:delay_s],...")
-    panel.add_argument("--per-item", type=_positive_int, default=2)
+    panel.add_argument(
+        "--per-item", type=_positive_int, default=None, help="default: what each request asks"
+    )
     panel.add_argument("--seed", type=int, default=0)
     panel.add_argument("--register", action="store_true", help="register the simulated ids")
 

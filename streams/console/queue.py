@@ -160,7 +160,7 @@ class TaskQueue:
         for the same item, a second opinion, raises the opinions wanted)."""
         v, item = request.policy_version, request.item_id
         task = self.keys.task(v, item)
-        wanted = max(self.opinions, len(request.already_labeled_by) + 1)
+        wanted = max(self.opinions, request.opinions, len(request.already_labeled_by) + 1)
         current = await self.redis.hget(task, "wanted")
         if current is not None:
             wanted = max(wanted, int(current))

@@ -1,6 +1,8 @@
 """SIMULATION ONLY: `borderline panel` runs a simulated expert panel as a plain Kafka client.
-It reads review requests, gives each to ``per_item`` simulated reviewers (a second-opinion
-request to one who has not labelled the item), and produces their labels after their delays.
+It reads review requests, gives each to as many simulated reviewers as the request asks
+(``opinions``: two for audit draws and the overlap sample, else one; ``per_item`` overrides it;
+a second-opinion request goes to one who has not labelled the item), and produces their labels
+after their delays.
 Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_for``), so a policy
 change can flip what the experts say. Each label is signed with its reviewer's key
 (`adapters.labels.admission.sign_label`), as any Kafka client of a reviewer must: the collector
@@ -38,10 +40,11 @@ from streams.service.retry import Retrying, RetryPolicy
 from streams.service.watchdog import probe_interval
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, decode, encode
+from streams.wire.security import PLAINTEXT, KafkaSecurity, redis_options
 from streams.wire.settings import ResilienceSettings, Settings
 from streams.wire.topics import TopicNames
 
-__all__ = ["PanelStats", "load_truth", "panel_keys", "run_simulated_panel"]
+__all__ = ["PanelStats", "load_truth", "opinions_for", "panel_keys", "run_simulated_panel"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,14 @@ async def run_simulated_panel(
     *,
     keys: Mapping[str, bytes],
     labels: Sequence[str] = ("benign", "violating"),
-    per_item: int = 2,
+    per_item: int | None = None,
     seed: int = 0,
     stop: asyncio.Event | None = None,
     truth_for: Callable[[str, str, str], str] | None = None,
     stats: PanelStats | None = None,
     group_id: str | None = None,
     retry: Retrying | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> PanelStats:
     """Answer review requests until ``stop`` is set. ``keys``: each reviewer's signing key
     (`adapters.labels.keyring.ReviewerKeys.ensure`; a reviewer without one sends unsigned
@@ -90,6 +94,7 @@ async def run_simulated_panel(
         topics.review_requests,
         group_id or f"simulated-panel-{uuid.uuid4().hex[:6]}",
         retry,
+        security,
     )
     due: list[tuple[float, int, ReviewLabel]] = []  # (when, tie-break, label)
     counter = 0
@@ -126,7 +131,7 @@ async def run_simulated_panel(
                         if truth_for
                         else corpus_label
                     )
-                    count = 1 if request.reason is ReviewReason.SECOND_OPINION else per_item
+                    count = opinions_for(request, per_item)
                     for reviewer in choose_reviewers(
                         panel, count=count, rng=rng, exclude=request.already_labeled_by
                     ):
@@ -165,7 +170,7 @@ async def panel_keys(
     without one (``register``: registering them first). ``record_as``: the actor under which
     registrations and keys are recorded on the reviewer-events topic (None: not recorded)."""
     assert settings.redis.url is not None
-    redis = Redis.from_url(settings.redis.url.get_secret_value())
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix, secret = settings.redis.key_prefix, settings.review.key_secret
     try:
         store = LabelStore(redis, prefix)
@@ -176,7 +181,10 @@ async def panel_keys(
             return await keys.ensure(reviewer_ids)
         assert settings.kafka.bootstrap_servers
         async with open_journal(
-            settings.kafka.bootstrap_servers, settings.kafka.topics, actor=record_as
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            actor=record_as,
+            security=KafkaSecurity.of(settings.kafka),
         ) as journal:
             store.journal = keys.journal = journal
             if register:
@@ -186,6 +194,14 @@ async def panel_keys(
         await redis.aclose()
 
 
+def opinions_for(request: ReviewRequest, per_item: int | None) -> int:
+    """Reviewers the panel gives ``request`` to: one for a second-opinion request, else
+    ``per_item`` when set, else the opinions the request asks for."""
+    if request.reason is ReviewReason.SECOND_OPINION:
+        return 1
+    return request.opinions if per_item is None else per_item
+
+
 def _signed(label: ReviewLabel, keys: Mapping[str, bytes]) -> ReviewLabel:
     """``label`` signed with its reviewer's key (unsigned when the reviewer has none)."""
     key = keys.get(label.reviewer_id)
@@ -193,7 +209,7 @@ def _signed(label: ReviewLabel, keys: Mapping[str, bytes]) -> ReviewLabel:
 
 
 async def _open(
-    bootstrap_servers: str, topic: str, group: str, retry: Retrying
+    bootstrap_servers: str, topic: str, group: str, retry: Retrying, security: KafkaSecurity
 ) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """The panel's consumer of ``topic`` and its producer, started under the retry policy."""
     # starting joins the group, which takes seconds when all is well: the budget bounds it
@@ -206,6 +222,7 @@ async def _open(
                 group_id=group,
                 auto_offset_reset="earliest",
                 fetch_max_wait_ms=100,
+                **security.options(),
             )
         ),
         attempt_timeout_s=retry.policy.budget_s,
@@ -213,7 +230,11 @@ async def _open(
     try:
         producer = await retry(
             "kafka",
-            lambda: _started(AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")),
+            lambda: _started(
+                AIOKafkaProducer(
+                    bootstrap_servers=bootstrap_servers, acks="all", **security.options()
+                )
+            ),
         )
     except BaseException:
         await _stop(consumer)

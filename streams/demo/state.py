@@ -58,7 +58,7 @@ class DemoOptions:
     change_at: float = 0.25  # share of the stream replayed before v2 is published
     promo_share: float = 0.2  # share of promotional mail (hard-ham) in the stream
     panel: str = DEFAULT_PANEL
-    per_item: int = 2  # reviewers per request (disagreements get a further opinion)
+    per_item: int | None = None  # reviewers per request; None: as many as the request asks
     # the gate's knobs: None takes the setting (BORDERLINE_GATE__MIN_KAPPA, ...)
     min_kappa: float | None = None
     margin: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,8 +20,9 @@ from typing import Protocol
 
 from adapters.labels.agreement import expert_ceiling
 from adapters.labels.consensus import consensus, needs_another_opinion
-from adapters.labels.store import LabelStore
+from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.labels.trust import MIN_PANEL, trusted_panel
+from adapters.review.opinions import OVERLAP_RATE, first_opinions, wants_second_opinion
 from adapters.review.routing import RoutingPolicy
 from streams.service.admission import Admission
 from streams.service.metrics import Metrics
@@ -77,6 +79,8 @@ class Collector:
         on_feedback: Callable[[list[bool]], Awaitable[None]] | None = None,
         retry: Retrying | None = None,
         guard: StoreGuard | None = None,
+        overlap_rate: float = OVERLAP_RATE,
+        seed: int = 0,
     ) -> None:
         """``admission``: what a label must satisfy to be stored (`LabelAdmission`).
         ``retry``: the process's retry policy (`streams.service.retry`); without one, a call
@@ -101,6 +105,9 @@ class Collector:
         self.on_feedback = on_feedback
         self._settled: set[tuple[str, str]] = set()
         self.guard = guard
+        self.overlap_rate = overlap_rate  # the curator's: which requests asked for two
+        self.seed = seed
+        self.history: Counter[str] = Counter()  # labels per reviewer, recounted at recompute
 
     async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
         await self._ensure_store()
@@ -136,6 +143,7 @@ class Collector:
                 ),
             )
             if outcome == "stored":
+                self.history[label.reviewer_id] += 1
                 result.stored.append(label)
                 touched[(label.policy_version, label.item_id)] = label
             else:
@@ -178,12 +186,15 @@ class Collector:
             votes: dict[str, str] = await self._retry(
                 "redis", partial(self.store.votes, policy, item_id)
             )
-            if not needs_another_opinion(votes, exclude=excluded):
+            disagree = needs_another_opinion(votes, exclude=excluded)
+            if not disagree and len(votes) != 1:
                 continue
             reviewed = await self._retry("redis", partial(self.store.reviewed_items, [item_id]))
             item = reviewed.get(item_id)
             if item is None:
                 continue  # not requested through borderline: nothing to show a reviewer
+            if not disagree and not await self._check_single(policy, item_id, item, votes):
+                continue
             digest = hashlib.sha256(
                 f"{policy}\x00{item_id}\x00second\x00{len(votes)}".encode()
             ).hexdigest()
@@ -206,6 +217,23 @@ class Collector:
                 )
             )
         return out
+
+    async def _check_single(
+        self, policy: str, item_id: str, item: ReviewedItem, votes: dict[str, str]
+    ) -> bool:
+        """One opinion on an item whose request asked for one: a second when it disagrees
+        with the model's decision or its reviewer is new (`adapters.review.opinions`)."""
+        wanted = first_opinions(
+            item_id, audit_drawn=item.audit_drawn, overlap_rate=self.overlap_rate, seed=self.seed
+        )
+        if wanted > 1:
+            return False  # its other opinions were asked for with the request
+        routing = await self._retry("redis", partial(self.routings.routing, policy))
+        model = "violating" if routing.blocks(item.p_violating) else "benign"
+        excluded: set[str] = await self._retry("redis", self.store.excluded)
+        return wants_second_opinion(
+            votes, model_label=model, history=self.history, exclude=excluded
+        )
 
     async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
         """For items whose consensus just settled: did the model's decision disagree with it?"""
@@ -233,6 +261,7 @@ class Collector:
         policy only); store who is excluded. One set for all policies: measured per policy,
         the last policy measured would overwrite the others' verdict."""
         votes = await self.store.votes_every_policy()
+        self.history = Counter(r for item in votes.values() for r in item)
         cleared = await self.store.cleared()
         # peel off the worst reviewer evidently below the threshold and recompute, until none
         # is: a random reviewer drags the consensus others are measured against (trust.py)

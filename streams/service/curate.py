@@ -27,6 +27,7 @@ from adapters.labels.consensus import consensus
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.review.budget import ReviewBudget, prioritise
 from adapters.review.evidence import near_examples, nearest_labelled
+from adapters.review.opinions import OVERLAP_RATE, first_opinions
 from adapters.review.routing import RoutingPolicy
 from adapters.review.selectors import Candidate, Reason, uncertain
 from adapters.review.window import AUDIT_PRIORITY, CurationWindow, audit_draw
@@ -145,6 +146,7 @@ class Curator:
         evidence_k: int = 3,
         seed: int = 0,
         evidence_refresh_s: float = 15.0,
+        overlap_rate: float = OVERLAP_RATE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
@@ -155,6 +157,7 @@ class Curator:
         self.max_pairs = max_pairs
         self.audit_rate = audit_rate
         self.evidence_k = evidence_k
+        self.overlap_rate = overlap_rate
         self.seed = seed
         self.clock = clock
         self._since_mined = 0
@@ -279,6 +282,12 @@ class Curator:
                     requested_at=now,
                     audit_drawn=c.item_id in drawn,
                     audit_rate=self.audit_rate,
+                    opinions=first_opinions(
+                        c.item_id,
+                        audit_drawn=c.item_id in drawn,
+                        overlap_rate=self.overlap_rate,
+                        seed=self.seed,
+                    ),
                 )
             )
         return out

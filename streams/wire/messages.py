@@ -133,6 +133,13 @@ class ReviewRequest(_Message):
     audit_rate: float | None = Field(
         default=None, ge=0, le=1, description="the audit draw probability in force"
     )
+    opinions: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="expert opinions wanted: 2 for audit draws and the seeded overlap sample, "
+        "else 1 (a disagreement with the model asks for a second later)",
+    )
 
 
 class ReviewLabel(_Message):
