@@ -13,10 +13,13 @@ request), so a draw is never dropped for being uncertain or busy: the audit rate
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -30,12 +33,14 @@ from adapters.review.evidence import near_examples, nearest_labelled
 from adapters.review.opinions import OVERLAP_RATE, first_opinions
 from adapters.review.routing import RoutingPolicy
 from adapters.review.selectors import Candidate, Reason, uncertain
-from adapters.review.window import AUDIT_PRIORITY, CurationWindow, audit_draw
+from adapters.review.window import AUDIT_PRIORITY, CurationWindow, audit_draw, boundary_pairs
 from models.scorer import ScoreBatch
 from streams.service.ledger import ReviewLedger
 from streams.wire.messages import Evidence, IncomingItem, ReviewReason, ReviewRequest
 
 __all__ = ["Curator", "RedisReviewBudget", "review_request_id"]
+
+log = logging.getLogger(__name__)
 
 
 def review_request_id(policy_version: str, item_id: str, reason: str) -> str:
@@ -148,7 +153,12 @@ class Curator:
         evidence_refresh_s: float = 15.0,
         overlap_rate: float = OVERLAP_RATE,
         clock: Callable[[], float] = time.time,
+        miner: Executor | None = None,
     ) -> None:
+        """``miner``: where the window is mined for boundary pairs. None: inline, in the batch
+        that reached ``mine_every`` (tests); an executor (the worker): in the background, on a
+        snapshot of the window, the pairs joining the first batch after they are found, so no
+        batch waits for the clustering (0.3 to 0.9 s over a 1,000-item window on 2 cores)."""
         self.ledger = ledger
         self.store = store
         self.budget = budget
@@ -160,6 +170,8 @@ class Curator:
         self.overlap_rate = overlap_rate
         self.seed = seed
         self.clock = clock
+        self.miner = miner
+        self._mining: asyncio.Future[list[Candidate]] | None = None
         self._since_mined = 0
         self._minings = 0
         size = window.size if window is not None else 0
@@ -208,16 +220,18 @@ class Curator:
         if self.window is not None:
             self.window.add(ids, batch.embeddings, p)
             self._since_mined += len(items)
-            if self._since_mined >= self.mine_every and len(self.window) >= 4:
+            candidates += self._mined()
+            due = self._since_mined >= self.mine_every and len(self.window) >= 4
+            if due and self._mining is None:
                 self._since_mined = 0
                 self._minings += 1
-                candidates += self.window.mine(  # the audit is drawn per batch, above
-                    max_pairs=self.max_pairs, audit_rate=0.0, seed=self.seed + self._minings
-                )
-                if self._examples is not None:
-                    w_ids, w_emb, w_p = self.window.snapshot()
-                    candidates += near_examples(
-                        w_ids, w_emb, w_p, self._examples, budget=2 * self.max_pairs
+                snapshot = self.window.snapshot()
+                seed, examples = self.seed + self._minings, self._examples
+                if self.miner is None:
+                    candidates += self._mine(snapshot, seed, examples)
+                else:
+                    self._mining = asyncio.get_running_loop().run_in_executor(
+                        self.miner, self._mine, snapshot, seed, examples
                     )
         candidates = [c for c in prioritise(candidates) if c.item_id in self._recent]
         if not candidates:
@@ -242,6 +256,34 @@ class Curator:
             ]
             fresh = prioritise(allowed)
         return await self._requests(fresh, now, policy.version, drawn)
+
+    def _mine(
+        self,
+        snapshot: tuple[list[str], np.ndarray, np.ndarray],
+        seed: int,
+        examples: np.ndarray | None,
+    ) -> list[Candidate]:
+        """Boundary pairs over a snapshot of the window, and its items nearest the new policy's
+        examples (the audit is drawn per batch, in `select`). No I/O: safe on another thread."""
+        ids, x, p = snapshot
+        found = boundary_pairs(ids, x, p, max_pairs=self.max_pairs, seed=seed)
+        if examples is not None:
+            found += near_examples(ids, x, p, examples, budget=2 * self.max_pairs)
+        return found
+
+    def _mined(self) -> list[Candidate]:
+        """What the background mining found, once it has finished (a failure is logged, and
+        the next mining is due at once)."""
+        future = self._mining
+        if future is None or not future.done():
+            return []
+        self._mining = None
+        try:
+            return future.result()
+        except Exception as exc:
+            log.warning("mining the window failed: %r", exc)
+            self._since_mined = self.mine_every
+            return []
 
     async def _requests(
         self, chosen: list[Candidate], now: float, policy_version: str, drawn: set[str]
