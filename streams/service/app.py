@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.service.metrics import Metrics
 from streams.service.outage import InfrastructureError, ThrottledLogs
 from streams.service.outbox import RawRecord
 from streams.service.retry import Retrying, any_error
@@ -120,9 +119,10 @@ class BatchHandler(Protocol):
     async def handle(self, records: Sequence[RawRecord]) -> object: ...
 
 
-def make_app(settings: Settings, *, app_id: str, metrics: Metrics) -> faust.App:
+def make_app(settings: Settings, *, app_id: str) -> faust.App:
     """A faust app on the configured broker: raw bytes in and out, topics never declared (they
-    are created with their partitions before workers join), consumer lag reported."""
+    are created with their partitions before workers join). Its consumer lag is read from the
+    broker by `streams.service.progress.GroupLag`."""
     kafka = settings.kafka
     assert kafka.bootstrap_servers, "make_app needs resolved bootstrap servers"
     web_port = settings.worker.web_port
@@ -149,30 +149,7 @@ def make_app(settings: Settings, *, app_id: str, metrics: Metrics) -> faust.App:
         autodiscover=False,
     )
     app.transport_class = _transport_with_fetch_wait(int(kafka.fetch_max_wait_s * 1000))
-
-    @app.timer(5.0)
-    async def report_lag() -> None:
-        try:
-            _report_lag(app, metrics)
-        except Exception as exc:  # a gauge is not worth a process
-            log.warning("consumer lag not reported: %r", exc)
-
     return app
-
-
-def _report_lag(app: faust.App, metrics: Metrics) -> None:
-    consumer = app.consumer
-    read = getattr(consumer, "_read_offset", {})
-    for tp in consumer.assignment():
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # not fetched yet
-            continue
-        if high is None:
-            continue
-        position = read.get(tp)
-        lag = high - (position + 1 if position is not None else 0)
-        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, lag))
 
 
 def add_guarded_task(

@@ -273,7 +273,7 @@ class Metrics:
                 status, body = health.answer(path)
                 start_response(status, [("Content-Type", "application/json")])
                 return [body]
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
 
         server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

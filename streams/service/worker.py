@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -40,14 +41,17 @@ from streams.service.collect import Collector
 from streams.service.control import ControlPlane, PolicyRoutings
 from streams.service.curate import Curator, RedisReviewBudget
 from streams.service.drift_watch import DriftWatch
+from streams.service.health import Progress
 from streams.service.ledger import RedisReviewLedger
-from streams.service.metrics import Metrics, serve_metrics
+from streams.service.metrics import Health, Metrics, serve_metrics
+from streams.service.progress import GroupLag, Tracked
 from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
 from streams.service.topic_watch import TopicWatch
 from streams.service.trust import adapter_trust
 from streams.service.watchdog import Watchdog, probe_interval
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings
 from streams.wire.topics import ensure_topics
 
@@ -93,8 +97,33 @@ def _add_topic_check(app: faust.App, settings: Settings, retry: Retrying) -> Non
     add_topic_check(app, watch, interval_s=interval_s, retry=retry)
 
 
-def _serve_metrics(settings: Settings) -> Metrics:
-    return serve_metrics(settings.metrics.port, settings.metrics.host, "worker")
+def _serve_metrics(settings: Settings, progress: Progress, what: str) -> Metrics:
+    """/metrics, /healthz and /readyz on the metrics port (`streams.service.health`)."""
+    m = settings.metrics
+    return serve_metrics(m.port, m.host, what, Health(progress, m.stuck_after_s))
+
+
+def _add_lag(
+    app: faust.App, settings: Settings, group: str, topic: str, metrics: Metrics, progress: Progress
+) -> None:
+    """Every ``metrics.lag_interval_s``, the group's lag on ``topic`` from the broker's committed
+    offsets into the gauge and the progress, and whether the app holds partitions."""
+    assert settings.kafka.bootstrap_servers
+
+    def assigned() -> bool:
+        return bool(app.consumer.assignment())
+
+    lag = GroupLag(
+        settings.kafka.bootstrap_servers,
+        group,
+        [topic],
+        metrics=metrics,
+        progress=progress,
+        assigned=assigned,
+        timeout_s=settings.resilience.call_timeout_s,
+        client_options=KafkaSecurity.of(settings.kafka).options(),
+    )
+    app.timer(settings.metrics.lag_interval_s, name="consumer_lag")(lag.poll)
 
 
 def _curator(settings: Settings, redis: Redis, embedding_dim: int, state: ServingState) -> Curator:
@@ -132,12 +161,13 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     """Run until stopped. ``settings`` must name the broker and Redis (resolved by the CLI)."""
     assert settings.redis.url is not None
     worker_id = worker_id or default_worker_id()
+    progress = Progress(started_at=time.time())
+    metrics = _serve_metrics(settings, progress, "worker")
     scorer = Scorer.from_dir(
         settings.model.dir,
         max_length=settings.model.max_length,
         threads=settings.worker.scorer_threads,
     )
-    metrics = _serve_metrics(settings)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -152,7 +182,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         artifact = AdapterArtifact.load(bootstrap, expected_base=scorer.model_version)
         loop.run_until_complete(registry.register(artifact))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
-    app = make_app(settings, app_id=settings.kafka.app_id, metrics=metrics)
+    app = make_app(settings, app_id=settings.kafka.app_id)
     drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     configured = ServingState(routing_for(settings.policy), scorer.adapter_version)
     classifier = Classifier(
@@ -185,15 +215,17 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     # before any traffic: a published policy overrides the configured default, and a worker
     # that starts after a promotion serves the active adapter from its first item
     loop.run_until_complete(control.sync())
+    progress.loaded = True  # the model and the live adapter
     add_batch_agent(
         app,
         topic=settings.kafka.topics.items,
         name="classify",
-        handler=classifier,
+        handler=Tracked(classifier, progress),
         batch_max=settings.worker.batch_max_size,
         batch_wait_s=settings.worker.batch_max_wait_s,
     )
     add_guarded_task(app, control.run)  # exits once Redis outlasted the outage budget
+    _add_lag(app, settings, settings.kafka.app_id, settings.kafka.topics.items, metrics, progress)
     _add_watchdog(app, settings, redis, retry)
     _add_topic_check(app, settings, retry)
     log.info(
@@ -213,13 +245,15 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     """Run the label collector until stopped."""
     assert settings.redis.url is not None
     worker_id = worker_id or f"collector-{default_worker_id()}"
-    metrics = _serve_metrics(settings)
+    progress = Progress(started_at=time.time())
+    metrics = _serve_metrics(settings, progress, "collector")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     redis = open_redis(settings.redis.url.get_secret_value())
     retry = Retrying.for_process(settings, metrics=metrics)
     loop.run_until_complete(_prepare(settings, redis, retry))
-    app = make_app(settings, app_id=f"{settings.kafka.app_id}-collector", metrics=metrics)
+    group = f"{settings.kafka.app_id}-collector"
+    app = make_app(settings, app_id=group)
     review = settings.review
     prefix = settings.redis.key_prefix
     store = LabelStore(redis, prefix)
@@ -246,7 +280,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         app,
         topic=settings.kafka.topics.review_labels,
         name="collect",
-        handler=collector,
+        handler=Tracked(collector, progress),
         batch_max=64,
         batch_wait_s=0.1,
     )
@@ -268,6 +302,8 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         retry=retry,
         target="redis",
     )
+    progress.loaded = True  # Redis answers, the topics exist
+    _add_lag(app, settings, group, settings.kafka.topics.review_labels, metrics, progress)
     _add_watchdog(app, settings, redis, retry)
     _add_topic_check(app, settings, retry)
     log.info("collector %s on %s", worker_id, settings.kafka.topics.review_labels)

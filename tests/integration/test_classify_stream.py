@@ -121,6 +121,14 @@ def test_every_item_decided_reviews_once_and_bad_input_dead_lettered(
     assert "borderline_decision_latency_seconds_bucket" in metrics
     assert 'borderline_model_info{adapter_version="bootstrap-' in metrics
     assert "process_resident_memory_bytes" in metrics
+    # its consumer group's lag, read from the broker's committed offsets
+    assert f'borderline_consumer_lag_messages{{group="classify-{stack.tag}",' in metrics
+    # and the same port says it is alive and ready, with the progress it decided that on
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz") as health:
+        assert health.status == 200
+        body = json.loads(health.read())
+    assert body["live"] and body["ready"], body
+    assert body["last_batch_s_ago"] is not None and body["lag"] is not None, body
 
     # a redelivered item (same id produced again) is decided again but not re-requested
     again = [i for i in items if i.item_id in in_band][:3]
