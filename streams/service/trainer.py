@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +39,9 @@ from adapters.adapt.verdicts import GateRecord, TrainerStatus
 from adapters.labels.agreement import expert_ceiling
 from adapters.registry.store import RegistryError
 from models.scorer import Scorer
-from streams.service.metrics import Metrics, serve_metrics
+from streams.service.health import Progress
+from streams.service.lease import TrainerLease, lease_key
+from streams.service.metrics import Health, Metrics, serve_metrics
 from streams.service.outage import throttled_logs
 from streams.service.retry import Retrying, is_infrastructure, open_redis
 from streams.service.trainer_evidence import LiveJudge, World, look
@@ -182,6 +186,7 @@ class Trainer:
         record = record.model_copy(
             update={"decision": decision.action, "decision_reason": decision.reason}
         )
+        await self._hold_lease()  # a trainer that lost the lease neither records nor promotes
         await self.ports.verdicts.record(record)
         await self._act(world.version, candidate, report, decision)
         doc = record.model_dump()
@@ -202,6 +207,10 @@ class Trainer:
             now=self.ports.clock(),
             rules=self.config.rules,
         )
+
+    async def _hold_lease(self) -> None:
+        if self.ports.lease is not None:
+            await self.ports.lease.check()  # raises LeaseLost
 
     def _alert(self, decision: Decision) -> None:
         if decision.alert:
@@ -226,6 +235,7 @@ class Trainer:
         self, world: World, decision: Decision, live: LiveEvidence | None, state: TrainerState
     ) -> dict[str, Any] | None:
         p = self.ports
+        await self._hold_lease()
         try:
             record = await p.registry.rollback(
                 world.version, actor=ACTOR, reason=decision.reason, now=p.clock()
@@ -292,6 +302,7 @@ class Trainer:
         candidate (``wait``) stays registered, unannounced."""
         p = self.ports
         if decision.action == "promote":
+            await self._hold_lease()
             try:
                 await p.registry.promote(
                     candidate, actor=ACTOR, reason=decision.reason, now=p.clock()
@@ -362,31 +373,50 @@ async def trainer_step(
 
 
 def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False) -> None:
-    """The trainer process: its clients and ports built once, then a step every
-    ``settings.gate.interval_s`` seconds (``once``: one forced step). Broker and Redis calls
-    ride out an outage under the retry policy (untimed: training and judging take their time);
-    a step that fails on one anyway (a rollback is never repeated inside a step) is tried again
-    at the next interval, until the outage budget is spent: then one line, exit 2. A watchdog
-    probes both meanwhile, so an idle trainer notices an outage too."""
+    """The trainer process: its clients and ports built once, then, holding the one-trainer
+    lease (`streams.service.lease`; a second trainer waits for it), a step every
+    ``settings.gate.interval_s`` seconds (``once``: one forced step). A trainer that loses the
+    lease stops stepping and waits for it again. Broker and Redis calls ride out an outage under
+    the retry policy (untimed: training and judging take their time); a step that fails on one
+    anyway (a rollback is never repeated inside a step) is tried again at the next interval,
+    until the outage budget is spent: then one line, exit 2. A watchdog probes both meanwhile,
+    so an idle trainer notices an outage too. ``/healthz`` fails when one step runs longer than
+    ``settings.metrics.trainer_stuck_after_s``."""
     assert settings.redis.url is not None
     resilience = settings.resilience
 
     async def main() -> None:
         assert settings.redis.url is not None
+        # SIGTERM (Kubernetes, compose) stops as Ctrl-C does: the lease is released on the way
+        # out, so a waiting trainer takes over at once rather than after the lease's ttl
+        this = asyncio.current_task()
+        assert this is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
+        progress = Progress(started_at=time.time(), needs_partitions=False)
+        health = Health(progress, settings.metrics.trainer_stuck_after_s)
+        metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer", health)
         redis = open_redis(settings.redis.url.get_secret_value())
         scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)
-        metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer")
         retry = Retrying.for_process(settings, metrics=metrics, timed=False)
         state = TrainerState()
         out_dir = settings.worker.adapter_cache_dir / "candidates"
+        lease = TrainerLease(
+            redis, lease_key(settings.redis.key_prefix), ttl_s=settings.gate.lease_ttl_s
+        )
         try:
             async with open_ports(
-                settings, redis, scorer, out_dir=out_dir, metrics=metrics, retry=retry
+                settings, redis, scorer, out_dir=out_dir, metrics=metrics, retry=retry, lease=lease
             ) as ports:
                 trainer = Trainer(ports, config)
+                progress.loaded = True
                 print(TRAINER_READY, flush=True)
+                steps = _Steps(trainer, state, retry, settings, once, progress)
+
+                def note(text: str) -> None:
+                    progress.note = text
+
                 tasks = [
-                    asyncio.ensure_future(_steps(trainer, state, retry, settings, once)),
+                    asyncio.ensure_future(lease.serve(steps, note)),
                     asyncio.ensure_future(Watchdog.for_services(settings, redis, retry).run()),
                 ]
                 try:  # until the steps end (once) or either raises (a spent budget)
@@ -394,29 +424,44 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
                 finally:
                     for task in tasks:
                         task.cancel()
+                    # let them finish: the lease is released before Redis is closed
+                    await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await redis.aclose()
 
     with throttled_logs(resilience.log_interval_s):
-        asyncio.run(main())
-
-
-async def _steps(
-    trainer: Trainer, state: TrainerState, retry: Retrying, settings: Settings, once: bool
-) -> None:
-    while True:
         try:
-            report = await trainer.step(state, force=once)
-        except Exception as exc:
-            if not is_infrastructure(exc):
-                raise
-            retry.failed("redis", exc)  # raises once the budget is spent
-            await asyncio.sleep(settings.gate.interval_s)
-            continue
-        if report is not None:
-            print(json.dumps(report), flush=True)
-        elif once:
-            print(f"no candidate: {state.reason}", flush=True)
-        if once:
-            return
-        await asyncio.sleep(settings.gate.interval_s)
+            asyncio.run(main())
+        except asyncio.CancelledError:  # SIGTERM
+            log.info("trainer stopped")
+
+
+@dataclass
+class _Steps:
+    trainer: Trainer
+    state: TrainerState
+    retry: Retrying
+    settings: Settings
+    once: bool
+    progress: Progress
+
+    async def __call__(self) -> None:
+        while True:
+            self.progress.begin(now=time.time())
+            try:
+                report = await self.trainer.step(self.state, force=self.once)
+            except Exception as exc:
+                if not is_infrastructure(exc):
+                    raise
+                self.retry.failed("redis", exc)  # raises once the budget is spent
+                await asyncio.sleep(self.settings.gate.interval_s)
+                continue
+            finally:
+                self.progress.end(now=time.time())
+            if report is not None:
+                print(json.dumps(report), flush=True)
+            elif self.once:
+                print(f"no candidate: {self.state.reason}", flush=True)
+            if self.once:
+                return
+            await asyncio.sleep(self.settings.gate.interval_s)

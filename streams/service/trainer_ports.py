@@ -48,6 +48,7 @@ __all__ = [
     "KafkaEvents",
     "LabPort",
     "LabelPort",
+    "LeasePort",
     "PolicyPort",
     "RegistryPort",
     "ScorerLab",
@@ -107,6 +108,12 @@ class StatusPort(Protocol):
     async def set_status(self, status: TrainerStatus) -> None: ...
 
 
+class LeasePort(Protocol):
+    async def check(self) -> None:
+        """Raise `streams.service.lease.LeaseLost` unless this trainer holds the lease."""
+        ...
+
+
 class EventPort(Protocol):
     async def announce(self, event: AdapterEvent) -> None: ...
 
@@ -136,6 +143,9 @@ class LabPort(Protocol):
 
 @dataclass(frozen=True)
 class TrainerPorts:
+    """What the trainer works with; ``lease``, when given, is checked before every promotion
+    and rollback (`streams.service.lease`: one trainer at a time)."""
+
     labels: LabelPort
     policies: PolicyPort
     registry: RegistryPort
@@ -145,6 +155,7 @@ class TrainerPorts:
     clock: Callable[[], float] = field(default=time.time)
     metrics: Metrics | None = None
     status: StatusPort | None = None
+    lease: LeasePort | None = None
 
 
 async def _io(retry: Retrying | None, target: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -325,6 +336,7 @@ async def open_ports(
     out_dir: Path,
     metrics: Metrics | None = None,
     retry: Retrying | None = None,
+    lease: LeasePort | None = None,
 ) -> AsyncIterator[TrainerPorts]:
     """The trainer's ports on these clients, with the event producer started; it stops on
     exit. The Redis client stays its caller's. With ``retry``, broker and Redis calls ride out
@@ -352,6 +364,7 @@ async def open_ports(
             lab=ScorerLab(scorer, registry, settings, out_dir=out_dir, retry=retry),
             metrics=metrics,
             status=_retried(VerdictStore(redis, prefix), retry),
+            lease=lease,
         )
     finally:
         await producer.stop()
