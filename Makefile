@@ -12,7 +12,7 @@ BENCH_ITEMS ?= 1000
 # The unit layer: unit tests (the Redis stores against a private redis-server they start) and every
 # docstring example of the pure packages, each under a 60 s timeout (tests/unit/conftest.py).
 UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire \
-	streams/console streams/service/health.py
+	streams/console streams/service/health.py streams/service/decision_cache.py
 # The pure decisions, held near fully covered by the unit layer (`make coverage`).
 PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
 	adapters/labels/trust.py,$\
@@ -21,7 +21,8 @@ PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus
 	adapters/adapt/detectors.py,adapters/adapt/input_drift.py,adapters/adapt/triggers.py,$\
 	adapters/adapt/promotion.py,adapters/policy/schema.py,adapters/policy/message.py,$\
 	adapters/registry/artifact.py,adapters/registry/signing.py,$\
-	streams/service/serving.py,streams/service/health.py,streams/wire/hostile.py
+	streams/service/serving.py,streams/service/health.py,$\
+	streams/service/decision_cache.py,streams/wire/hostile.py
 PURE_COVERAGE_FLOOR := 99.5
 COVERAGE_FILE := .borderline/coverage
 

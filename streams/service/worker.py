@@ -40,14 +40,16 @@ from streams.service.classify import Classifier
 from streams.service.collect import Collector
 from streams.service.control import ControlPlane, PolicyRoutings
 from streams.service.curate import Curator, RedisReviewBudget
+from streams.service.decision_cache import DecisionLRU
 from streams.service.drift_watch import DriftWatch
 from streams.service.health import Progress
-from streams.service.ledger import RedisReviewLedger
+from streams.service.ledger import RedisReviewLedger, ReviewLedger
 from streams.service.metrics import Health, Metrics, serve_metrics
 from streams.service.progress import GroupLag, Tracked
 from streams.service.rebuild import store_guard
 from streams.service.retry import Retrying, open_redis
 from streams.service.serving import ServingState, routing_for
+from streams.service.shared_cache import DecisionCache, TwinLedger
 from streams.service.topic_watch import TopicWatch
 from streams.service.trust import adapter_trust
 from streams.service.watchdog import Watchdog, probe_interval
@@ -126,8 +128,20 @@ def _add_lag(
     app.timer(settings.metrics.lag_interval_s, name="consumer_lag")(lag.poll)
 
 
-def _curator(settings: Settings, redis: Redis, embedding_dim: int, state: ServingState) -> Curator:
-    ledger = RedisReviewLedger(redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s)
+def _curator(
+    settings: Settings, redis: Redis, embedding_dim: int, state: ServingState, metrics: Metrics
+) -> Curator:
+    ledger: ReviewLedger = RedisReviewLedger(
+        redis, settings.redis.key_prefix, settings.redis.review_dedupe_ttl_s
+    )
+    if settings.cache.enabled:  # a cached twin of a requested text is not requested again
+        ledger = TwinLedger(
+            ledger,
+            redis,
+            settings.redis.key_prefix,
+            ttl_s=settings.redis.review_dedupe_ttl_s,
+            metrics=metrics,
+        )
     store = LabelStore(redis, settings.redis.key_prefix)
     review = settings.review
     return Curator(
@@ -154,6 +168,26 @@ def _curator(settings: Settings, redis: Redis, embedding_dim: int, state: Servin
         evidence_k=review.evidence_k,
         seed=review.seed,
         evidence_refresh_s=review.evidence_refresh_s,
+        # boundary pairs are mined off the event loop: no batch waits for the clustering
+        miner=ThreadPoolExecutor(max_workers=1, thread_name_prefix="miner"),
+    )
+
+
+def _decision_cache(
+    settings: Settings, redis: Redis, metrics: Metrics, scorer: Scorer
+) -> DecisionCache | None:
+    cache = settings.cache
+    if not cache.enabled:
+        return None
+    return DecisionCache(
+        redis,
+        settings.redis.key_prefix,
+        lru=DecisionLRU(max_items=cache.max_items, max_bytes=cache.max_bytes),
+        metrics=metrics,
+        labels=scorer.labels,
+        dim=scorer.embedding_dim,
+        ttl_s=cache.redis_ttl_s,
+        timeout_s=cache.redis_timeout_s,
     )
 
 
@@ -185,11 +219,12 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
     app = make_app(settings, app_id=settings.kafka.app_id)
     drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     configured = ServingState(routing_for(settings.policy), scorer.adapter_version)
+    curator = _curator(settings, redis, scorer.embedding_dim, configured, metrics)
     classifier = Classifier(
         model=scorer,
         executor=executor,
         sink=FaustSink(app),
-        curator=_curator(settings, redis, scorer.embedding_dim, configured),
+        curator=curator,
         metrics=metrics,
         topics=settings.kafka.topics,
         state=configured,
@@ -198,6 +233,8 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         # a drift flag raised during an outage waits for Redis like the rest of the batch
         on_scored=lambda batch: retry("redis", lambda: drift.observe(batch)),
         retry=retry,
+        cache=_decision_cache(settings, redis, metrics, scorer),
+        twins=curator.ledger if isinstance(curator.ledger, TwinLedger) else None,
     )
     control = ControlPlane(
         policies=PolicyStore(redis, settings.redis.key_prefix),
