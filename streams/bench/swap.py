@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,8 @@ def bench_swap(
     figures: dict[str, Any] = {"items": len(chosen), "workers": workers, "interval_s": interval_s}
     with ExitStack() as stack:
         run, logs, _tag = isolated_run(stack, settings)
+        # the runs replay the same texts: a cache would measure itself, not the swaps
+        run = run.model_copy(update={"cache": run.cache.model_copy(update={"enabled": False})})
         run = with_embedded_keys(run)  # the workers verify what _register signs
         artifacts = _variants(settings.model.dir, logs / "adapters", adapters, seed)
         figures["mb_per_adapter"] = round(_mb_per_adapter(settings.model.dir, artifacts), 3)
@@ -197,13 +201,68 @@ def bench_swap(
         "swap_ms<=50": figures["swap_ms_max"] <= 50,
         "all_workers_s<=5": figures["all_workers_s"] <= 5,
         "throughput_ratio>=0.95": figures["throughput_ratio_during_swaps"] >= 0.95,
+        "first_decision_ms_max<=batch_ms_p50+20": figures["first_decision_ms_max"]
+        <= figures["batch_ms_p50"] + 20,
+        "late_batches==0": figures["late_batches"] == 0,
     }
     return figures
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch as its decisions show it: when it started scoring, when it was decided."""
+
+    worker: str
+    adapter: str
+    started: float
+    decided: float
+
+
+def _batches(decisions: list[dict[str, Any]]) -> dict[str, list[_Batch]]:
+    """Each worker's batches in order (a batch's decisions share ``decided_at``; cached items,
+    whose ``scoring_s`` is 0, take their batch's start from its scored items)."""
+    grouped: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for d in decisions:
+        grouped.setdefault((d["worker"], d["decided_at"]), []).append(d)
+    out: dict[str, list[_Batch]] = {}
+    for (worker, decided), group in grouped.items():
+        scoring = max(d["scoring_s"] for d in group)
+        out.setdefault(worker, []).append(
+            _Batch(worker, group[0]["adapter_version"], decided - scoring, decided)
+        )
+    for batches in out.values():
+        batches.sort(key=lambda b: b.started)
+    return out
+
+
+def _received(procs: list[WorkerProcess]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(worker, adapter) -> every (received, activation seconds) the worker logged for it."""
+    out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for proc in procs:
+        for match in _RECEIVED.finditer(proc.log.read_text(errors="replace")):
+            worker, adapter, ms, at = match.groups()
+            out.setdefault((worker, adapter), []).append((float(at), float(ms) / 1000.0))
+    return out
+
+
+def _p(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
 
 
 def _latencies(
     run: Settings, procs: list[WorkerProcess], promotions: list[tuple[str, float]]
 ) -> dict[str, Any]:
+    """Per promotion and worker, from the decisions and the workers' swap log lines:
+
+    - ``first_decision_ms``: the announcement (the promote call) to the start of the first batch
+      decided on the new adapter (its decisions come out ``scoring_s`` later: ``..._out_ms``);
+    - ``notice_ms``: announcement to the worker hearing of it; activation: the worker's own
+      fetch, verify, load and switch; ``wait_ms``: switched to that first batch's start;
+    - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while busy),
+      what the batch in flight can cost a swap at most;
+    - ``late_batches``: batches that started after the switch and still used the old adapter
+      (a swap that waited for a second batch); it must be 0.
+    """
     assert run.kafka.bootstrap_servers
     decisions = asyncio.run(
         read_topic(
@@ -214,46 +273,72 @@ def _latencies(
             idle_s=3,
         )
     )
-    received: dict[tuple[str, str], list[float]] = {}
-    activation_ms: list[float] = []
-    for proc in procs:
-        for match in _RECEIVED.finditer(proc.log.read_text(errors="replace")):
-            worker, adapter, ms, at = match.groups()
-            received.setdefault((worker, adapter), []).append(float(at))
-            activation_ms.append(float(ms))
-    swap_ms, all_workers = [], []
-    for (adapter, promoted_at), nxt in zip(
-        promotions, [*promotions[1:], (None, float("inf"))], strict=True
-    ):
-        window_end = nxt[1]
+    return swap_figures(decisions, _received(procs), promotions, [proc.worker_id for proc in procs])
+
+
+def swap_figures(
+    decisions: list[dict[str, Any]],
+    received: dict[tuple[str, str], list[tuple[float, float]]],
+    promotions: list[tuple[str, float]],
+    workers: list[str],
+) -> dict[str, Any]:
+    """The figures of `_latencies` from the decisions (as read from the topic), what each worker
+    logged of each adapter it switched to (received at, activation seconds) and the promotions
+    (adapter, announced at)."""
+    batches = _batches(decisions)
+    first_ms, out_ms, notice_ms, wait_ms, swap_ms, all_workers = [], [], [], [], [], []
+    activation_ms = [a * 1000.0 for v in received.values() for _, a in v]
+    late = 0
+    windows = zip(promotions, [*promotions[1:], (None, float("inf"))], strict=True)
+    for (adapter, promoted_at), (_next, next_at) in windows:
         firsts = []
-        for proc in procs:
-            served = [
-                d
-                for d in decisions
-                if d["worker"] == proc.worker_id
-                and d["adapter_version"] == adapter
-                and promoted_at <= d["decided_at"] < window_end + 5
+        for worker in workers:
+            mine = batches.get(worker, [])
+            on_new = [
+                b for b in mine if b.adapter == adapter and promoted_at <= b.started < next_at
             ]
-            if not served:
+            if not on_new:
                 continue
-            first = min(served, key=lambda d: d["decided_at"])
-            firsts.append(first["decided_at"])
-            batch_start = first["decided_at"] - first["scoring_s"]
-            times = [t for t in received.get((proc.worker_id, adapter), []) if t >= promoted_at]
-            if times:
-                swap_ms.append((batch_start - min(times)) * 1000.0)
-        if len(firsts) == len(procs):
+            first = on_new[0]
+            firsts.append(first.decided)
+            first_ms.append((first.started - promoted_at) * 1000.0)
+            out_ms.append((first.decided - promoted_at) * 1000.0)
+            heard = [r for r in received.get((worker, adapter), []) if r[0] >= promoted_at]
+            if not heard:
+                continue
+            at, activation = min(heard)
+            switched = at + activation
+            notice_ms.append((at - promoted_at) * 1000.0)
+            wait_ms.append((first.started - switched) * 1000.0)
+            swap_ms.append((first.started - at) * 1000.0)
+            late += sum(1 for b in mine if switched < b.started < first.started)
+        if len(firsts) == len(workers):
             all_workers.append(max(firsts) - promoted_at)
-    if not swap_ms or not all_workers:
+    cycles = [
+        (b.started - a.started) * 1000.0
+        for mine in batches.values()
+        for a, b in itertools.pairwise(mine)
+        if b.started - a.started < 1.0  # busy: the next batch was waiting
+    ]
+    if not first_ms or not all_workers or not swap_ms:
         raise RuntimeError("no swap could be measured: were decisions made during the swaps?")
     swaps = np.maximum(np.array(swap_ms), 0.0)
     return {
+        "first_decision_ms_p50": _p(first_ms, 50),
+        "first_decision_ms_max": round(max(first_ms), 2),
+        "first_decision_out_ms_p50": _p(out_ms, 50),
+        "first_decision_out_ms_max": round(max(out_ms), 2),
+        "batch_ms_p50": _p(cycles, 50),
+        "notice_ms_p50": _p(notice_ms, 50),
+        "notice_ms_max": round(max(notice_ms), 2),
+        "wait_ms_p50": _p(wait_ms, 50),
+        "wait_ms_max": round(max(wait_ms), 2),
+        "late_batches": late,
         "swap_ms_p50": round(float(np.percentile(swaps, 50)), 2),
         "swap_ms_max": round(float(swaps.max()), 2),
-        "swaps_measured": len(swap_ms),
+        "swaps_measured": len(first_ms),
         # inside the swap alone: fetch from Redis, verify, load, activate
-        "activation_ms_p50": round(float(np.percentile(activation_ms, 50)), 2),
+        "activation_ms_p50": _p(activation_ms, 50),
         "activation_ms_max": round(float(max(activation_ms)), 2),
         "all_workers_s": round(float(max(all_workers)), 3),
         "all_workers_s_p50": round(float(np.percentile(all_workers, 50)), 3),

@@ -1,0 +1,76 @@
+"""Unit tests for the figures of `borderline bench swap` (streams.bench.swap.swap_figures) on a
+made-up timeline: two workers, two promotions, batches of known starts and ends; what the first
+decision, the batch cycle and the decomposition of a swap (notice, activation, wait) come to, and
+a batch that started after the switch on the old adapter counted as late."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.bench.swap import swap_figures
+
+T0 = 1_700_000_000.0
+
+
+def _batch(
+    worker: str, adapter: str, start: float, scoring: float, n: int = 2
+) -> list[dict[str, Any]]:
+    decided = T0 + start + scoring
+    return [
+        {
+            "worker": worker,
+            "adapter_version": adapter,
+            "decided_at": decided,
+            "scoring_s": scoring if k else 0.0,  # a cached item says 0; its batch does not
+        }
+        for k in range(n)
+    ]
+
+
+def _timeline(late: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    # w1: batches every 0.1 s; the promotion of a1 at 0.25 s lands during the batch of 0.2 s
+    for start in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]:
+        adapter = "a0" if start < 0.3 else ("a1" if start < 0.6 else "a2")
+        out += _batch("w1", adapter, start, 0.08)
+    # w2: its first batch on a1 starts at 0.35 s; with `late`, the one at 0.32 s still had a0
+    for start in [0.02, 0.12, 0.22, *([0.32] if late else []), 0.35, 0.45, 0.62]:
+        adapter = "a0" if start < 0.33 else ("a1" if start < 0.6 else "a2")
+        out += _batch("w2", adapter, start, 0.08)
+    return out
+
+
+RECEIVED = {
+    ("w1", "a1"): [(T0 + 0.26, 0.005)],
+    ("w2", "a1"): [(T0 + 0.27, 0.004)],
+    ("w1", "a2"): [(T0 + 0.56, 0.005)],
+    ("w2", "a2"): [(T0 + 0.57, 0.005)],
+}
+PROMOTIONS = [("a1", T0 + 0.25), ("a2", T0 + 0.55)]
+
+
+def test_first_decision_batch_cycle_and_the_parts_of_a_swap() -> None:
+    f = swap_figures(_timeline(late=False), RECEIVED, PROMOTIONS, ["w1", "w2"])
+    # a1: w1 starts on it at 0.30 (50 ms after the announcement), w2 at 0.35 (100 ms);
+    # a2: w1 at 0.60 (50 ms), w2 at 0.62 (70 ms)
+    assert f["first_decision_ms_p50"] == pytest.approx(60.0)
+    assert f["first_decision_ms_max"] == pytest.approx(100.0)
+    assert f["first_decision_out_ms_max"] == pytest.approx(180.0)
+    assert f["batch_ms_p50"] == pytest.approx(100.0)
+    assert f["notice_ms_max"] == pytest.approx(20.0)
+    assert f["activation_ms_max"] == pytest.approx(5.0)
+    assert f["wait_ms_max"] == pytest.approx(350 - 274)
+    assert f["late_batches"] == 0 and f["swaps_measured"] == 4
+    assert f["all_workers_s"] == pytest.approx(0.18)
+
+
+def test_a_batch_that_started_after_the_switch_on_the_old_adapter_is_late() -> None:
+    f = swap_figures(_timeline(late=True), RECEIVED, PROMOTIONS, ["w1", "w2"])
+    assert f["late_batches"] == 1
+
+
+def test_no_decision_on_a_promoted_adapter_is_an_error_not_a_figure() -> None:
+    with pytest.raises(RuntimeError, match="no swap could be measured"):
+        swap_figures(_timeline(late=False), RECEIVED, [("a9", T0 + 0.25)], ["w1", "w2"])
