@@ -316,17 +316,52 @@ def test_alerts_carry_severity_summary_description_and_runbook() -> None:
             assert alert.get("annotations", {}).get(key, "").strip(), f"{alert['alert']}: {key}"
 
 
-def test_rule_unit_tests_cover_at_least_three_alerts_firing_and_quiet() -> None:
+RULE_FILES = {  # each rules file and its promtool unit tests
+    RULES: RULES_TEST,
+    DEPLOY / "prometheus" / "console-rules.yml": DEPLOY / "prometheus" / "console-rules.test.yml",
+}
+
+
+@pytest.mark.parametrize("rules", sorted(RULE_FILES), ids=lambda p: p.name)
+def test_every_alert_is_unit_tested_firing_and_quiet(rules: Path) -> None:
+    alerts = {
+        rule["alert"]
+        for group in _load_yaml(rules)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in _load_yaml(RULES_TEST)["tests"]:
+    for case in _load_yaml(RULE_FILES[rules])["tests"]:
         for check in case.get("alert_rule_test", []):
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
-    both = firing & quiet
-    assert len(both) >= 3, f"alerts tested both firing and quiet: {sorted(both)}"
-    # the trainer's alerts read counters that are easy to get wrong (a labelled series born at 1)
-    trainer_alerts = {"BorderlineAdapterRolledBack", "BorderlineCandidatesRefused"}
-    assert trainer_alerts <= both, f"not tested both ways: {sorted(trainer_alerts - both)}"
+    assert not alerts - firing, f"never tested firing: {sorted(alerts - firing)}"
+    assert not alerts - quiet, f"never tested quiet: {sorted(alerts - quiet)}"
+    assert not (firing | quiet) - alerts, f"tests of no alert: {sorted((firing | quiet) - alerts)}"
+
+
+def test_every_process_kind_has_an_absent_alert() -> None:
+    exprs = [
+        rule["expr"]
+        for rules in RULE_FILES
+        for group in _load_yaml(rules)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    for job in [*SCRAPE_JOBS.values(), "borderline-console"]:
+        assert f'absent(up{{job="{job}"}})' in exprs, job
+
+
+def test_lag_alerts_read_only_the_workers_group() -> None:
+    lag_alerts = [r for r in _rules() if "alert" in r and "consumer_lag" in r["expr"]]
+    assert {r["alert"] for r in lag_alerts} >= {
+        "BorderlineConsumerLagHigh",
+        "BorderlineConsumerLagGrowing",
+        "BorderlineNoDecisions",
+    }
+    for rule in lag_alerts:
+        for selector in re.findall(r"consumer_lag_messages(?::sum)?(\{[^}]*\}|\b)", rule["expr"]):
+            assert 'job="borderline-workers"' in selector, (rule["alert"], rule["expr"])
 
 
 # --- metric names --------------------------------------------------------------------------------
