@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streams.console.desk import BENIGN, LabelOutcome
-from streams.console.lead import lead_stats
 from streams.console.web import Console, Viewer
 
 __all__ = ["OPENAPI", "routes"]
@@ -105,17 +104,7 @@ async def stats(request: Request) -> Response:
     console = _console(request)
     if not got.user.is_lead:
         return JSONResponse({"error": "stats are for leads"}, status_code=403)
-    policy = await console.desk.policies.active_version()
-    figures = await lead_stats(
-        policy,
-        now=console.clock(),
-        queue=console.desk.queue,
-        labels=console.labels,
-        registry=console.registry,
-        audit=console.audit,
-        min_shared=console.min_shared,
-    )
-    return JSONResponse(figures.as_json())
+    return JSONResponse((await console.lead_stats()).as_json())
 
 
 async def openapi(request: Request) -> Response:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from streams.console.keys import ConsoleKeys, text
 
@@ -24,6 +25,10 @@ class AuditEntry:
     detail: str
 
 
+def _entry(actor: str, action: str, target: str, now: float, detail: str) -> dict[str, str]:
+    return {"at": repr(now), "actor": actor, "action": action, "target": target, "detail": detail}
+
+
 @dataclass
 class AuditLog:
     redis: Redis
@@ -32,10 +37,17 @@ class AuditLog:
     async def append(
         self, actor: str, action: str, target: str, *, now: float, detail: str = ""
     ) -> str:
-        entry = {"at": repr(now), "actor": actor, "action": action, "target": target}
-        entry["detail"] = detail
-        entry_id = await self.redis.xadd(self.keys.audit, entry)  # type: ignore[arg-type]
+        entry_id = await self.redis.xadd(
+            self.keys.audit,
+            _entry(actor, action, target, now, detail),  # type: ignore[arg-type]
+        )
         return text(entry_id)
+
+    def append_in(
+        self, pipe: Pipeline, actor: str, action: str, target: str, *, now: float, detail: str = ""
+    ) -> None:
+        """The same entry, queued on a pipeline (written with the change it records)."""
+        pipe.xadd(self.keys.audit, _entry(actor, action, target, now, detail))  # type: ignore[arg-type]
 
     async def latest(self, count: int = 100) -> list[AuditEntry]:
         rows: Any = await self.redis.xrevrange(self.keys.audit, count=count)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from redis.asyncio.client import Pipeline
+
 from adapters.policy.schema import Category, Policy
 from adapters.policy.store import PolicyStore
 from models.errors import BorderlineError
@@ -62,10 +64,20 @@ class PolicyView:
     store: PolicyStore
     fallback_version: str
     fallback_category: str
+    refresh_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
     _cache: dict[str, ShownPolicy] = field(default_factory=dict)
+    _active: tuple[float, str] | None = None
 
     async def active_version(self) -> str:
-        return await self.store.active_version() or self.fallback_version
+        """The active policy's version, read from Redis at most every ``refresh_s`` (every
+        request needs it; a newly published policy is served within that time)."""
+        now = self.clock()
+        if self._active is not None and now - self._active[0] < self.refresh_s:
+            return self._active[1]
+        version = await self.store.active_version() or self.fallback_version
+        self._active = (now, version)
+        return version
 
     async def shown(self, version: str) -> ShownPolicy:
         if version in self._cache:
@@ -114,29 +126,30 @@ class ReviewDesk:
         return task
 
     async def label(self, reviewer: str, item_id: str, label: str) -> LabelOutcome:
-        """Answer the reviewer's task ``item_id`` with ``label``."""
+        """Answer the reviewer's task ``item_id`` with ``label`` (three round trips with the
+        sign-in check: the answer, then the label and its audit entry in one transaction)."""
         policy = await self.policies.active_version()
-        request = await self.queue.request(policy, item_id)
-        if request is None:
-            return LabelOutcome.NOT_HELD
-        shown = await self.policies.shown(request.policy_version)
+        shown = await self.policies.shown(policy)  # the queue holds this version's requests
         if label != BENIGN and label not in {c.name for c in shown.categories}:
             return LabelOutcome.UNKNOWN_LABEL
         now = self.clock()
-        if not await self.queue.finish(policy, item_id, reviewer, now=now):
+        request = await self.queue.finish(policy, item_id, reviewer, now=now)
+        if request is None:
             return LabelOutcome.NOT_HELD
-        await self.outbox.put(
-            ReviewLabel(
-                item_id=item_id,
-                reviewer_id=reviewer,
-                label=label,
-                policy_version=request.policy_version,
-                request_id=request.request_id,
-                labeled_at=now,
-            ),
-            now=now,
+        answer = ReviewLabel(
+            item_id=item_id,
+            reviewer_id=reviewer,
+            label=label,
+            policy_version=request.policy_version,
+            request_id=request.request_id,
+            labeled_at=now,
         )
-        await self._note(reviewer, "label", item_id, label)
+
+        def audited(pipe: Pipeline) -> None:
+            self.audit.append_in(pipe, reviewer, "label", item_id, now=now, detail=label)
+
+        await self.outbox.put(answer, now=now, also=audited)
+        self.metrics.actions.labels(action="label").inc()
         return LabelOutcome.ACCEPTED
 
     async def skip(self, reviewer: str, item_id: str) -> bool:

@@ -9,7 +9,8 @@ and so on, and append the item id):
 item a reviewer holds), ``p:console:skipped:{v}:{reviewer}``, ``p:console:done:{v}:{item}``
 (reviewers who answered it, or were asked not to: ``already_labeled_by``),
 ``p:console:pending`` (label id -> due time), ``p:console:sending`` (label id -> taken at),
-``p:console:label:{id}``, ``p:console:undo:{reviewer}``, ``p:console:expired:{v}`` (a counter)."""
+``p:console:label:{id}``, ``p:console:undo:{reviewer}``, ``p:console:expired:{v}`` (a counter),
+``p:console:labelled`` and ``p:console:labelled:{hour}`` (reviewer -> labels sent)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,7 @@ class ConsoleKeys:
     def labelled(self) -> str:
         """reviewer -> labels produced through the console (a hash of counters)."""
         return f"{self.base}:labelled"
+
+    def labelled_in(self, hour: int) -> str:
+        """reviewer -> labels given in that hour (hours since the epoch), as ``labelled``."""
+        return f"{self.base}:labelled:{hour}"

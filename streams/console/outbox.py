@@ -8,14 +8,16 @@ at-least-once, and the collector keeps the first label of (item, reviewer)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from streams.console.keys import ConsoleKeys
+from streams.console.keys import ConsoleKeys, text
 from streams.service.record import Producer
 from streams.wire.messages import ReviewLabel, encode
 
@@ -48,6 +50,8 @@ return label
 """
 
 
+HOURS_KEPT = 7 * 24  # labels per reviewer per hour, for the lead's view
+
 LabelSigner = Callable[[ReviewLabel], Awaitable[ReviewLabel]]
 """Signs a label with its reviewer's key (issue 14: the collector refuses unsigned labels)."""
 
@@ -77,10 +81,15 @@ class LabelOutbox:
         self._take: Any = self.redis.register_script(_TAKE)
         self._undo: Any = self.redis.register_script(_UNDO)
 
-    async def put(self, label: ReviewLabel, *, now: float) -> str:
-        """Hold the label for ``undo_s``; the reviewer's last label is the one undo takes."""
+    async def put(
+        self, label: ReviewLabel, *, now: float, also: Callable[[Pipeline], None] | None = None
+    ) -> str:
+        """Hold the label for ``undo_s``; the reviewer's last label is the one undo takes.
+        ``also`` queues more commands in the same transaction (the audit entry)."""
         lid = label_id(label)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if also is not None:
+                also(pipe)
             pipe.set(self.keys.label(lid), label.model_dump_json())
             pipe.zadd(self.keys.pending, {lid: now + self.undo_s}, nx=True)
             if self.undo_s > 0:
@@ -105,21 +114,43 @@ class LabelOutbox:
                 args=[repr(now), limit, repr(now - self.retake_s)],
             )
         ]
-        sent = []
-        for lid in ids:
-            raw = await self.redis.get(self.keys.label(lid))
-            if raw is None:  # sent by another replica meanwhile
-                await self.redis.zrem(self.keys.sending, lid)
-                continue
-            label = await self.signer(ReviewLabel.model_validate_json(raw))
-            await self.producer.send_and_wait(self.topic, encode(label), key=label.item_id.encode())
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.sending, lid)
-                pipe.delete(self.keys.label(lid))
-                pipe.hincrby(self.keys.labelled, label.reviewer_id, 1)
-                await pipe.execute()
-            sent.append(label)
-        return sent
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.label(lid) for lid in ids])
+        labels = [ReviewLabel.model_validate_json(raw) for raw in raws if raw is not None]
+        signed = [await self.signer(label) for label in labels]
+        await asyncio.gather(  # one produce request for the batch, acknowledged together
+            *(
+                self.producer.send_and_wait(self.topic, encode(s), key=s.item_id.encode())
+                for s in signed
+            )
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.sending, *ids)  # a label gone was sent by another replica
+            if signed:
+                pipe.delete(*(self.keys.label(label_id(s)) for s in signed))
+            for s in signed:
+                hour = self.keys.labelled_in(int(s.labeled_at // 3600))
+                pipe.hincrby(self.keys.labelled, s.reviewer_id, 1)
+                pipe.hincrby(hour, s.reviewer_id, 1)
+                pipe.expire(hour, HOURS_KEPT * 3600)
+            await pipe.execute()
+        return signed
+
+    async def per_hour(self, *, now: float, hours: int) -> tuple[list[int], dict[str, list[int]]]:
+        """Labels sent per reviewer in each of the last ``hours`` hours (the current one last):
+        the hours (since the epoch) and reviewer -> counts in that order."""
+        last = int(now // 3600)
+        shown = list(range(last - hours + 1, last + 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hour in shown:
+                pipe.hgetall(self.keys.labelled_in(hour))
+            counts = await pipe.execute()
+        out: dict[str, list[int]] = {}
+        for i, by_reviewer in enumerate(counts):
+            for reviewer, n in by_reviewer.items():
+                out.setdefault(text(reviewer), [0] * hours)[i] = int(n)
+        return shown, dict(sorted(out.items()))
 
     async def waiting(self) -> int:
         return int(await self.redis.zcard(self.keys.pending)) + int(

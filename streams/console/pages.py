@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from streams.console.desk import LabelOutcome, hotkeys
-from streams.console.lead import lead_stats
 from streams.console.queue import ClaimedTask
 from streams.console.web import LOGIN_COOKIE, SESSION_COOKIE, Console, Viewer
 
@@ -198,16 +197,7 @@ async def lead_page(request: Request) -> Response:
     console = _console(request)
     if not got.user.is_lead:
         return console.page("error.html", 403, message="This page is for leads.")
-    policy = await console.desk.policies.active_version()
-    stats = await lead_stats(
-        policy,
-        now=console.clock(),
-        queue=console.desk.queue,
-        labels=console.labels,
-        registry=console.registry,
-        audit=console.audit,
-        min_shared=console.min_shared,
-    )
+    stats = await console.lead_stats()
     assert got.session is not None
     reveal = await console.reveal()
     return console.page("lead.html", viewer=got, stats=stats, csrf=got.session.csrf, reveal=reveal)

@@ -59,7 +59,8 @@ local reviewer, now, lease_end = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local held = redis.call('GET', KEYS[2])
 if held then
   local _, mine = leases(ARGV[5] .. held, reviewer, now)
-  if mine and redis.call('EXISTS', ARGV[7] .. held) == 1 then return {held, 'held'} end
+  local request = redis.call('HGET', ARGV[7] .. held, 'request')
+  if mine and request then return {held, 'held', request} end
   redis.call('DEL', KEYS[2])
 end
 for _, item in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
@@ -71,7 +72,7 @@ for _, item in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
     local live, mine = leases(ARGV[5] .. item, reviewer, now)
     if mine then  -- e.g. held before an undo gave back another item
       redis.call('SET', KEYS[2], item, 'PX', ARGV[9])
-      return {item, 'held'}
+      return {item, 'held', redis.call('HGET', task, 'request')}
     end
     if redis.call('HEXISTS', votes, reviewer) == 1 then redis.call('SADD', done, reviewer) end
     local have = opinions(done, votes)
@@ -83,7 +84,7 @@ for _, item in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
         and redis.call('SISMEMBER', KEYS[3], item) == 0 and live + have < wanted then
       redis.call('HSET', ARGV[5] .. item, reviewer, lease_end)
       redis.call('SET', KEYS[2], item, 'PX', ARGV[9])
-      return {item, 'new'}
+      return {item, 'new', redis.call('HGET', task, 'request')}
     end
   end
 end
@@ -92,21 +93,24 @@ return false
 )
 
 # KEYS: lease, done, holding, queue, votes, task, requested. ARGV: reviewer, now, item.
+# Returns the request as received (false: not the reviewer's to answer).
 _FINISH = (
     _LEASES
     + """
 local reviewer, now = ARGV[1], tonumber(ARGV[2])
+local request = redis.call('HGET', KEYS[6], 'request')
+if not request then return false end
 local _, mine = leases(KEYS[1], reviewer, now)
-if not mine then return 0 end
+if not mine then return false end
 redis.call('HDEL', KEYS[1], reviewer)
 redis.call('DEL', KEYS[3])
-if redis.call('SADD', KEYS[2], reviewer) == 0 then return 0 end
+if redis.call('SADD', KEYS[2], reviewer) == 0 then return false end
 local wanted = tonumber(redis.call('HGET', KEYS[6], 'wanted') or '1')
 if opinions(KEYS[2], KEYS[5]) >= wanted then
   redis.call('ZREM', KEYS[4], ARGV[3])
   redis.call('ZREM', KEYS[7], ARGV[3])
 end
-return 1
+return request
 """
 )
 
@@ -209,18 +213,18 @@ class TaskQueue:
                 int(self.lease_s * 1000),
             ],
         )
-        if not got:
+        if not got or not got[2]:
             return None
-        item, how = (text(g) for g in got)
-        request = await self.request(policy, item)
-        if request is None:
-            return None
-        return ClaimedTask(request, until, how == "new")
+        request = ReviewRequest.model_validate_json(got[2])
+        return ClaimedTask(request, until, text(got[1]) == "new")
 
-    async def finish(self, policy: str, item_id: str, reviewer: str, *, now: float) -> bool:
-        """The reviewer answered: True when they held a live lease on it (then the opinion is
-        theirs and the lease is gone), False otherwise (expired, never claimed, answered)."""
-        done = await self._finish(
+    async def finish(
+        self, policy: str, item_id: str, reviewer: str, *, now: float
+    ) -> ReviewRequest | None:
+        """The reviewer answered: the request when they held a live lease on it (then the
+        opinion is theirs and the lease is gone), None otherwise (expired, never claimed,
+        answered, closed)."""
+        raw = await self._finish(
             keys=[
                 self.keys.lease(policy, item_id),
                 self.keys.done(policy, item_id),
@@ -232,7 +236,7 @@ class TaskQueue:
             ],
             args=[reviewer, repr(now), item_id],
         )
-        return bool(done)
+        return None if not raw else ReviewRequest.model_validate_json(raw)
 
     async def reopen(self, policy: str, item_id: str, reviewer: str, *, now: float) -> bool:
         """Undo of an answer not yet sent: the opinion is the reviewer's task again."""

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
+from adapters.adapt.verdicts import VerdictStore
 from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
@@ -84,6 +85,7 @@ def assemble(
         desk=desk,
         labels=labels,
         registry=AdapterRegistry(redis, prefix),
+        verdicts=VerdictStore(redis, prefix),
         metrics=metrics,
         secure_cookies=c.secure_cookies,
         show_score=c.show_score,

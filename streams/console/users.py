@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -26,6 +26,13 @@ __all__ = ["Role", "User", "UserError", "UserStore", "token_digest", "valid_name
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN_PREFIX = "blt_"
+
+# KEYS: tokens, users. ARGV: token digest. The token's user record (one round trip per request).
+_BY_TOKEN = """
+local name = redis.call('HGET', KEYS[1], ARGV[1])
+if not name then return false end
+return redis.call('HGET', KEYS[2], name)
+"""
 
 
 class UserError(BorderlineError):
@@ -86,6 +93,10 @@ class UserStore:
     hasher: PasswordHasher
     reviewers: ReviewerRegistry
     _dummy: str = field(default="", repr=False)  # the hash checked for unknown users
+    _by_token: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_token = self.redis.register_script(_BY_TOKEN)
 
     async def get(self, name: str) -> User | None:
         raw = await self.redis.hget(self.keys.users, name)
@@ -153,11 +164,13 @@ class UserStore:
 
     async def by_token(self, token: str) -> User | None:
         """The enabled user holding ``token``, or None."""
-        name = await self.redis.hget(self.keys.tokens, token_digest(token))
-        if name is None:
+        raw = await self._by_token(
+            keys=[self.keys.tokens, self.keys.users], args=[token_digest(token)]
+        )
+        if not raw:
             return None
-        user = await self.get(text(name))
-        return None if user is None or user.disabled else user
+        user = User.model_validate_json(raw)
+        return None if user.disabled else user
 
     async def check_password(self, name: str, password: str) -> User | None:
         """The enabled user when the password is theirs, else None (a hash is computed even for

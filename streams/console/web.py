@@ -6,6 +6,7 @@ CSRF checks, cookies and the templates (Jinja2 with autoescape on: item text is 
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from adapters.labels.store import LabelStore
 from adapters.registry.store import AdapterRegistry
 from streams.console.audit import AuditLog
 from streams.console.desk import ReviewDesk
+from streams.console.lead import LeadStats, Verdicts, lead_stats
 from streams.console.metrics import ConsoleMetrics
 from streams.console.sessions import Session, SessionStore, Throttle
 from streams.console.users import User, UserStore
@@ -31,13 +33,24 @@ LOGIN_COOKIE = "borderline_login"
 HERE = Path(__file__).resolve().parent
 
 
+def utc_hour(at: float) -> str:
+    """A time as the lead view shows it.
+
+    >>> utc_hour(1_900_000_000.0)
+    '2030-03-17 17:46 UTC'
+    """
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def templates() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["utc_hour"] = utc_hour
+    return env
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class Console:
     desk: ReviewDesk
     labels: LabelStore
     registry: AdapterRegistry
+    verdicts: Verdicts
     metrics: ConsoleMetrics
     secure_cookies: bool
     show_score: bool
@@ -96,7 +110,21 @@ class Console:
             secure=self.secure_cookies,
         )
 
-    # --- what leads decide ----------------------------------------------------------------
+    # --- what leads see and decide --------------------------------------------------------
+    async def lead_stats(self) -> LeadStats:
+        """The lead's figures for the active policy (the lead page and ``/api/v1/stats``)."""
+        return await lead_stats(
+            await self.desk.policies.active_version(),
+            now=self.clock(),
+            queue=self.desk.queue,
+            labels=self.labels,
+            registry=self.registry,
+            verdicts=self.verdicts,
+            outbox=self.desk.outbox,
+            audit=self.audit,
+            min_shared=self.min_shared,
+        )
+
     async def reveal(self) -> bool:
         """Whether reviewers see the others' labels of an item once they submitted theirs
         (off by default: blind review)."""

@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
+from adapters.adapt.verdicts import GateRecord, VerdictStore
 from streams.console.app import build_app
 from streams.console.keys import ConsoleKeys
 from streams.console.serve import Assembled, assemble
@@ -329,3 +330,50 @@ def test_blind_until_a_lead_lets_reviewers_see_others_labels_after_submitting(ap
     hx = {"X-CSRF-Token": app.csrf(), "HX-Request": "true"}
     r = app.client.post("/review/label", data={"item_id": "b", "label": "benign"}, headers=hx)
     assert "Others: bob said violating." in r.text
+
+
+def test_the_lead_sees_labels_per_hour_and_the_gates_refusals(app: App) -> None:
+    console = app.assembled.console
+    queue, desk = console.desk.queue, console.desk
+    for item, priority in [("h1", 0.9), ("h2", 0.8), ("h3", 0.7)]:
+        app.run(queue.add(_request(item, priority)))
+    for reviewer, items in [("alice", ["h1", "h2"]), ("lena", ["h3"])]:
+        for item in items:
+            task = app.run(desk.next(reviewer))
+            assert task is not None and task.request.item_id == item
+            assert app.run(desk.label(reviewer, item, "benign")).value == "accepted"
+    sent = app.run(desk.outbox.send_due(now=time.time() + 60))
+    assert len(sent) == 3
+    verdicts = VerdictStore(console.redis, app.prefix)
+    for adapter, decision, kappa in [("cand-1", "refuse", 0.31), ("cand-2", "wait", None)]:
+        app.run(
+            verdicts.record(
+                GateRecord(
+                    adapter_id=adapter,
+                    policy_version="v1",
+                    passed=False,
+                    reason="candidate kappa below the required",
+                    candidate_kappa=kappa,
+                    required_kappa=0.6,
+                    decision=decision,
+                    decision_reason=f"{decision}: kappa {kappa}",
+                )
+            )
+        )
+    app.login("lena", "lena password")
+    page = app.client.get("/lead").text
+    per_hour = re.search(r'<section id="per-hour">(.*?)</section>', page, re.S).group(1)  # type: ignore[union-attr]
+    # (the labels were given this hour, or the last one if the hour turned since)
+    assert re.search(r"<td>alice</td>(<td>0</td>){6,7}<td>2</td>", per_hour)
+    assert re.search(r"<td>lena</td>(<td>0</td>){6,7}<td>1</td>", per_hour)
+    gate = re.search(r'<section id="gate">(.*?)</section>', page, re.S).group(1)  # type: ignore[union-attr]
+    assert "Active policy: v1" in gate and "none (the base model)" in gate
+    assert gate.index("cand-2") < gate.index("cand-1")  # newest first
+    assert re.search(r"<td>cand-1</td><td>refused</td>\s*<td>0.310</td>", gate)
+    assert re.search(r"<td>cand-2</td><td>held</td>", gate)
+    token = app.run(console.users.new_token("lena"))
+    stats = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    hourly = stats["labels_per_hour"]
+    assert len(hourly["hours_start_s"]) == 8 and hourly["hours_start_s"][-1] <= time.time()
+    assert {r: sum(n) for r, n in hourly["reviewers"].items()} == {"alice": 2, "lena": 1}
+    assert [v["decision"] for v in stats["gate_verdicts"]] == ["wait", "refuse"]
