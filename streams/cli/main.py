@@ -194,7 +194,12 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from streams.bench.stream import bench_stream
 
         figures = bench_stream(
-            settings, items=args.items, rate=args.rate, naive_items=args.naive_items, seed=args.seed
+            settings,
+            items=args.items,
+            rate=args.rate,
+            naive_items=args.naive_items,
+            seed=args.seed,
+            repeat_share=args.repeat_share,
         )
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--rate", type=_positive_float, default=None, help="latency run load")
     stream.add_argument("--naive-items", type=_positive_int, default=200)
     stream.add_argument("--seed", type=int, default=0)
+    stream.add_argument(
+        "--repeat-share",
+        type=_share,
+        default=0.0,
+        help="share of items repeating an earlier text: cache on vs off on that stream",
+    )
 
     adapters = sub.add_parser("adapters", help="the adapter registry")
     adapters_sub = adapters.add_subparsers(dest="action", required=True, parser_class=_Parser)

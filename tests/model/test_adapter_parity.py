@@ -1,6 +1,8 @@
 """onnxruntime's adapter mechanism against the same adapter merged into the weights, on the real
-encoder: one adapter-ready base, two different adapters switched per run, each matching its own
-merged export. Adapters here are random (the mechanism is under test, not training)."""
+encoder: one adapter-ready base (fused by onnxruntime's transformer optimizer before int8), two
+different adapters switched per run, each matching its own merged export, and the fused graph
+deciding as the unfused one does. Adapters here are random (the mechanism is under test, not
+training)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from adapters.adapt.training import TrainConfig, adapter_tensors, build_lora_mod
 from models.adapter_file import AdapterFileError, to_graph_layout, write_adapter_file
 from models.base import base_model
 from models.export import export_onnx
-from models.lora_graph import make_adapter_ready
+from models.lora_graph import fused_operators, make_adapter_ready
 from models.scorer import TOKENIZER_FILE, Scorer
 
 pytestmark = pytest.mark.model
@@ -54,6 +56,13 @@ def built(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     export_onnx(base.get_base_model(), tmp / "exported.onnx")
     layout = make_adapter_ready(
         tmp / "exported.onnx", adapter_tensors(base), tmp / "fp32.onnx", tmp / "int8.onnx"
+    )
+    make_adapter_ready(
+        tmp / "exported.onnx",
+        adapter_tensors(base),
+        tmp / "fp32-unfused.onnx",
+        tmp / "int8-unfused.onnx",
+        fuse=False,
     )
     adapters = {}
     for seed in (2, 3):
@@ -105,3 +114,34 @@ def test_adapter_of_another_shape_is_refused(built) -> None:  # type: ignore[no-
     with pytest.raises(AdapterFileError, match="does not fit"):
         scorer.load_adapter("wrong", wrong)
     assert scorer.loaded_adapters == ["base"]
+
+
+def test_fused_graph_decides_as_the_unfused_one_with_every_adapter(built) -> None:  # type: ignore[no-untyped-def]
+    tmp, adapters, _ = built
+    tokenizer = base_model().path / TOKENIZER_FILE
+    assert fused_operators(tmp / "int8.onnx") == {"SkipLayerNormalization": 12, "BiasGelu": 6}
+    assert fused_operators(tmp / "int8-unfused.onnx") == {}
+    scorers = {
+        name: Scorer(tmp / f"{name}.onnx", tokenizer, ["benign", "violating"], adapter_version="b")
+        for name in ("fp32", "fp32-unfused", "int8", "int8-unfused")
+    }
+    for adapter_id, (path, _merged) in [("b", (None, None)), *adapters.items()]:
+        if path is not None:
+            for scorer in scorers.values():
+                scorer.load_adapter(adapter_id, path)
+        got = {name: s.score(TEXTS, adapter_id=adapter_id) for name, s in scorers.items()}
+        np.testing.assert_allclose(
+            got["fp32"].probabilities, got["fp32-unfused"].probabilities, atol=1e-4
+        )
+        diff = float(np.abs(got["int8"].probabilities - got["int8-unfused"].probabilities).max())
+        print(f"{adapter_id}: int8 fused vs unfused, max prob diff {diff:.4f}")
+        assert diff < 0.1
+    # the swap on the fused int8 base: activating an adapter changes what a block is scored with
+    fused = scorers["int8"]
+    fused.activate("a3")
+    assert fused.score(TEXTS).adapter_id == "a3"
+    np.testing.assert_array_equal(
+        fused.score(TEXTS).probabilities, fused.score(TEXTS, adapter_id="a3").probabilities
+    )
+    fused.activate("b")
+    assert np.abs(fused.score(TEXTS).probabilities - got["int8"].probabilities).max() > 0.01
