@@ -1,9 +1,10 @@
 """The console's background work: review requests from ``moderation.review.requested`` into the
 queue (a consumer group of its own, from the earliest offset, committed after Redis took them),
 labels out of the outbox once their undo time is over, and expired requests closed. A broker or
-Redis error in sending or sweeping is logged and tried again; anything else ends the task, and
-`borderline console` then exits non-zero (a supervisor restarts it) rather than serve without
-its background work."""
+Redis error is retried under the project's one policy (`streams.service.retry`: backoff with
+jitter until the target has been down for the outage budget), so the console rides out a broker
+restart; past the budget, or on anything else, the task ends and `borderline console` exits
+non-zero (a supervisor restarts it) rather than serve without its background work."""
 
 from __future__ import annotations
 
@@ -11,21 +12,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
+from aiokafka import TopicPartition
 
 from streams.console.metrics import ConsoleMetrics
 from streams.console.outbox import LabelOutbox
 from streams.console.queue import TaskQueue
+from streams.service.retry import Retrying, RetryPolicy
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewRequest, decode
 
 __all__ = ["Background"]
 
 log = logging.getLogger(__name__)
+
+
+class RequestReader(Protocol):
+    """What the feed needs of its consumer (aiokafka's `AIOKafkaConsumer`)."""
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]: ...
+
+    async def commit(self) -> None: ...
 
 
 @dataclass
@@ -35,49 +47,52 @@ class Background:
     metrics: ConsoleMetrics
     active_policy: Callable[[], Awaitable[str]]
     clock: Callable[[], float] = time.time
+    retry: Retrying = field(default_factory=lambda: Retrying(RetryPolicy()))
     send_every_s: float = 0.2
     expire_every_s: float = 30.0
 
-    async def feed(self, consumer: AIOKafkaConsumer) -> None:
+    async def feed(self, consumer: RequestReader) -> None:
         """Queue every review request read; a malformed one is logged and counted, not
-        queued (the console only reads this topic)."""
+        queued (the console only reads this topic). Committed once Redis took the batch: a
+        batch read again after a failure is queued again, which changes nothing."""
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            batches = await self.retry(
+                "kafka", lambda: consumer.getmany(timeout_ms=500, max_records=500)
+            )
+            requests = []
             for records in batches.values():
                 for record in records:
                     try:
-                        request = decode(record.value, ReviewRequest)
+                        requests.append(decode(record.value, ReviewRequest))
                     except MessageError as exc:
                         log.warning("review request not queued: %s", exc)
                         self.metrics.actions.labels(action="bad_request").inc()
-                        continue
-                    await self.queue.add(request)
+            for request in requests:
+                await self.retry("redis", partial(self.queue.add, request))
             if batches:
-                await consumer.commit()
+                await self.retry("kafka", consumer.commit)
 
     async def send_labels(self) -> None:
+        """Send the labels whose undo time is over, every ``send_every_s`` (a batch that failed
+        is sent again: at-least-once, and the collector keeps the first label of a reviewer)."""
         while True:
-            try:
-                sent = await self.outbox.send_due(now=self.clock())
-                self.metrics.labels_sent.inc(len(sent))
-            except (OSError, RedisError, KafkaError):  # said, and tried again (at-least-once)
-                log.exception("labels not sent yet; retrying")
-                await asyncio.sleep(1.0)
+            sent = await self.retry("kafka", lambda: self.outbox.send_due(now=self.clock()))
+            self.metrics.labels_sent.inc(len(sent))
             await asyncio.sleep(self.send_every_s)
 
     async def expire_requests(self) -> None:
         while True:
-            try:
-                policy = await self.active_policy()
-                now = self.clock()
-                closed = await self.queue.expire(policy, now=now)
-                if closed:
-                    log.info("closed %d review request(s) as expired (policy %s)", closed, policy)
-                    self.metrics.requests_expired.labels(policy=policy).inc(closed)
-                depth = await self.queue.depth(policy)
-                oldest = await self.queue.oldest(policy)
-                self.metrics.queue_open.set(sum(depth.values()))
-                self.metrics.oldest_request_age.set(0 if oldest is None else now - oldest)
-            except (OSError, RedisError):
-                log.exception("expiry sweep failed; retrying")
+            await self.retry("redis", self._sweep)
             await asyncio.sleep(self.expire_every_s)
+
+    async def _sweep(self) -> None:
+        policy = await self.active_policy()
+        now = self.clock()
+        closed = await self.queue.expire(policy, now=now)
+        if closed:
+            log.info("closed %d review request(s) as expired (policy %s)", closed, policy)
+            self.metrics.requests_expired.labels(policy=policy).inc(closed)
+        depth = await self.queue.depth(policy)
+        oldest = await self.queue.oldest(policy)
+        self.metrics.queue_open.set(sum(depth.values()))
+        self.metrics.oldest_request_age.set(0 if oldest is None else now - oldest)

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -33,12 +34,16 @@ from streams.console.signing import keyed_signer
 from streams.console.users import UserStore
 from streams.console.web import Console
 from streams.service.record import KafkaJournal, Producer
+from streams.service.retry import Retrying
 from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["Assembled", "assemble", "serve_console"]
 
 log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 60.0  # joining the consumer group may take this long when all is well
+C = TypeVar("C", AIOKafkaConsumer, AIOKafkaProducer)
 
 
 @dataclass
@@ -55,6 +60,7 @@ def assemble(
     signer: LabelSigner | None = None,
     hasher: PasswordHasher | None = None,
     clock: Callable[[], float] = time.time,
+    retry: Retrying | None = None,
 ) -> Assembled:
     """The console and its background work over clients built by the caller."""
     c, prefix = settings.console, settings.redis.key_prefix
@@ -93,27 +99,50 @@ def assemble(
         clock=clock,
     )
     background = Background(queue, outbox, metrics, policies.active_version, clock)
+    if retry is not None:
+        background.retry = retry
     return Assembled(console, background)
+
+
+async def _started(client: C) -> C:
+    """``client`` started (a fresh one per try: one that failed to start is not reused)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
 
 
 async def _run(settings: Settings, host: str, port: int) -> None:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
+    kafka, topics = settings.kafka, settings.kafka.topics
+    retry = Retrying.for_process(settings)
     redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
-    security = KafkaSecurity.of(settings.kafka)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", **security.options()
+    security = KafkaSecurity.of(kafka)
+    producer = await retry(
+        "kafka",
+        lambda: _started(
+            AIOKafkaProducer(
+                bootstrap_servers=kafka.bootstrap_servers, acks="all", **security.options()
+            )
+        ),
     )
-    consumer = AIOKafkaConsumer(
-        settings.kafka.topics.review_requests,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=f"{settings.kafka.app_id}-console",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **security.options(),
+    consumer = await retry(
+        "kafka",
+        lambda: _started(
+            AIOKafkaConsumer(
+                topics.review_requests,
+                bootstrap_servers=kafka.bootstrap_servers,
+                group_id=f"{kafka.app_id}-console",
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                **security.options(),
+            )
+        ),
+        attempt_timeout_s=JOIN_TIMEOUT_S,
     )
-    await producer.start()
-    await consumer.start()
-    assembled = assemble(settings, redis, producer)
+    assembled = assemble(settings, redis, producer, retry=retry)
     app = build_app(assembled.console)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     bg = assembled.background
