@@ -1,7 +1,8 @@
 """The label collector, one batch at a time: decode expert labels (bad ones, labels from
 unregistered reviewers and labels the admission refuses — unsigned, not answering a request the
 service issued, another policy version, an unknown category, a time in the future, see
-`streams.service.admission` — become dead letters with their reason), store each (item,
+`streams.service.admission` — become dead letters with their reason; one whose check fails any
+other way, twice, is dead-lettered alone as ``poison``), store each (item,
 reviewer) once, send items whose labels disagree out for another opinion, and every so often
 recompute reviewer agreement and which reviewers are excluded from training. When an item's
 consensus settles, it tells the drift watch whether the model's verdict under that item's policy
@@ -10,7 +11,9 @@ only on small interfaces and returns after every output was delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +31,7 @@ from streams.service.admission import Admission
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord, Sink, dead_letter, dead_letter_output, deliver
 from streams.service.rebuild import StoreGuard
-from streams.service.retry import Retrying, RetryPolicy
+from streams.service.retry import InfrastructureError, Retrying, RetryPolicy, is_infrastructure
 from streams.wire.errors import MessageError
 from streams.wire.messages import (
     DeadLetter,
@@ -41,6 +44,8 @@ from streams.wire.messages import (
 from streams.wire.topics import TopicNames
 
 __all__ = ["CollectResult", "Collector", "Routings"]
+
+log = logging.getLogger(__name__)
 
 
 class Routings(Protocol):
@@ -115,20 +120,10 @@ class Collector:
         registered: set[str] = await self._retry("redis", self.store.registered)
         touched: dict[tuple[str, str], ReviewLabel] = {}
         for record in records:
-            try:
-                label = decode(record.value, ReviewLabel)
-                if label.reviewer_id not in registered:
-                    raise MessageError(
-                        "unregistered_reviewer",
-                        f"reviewer {label.reviewer_id!r} is not registered "
-                        "(borderline reviewers add ID)",
-                    )
-                refused = await self._refusal(label)
-                if refused is not None:
-                    raise refused
-            except MessageError as exc:
+            label = await self._admitted(record, registered)
+            if isinstance(label, MessageError):
                 result.dead_letters.append(
-                    dead_letter(record, exc, worker=self.worker, now=self.clock())
+                    dead_letter(record, label, worker=self.worker, now=self.clock())
                 )
                 continue
             outcome = await self._retry(
@@ -159,6 +154,47 @@ class Collector:
             self._since_recompute = 0
             await self._retry("redis", self.recompute)  # recomputed from scratch: idempotent
         return result
+
+    async def _admitted(
+        self, record: RawRecord, registered: set[str]
+    ) -> ReviewLabel | MessageError:
+        """The record's label, or why it is refused. Anything else that fails on one record's
+        content (a bug meeting a hostile value, e.g. a number of 5,000 digits that `json`
+        refuses with a ValueError) is tried once more, then that record alone is dead-lettered
+        as ``poison``: the rest of its batch is stored, and no record can crash-loop the
+        collector. Broker and Redis failures are not the record's: they propagate."""
+        for attempt in (1, 2):
+            try:
+                return await self._admit(record, registered)
+            except MessageError as exc:
+                return exc
+            except (InfrastructureError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                if attempt == 2:
+                    log.error(
+                        "label %s[%s]@%s failed twice, dead-lettered as poison: %r",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        exc,
+                    )
+                    return MessageError("poison", f"processing failed twice: {exc!r}")
+        raise AssertionError("unreachable")
+
+    async def _admit(self, record: RawRecord, registered: set[str]) -> ReviewLabel:
+        label = decode(record.value, ReviewLabel)
+        if label.reviewer_id not in registered:
+            raise MessageError(
+                "unregistered_reviewer",
+                f"reviewer {label.reviewer_id!r} is not registered (borderline reviewers add ID)",
+            )
+        refused = await self._refusal(label)
+        if refused is not None:
+            raise refused
+        return label
 
     async def _refusal(self, label: ReviewLabel) -> MessageError | None:
         """The admission's answer. A refusal is asked again after the store guard looked: one

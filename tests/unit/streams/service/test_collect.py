@@ -17,6 +17,8 @@ from adapters.review.routing import RoutingPolicy
 from streams.service.collect import Collector
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
+from streams.service.retry import InfrastructureError
+from streams.wire.messages import ReviewLabel
 from streams.wire.topics import TopicNames
 
 TOPICS = TopicNames()
@@ -150,3 +152,86 @@ def test_the_verdict_is_read_at_the_items_own_policy_threshold(
 ) -> None:
     heard, _ = _feedback(p, policy, expert_label)
     assert heard == [[disagrees]]
+
+
+@dataclass
+class RefuseOne:
+    """An `Admission` that fails on one item as a bug meeting a hostile value would (``error``),
+    every time it is asked; every other label is admitted."""
+
+    item_id: str
+    error: Exception
+    asked: int = 0
+
+    async def refusal(self, label: ReviewLabel, *, now: float) -> None:
+        if label.item_id == self.item_id:
+            self.asked += 1
+            raise self.error
+        return None
+
+
+def _collector(admission: object, sink: FakeSink) -> tuple[Collector, FakeLabelStore]:
+    store = FakeLabelStore({})
+    collector = Collector(
+        store=store,  # type: ignore[arg-type]
+        admission=admission,  # type: ignore[arg-type]
+        routings=FakeRoutings(),
+        sink=sink,
+        metrics=Metrics(),
+        topics=TOPICS,
+        worker="collector-1",
+        retry_backoff_s=0.0,
+    )
+    return collector, store
+
+
+def _batch_around(poison: RawRecord) -> list[RawRecord]:
+    return [
+        _label("item-1", "ann", "benign", "v1"),
+        poison,
+        _label("item-2", "ann", "violating", "v1"),
+        _label("item-2", "bob", "violating", "v1"),
+    ]
+
+
+def test_a_number_json_refuses_to_read_dead_letters_its_label_and_the_batch_is_stored() -> None:
+    # 5,000 digits: `json` raises ValueError (not a JSONDecodeError) past 4,300; before, the
+    # whole batch failed and the collector exited, again on every restart
+    doc = b'{"item_id":"item-9","reviewer_id":"ann","label":"benign","policy_version":"v1",'
+    poison = RawRecord(
+        TOPICS.review_labels, 0, 7, b"item-9", doc + b'"labeled_at":1' + b"0" * 5000 + b"}"
+    )
+    sink = FakeSink()
+    collector, store = _collector(AdmitAll(), sink)
+    result = asyncio.run(collector.handle(_batch_around(poison)))
+    assert [(lb.item_id, lb.reviewer_id) for lb in result.stored] == [
+        ("item-1", "ann"),
+        ("item-2", "ann"),
+        ("item-2", "bob"),
+    ]
+    assert [dl.reason for dl in result.dead_letters] == ["poison"]
+    assert "5001 digits" in result.dead_letters[0].detail
+    assert result.dead_letters[0].offset == 7
+    assert [t for t, _, _ in sink.sent] == [TOPICS.review_labels_dlq]
+    assert set(store.votes_by_item) == {("v1", "item-1"), ("v1", "item-2")}
+
+
+def test_a_label_that_fails_twice_is_poison_and_the_rest_of_its_batch_is_stored() -> None:
+    admission = RefuseOne("item-9", KeyError("surprise"))
+    collector, _ = _collector(admission, FakeSink())
+    result = asyncio.run(collector.handle(_batch_around(_label("item-9", "bob", "benign", "v1"))))
+    assert len(result.stored) == 3
+    assert [dl.reason for dl in result.dead_letters] == ["poison"]
+    assert admission.asked == 2  # tried once more before it was given up
+
+
+def test_a_redis_failure_is_not_the_labels_fault() -> None:
+    # Redis failing is retried under the retry policy, then ends the batch (and the process,
+    # which does not commit): nothing is dead-lettered
+    for error in (InfrastructureError("redis unreachable"), ConnectionResetError("gone")):
+        admission = RefuseOne("item-9", error)
+        collector, _ = _collector(admission, FakeSink())
+        batch = _batch_around(_label("item-9", "bob", "benign", "v1"))
+        with pytest.raises(InfrastructureError):
+            asyncio.run(collector.handle(batch))
+        assert admission.asked == (1 if isinstance(error, InfrastructureError) else 5)
