@@ -354,6 +354,21 @@ def test_every_process_kind_has_an_absent_alert() -> None:
         assert f'absent(up{{job="{job}"}})' in exprs, job
 
 
+def test_deploy_readme_lists_every_alert_as_the_rules_define_it() -> None:
+    text = (DEPLOY / "README.md").read_text()
+    rows = re.findall(r"^\| (Borderline\w+) \| (\w+) \| (\w+) \|", text, re.MULTILINE)
+    listed = {name: (severity, wait) for name, severity, wait in rows}
+    assert len(listed) == len(rows), "an alert is listed twice in deploy/README.md"
+    defined = {
+        rule["alert"]: (rule["labels"]["severity"], rule.get("for", "0m"))
+        for rules in RULE_FILES
+        for group in _load_yaml(rules)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert listed == defined
+
+
 def test_lag_alerts_read_only_the_workers_group() -> None:
     lag_alerts = [r for r in _rules() if "alert" in r and "consumer_lag" in r["expr"]]
     assert {r["alert"] for r in lag_alerts} >= {
