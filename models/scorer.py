@@ -169,8 +169,16 @@ class Scorer:
         if not onnx_path.is_file():
             raise ScorerError(f"ONNX model not found: {onnx_path}")
         options = ort.SessionOptions()
+        # Thread settings, measured (fused int8, blocks of 16 corpus texts, separate processes
+        # alternated, 2 cores shared with other jobs at load 9-10): intra-op threads 2 / 1 with
+        # the pool's spin-wait on 3.6, 3.7 / 3.3, 11.0, 4.5 items/s, spin-wait off 4.1, 4.6 /
+        # 4.3, 9.5. Spinning threads burn the cores the event loop, the tokenizer and the
+        # other processes need, and won nowhere: off. Intra-op threads: ``threads`` (0, the
+        # default, one per core: 1 and 2 were within the noise above). Inter-op threads: 1,
+        # the graph runs sequentially (ORT_SEQUENTIAL), so more would only idle.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # overridable initializers are intended: no warning each
         self.session = ort.InferenceSession(

@@ -161,9 +161,9 @@ def _stream_run(
 async def _plain_consumer(
     settings: Settings, items: list[LabeledItem]
 ) -> float:  # pragma: no cover - exercised by the benchmark
-    """The same int8 model in plain onnxruntime behind a plain aiokafka consumer: fetch up to a
-    batch, tokenise (padded to the longest), one run off the event loop, one decision per item
-    produced, auto-commit. Items/s from the first produce to the last decision flushed."""
+    """The same int8 model in plain onnxruntime (the worker's thread settings) behind a plain
+    aiokafka consumer: fetch up to a batch, tokenise (padded to the longest), one run off the
+    event loop, one decision per item produced, auto-commit. Items/s from the first produce to the last decision flushed."""
     import onnxruntime as ort
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -171,7 +171,8 @@ async def _plain_consumer(
     topics = settings.kafka.topics
     manifest = ModelManifest.read(settings.model.dir)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.worker.scorer_threads
+    options.intra_op_num_threads = settings.worker.scorer_threads  # the worker's thread settings
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         str(settings.model.dir / manifest.onnx_file), options, providers=["CPUExecutionProvider"]
     )
