@@ -163,7 +163,8 @@ async def _plain_consumer(
 ) -> float:  # pragma: no cover - exercised by the benchmark
     """The same int8 model in plain onnxruntime (the worker's thread settings) behind a plain
     aiokafka consumer: fetch up to a batch, tokenise (padded to the longest), one run off the
-    event loop, one decision per item produced, auto-commit. Items/s from the first produce to the last decision flushed."""
+    event loop, one decision per item produced, auto-commit. Items/s from the first produce to
+    the last decision flushed."""
     import onnxruntime as ort
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
