@@ -3,9 +3,10 @@
 clean exit; renewing and deleting compare the token first (one Lua script each), so a trainer
 never extends or drops a lease another one took. A second trainer waits, trying every third of
 the ttl, and takes over at most one ttl after the first stopped renewing (killed, wedged, cut
-off from Redis). A trainer whose lease was lost (it could not renew in time, and another took it)
-stops its work; `TrainerLease.check` before every promotion and rollback makes sure it never
-acts on the registry without holding the lease at that moment.
+off from Redis). A trainer whose lease was lost (its renewals came too late: a pause longer than
+the ttl, or Redis away that long; the next renewal finds the lease lapsed or taken) stops its
+work; `TrainerLease.check` before every promotion and rollback makes sure it never acts on the
+registry without holding the lease at that moment.
 
 A lease is not a fence: a trainer paused for longer than the ttl between its check and its
 write could still act once (Redis has no fencing token); the ttl makes that window a pause of
@@ -106,19 +107,15 @@ class TrainerLease:
 
     async def keep(self) -> None:
         """Renew every third of the ttl; return when a renewal finds the lease gone (lost). A
-        Redis error counts as a missed renewal: the lease is lost only once the ttl ran out."""
-        loop = asyncio.get_running_loop()
-        renewed = loop.time()
+        Redis that does not answer is no loss: no other trainer can take the lease from it
+        either, and the first renewal after it answers again says whether the lease lapsed."""
         while True:
             await asyncio.sleep(self.every_s)
             try:
                 if not await self.renew():
                     return
-                renewed = loop.time()
-            except Exception as exc:  # Redis unreachable: retry until the ttl is spent
-                if loop.time() - renewed >= self.ttl_ms / 1000:
-                    log.warning("trainer lease not renewed within its ttl: %r", exc)
-                    return
+            except Exception as exc:  # the watchdog decides about outages
+                log.warning("trainer lease not renewed: %r", exc)
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> bool:
         """Run ``work`` while renewing the lease, which must be held already. True when the
