@@ -25,13 +25,16 @@ __all__ = [
     "TrainReport",
     "TrainingError",
     "adapter_tensors",
+    "balanced_loss",
     "build_lora_model",
     "class_balance",
     "predict",
+    "recipe_steps",
     "set_adapter_tensors",
     "stable_name",
     "train",
     "training_device",
+    "validation_split",
 ]
 
 
@@ -57,6 +60,12 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 0
     balance_classes: bool = True
+    steps: int | None = None
+    """Optimiser steps in all (the last pass may stop part way); None: ``epochs`` full passes."""
+    validation_share: float = 0.0
+    """Share of the labels held out (per class) to pick the best epoch by balanced validation
+    loss and stop after `patience` epochs without improvement; 0 trains every epoch on all."""
+    patience: int = 2
     device: str = "auto"  # "auto": CUDA when present, else CPU; or "cpu", "cuda", "cuda:1"
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,6 +82,9 @@ class TrainReport:
     seconds: float
     trainable_params: int
     device: str = "cpu"
+    best_epoch: int | None = None  # with early stopping: the epoch whose tensors were kept
+    validation_examples: int = 0
+    validation_losses: tuple[float, ...] = ()  # balanced validation loss after each epoch
 
 
 def build_lora_model(base: BaseModelRef, num_labels: int, config: TrainConfig) -> PeftModel:
@@ -162,6 +174,60 @@ def class_balance(y: np.ndarray, num_labels: int) -> tuple[np.ndarray | None, np
     return w, None
 
 
+MIN_VALIDATION_PER_CLASS = 3
+"""Early stopping needs at least this many held-out labels of every class; with fewer (a small
+set, a rare class) every label trains and every planned epoch runs."""
+
+
+def validation_split(
+    y: np.ndarray, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(training rows, validation rows): ``share`` of each class held out, drawn with ``seed``;
+    None when a class would hold fewer than `MIN_VALIDATION_PER_CLASS` validation labels or
+    keep fewer than one training label.
+
+    >>> train_rows, val_rows = validation_split(np.array([0] * 20 + [1] * 20), 0.2, 0)
+    >>> len(train_rows), len(val_rows), int(np.array([0] * 20 + [1] * 20)[val_rows].sum())
+    (32, 8, 4)
+    >>> validation_split(np.array([0] * 20 + [1] * 5), 0.2, 0) is None
+    True
+    """
+    if share <= 0.0:
+        return None
+    rng = np.random.default_rng([seed, 7])
+    held: list[np.ndarray] = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        take = round(share * rows.size)
+        if take < MIN_VALIDATION_PER_CLASS or take >= rows.size:
+            return None
+        held.append(rng.choice(rows, take, replace=False))
+    val = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(y.size), val), val
+
+
+def recipe_steps(
+    examples: int,
+    batch_size: int,
+    *,
+    least_epochs: int = 4,
+    least_steps: int = 100,
+    most_steps: int = 500,
+) -> int:
+    """Optimiser steps of a fresh fine-tune on ``examples`` labels: ``least_epochs`` passes, but
+    at least ``least_steps`` and at most ``most_steps``, and never less than one pass. The steps
+    never fall as the labels grow: a fixed budget of examples seen gave 400 labels two passes
+    where 200 had four, and the curves fell from 200 to 400 labels (issue 11).
+
+    >>> [recipe_steps(n, 8) for n in (50, 200, 400, 800, 1600, 4000, 8000)]
+    [100, 100, 200, 400, 500, 500, 1000]
+    """
+    if examples < 1 or batch_size < 1:
+        raise TrainingError(f"cannot plan a fine-tune of {examples} examples in {batch_size}s")
+    batches = -(-examples // batch_size)
+    return max(batches, min(most_steps, max(least_steps, least_epochs * batches)))
+
+
 def _batches(
     n: int, size: int, rng: np.random.Generator | None, order: np.ndarray | None = None
 ) -> list[np.ndarray]:
@@ -193,6 +259,12 @@ def train(
         raise TrainingError(f"labels must lie in 0..{num_labels - 1}, got {sorted(set(y))}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    split = validation_split(y, config.validation_share, config.seed)
+    val_texts: list[str] = []
+    val_y = np.zeros(0, dtype=np.int64)
+    if split is not None:
+        val_texts, val_y = [texts[i] for i in split[1]], y[split[1]]
+        texts, y = [texts[i] for i in split[0]], y[split[0]]
     weight = None
     draw: np.ndarray | None = None  # per-example sampling probabilities, when resampling
     if config.balance_classes:
@@ -211,7 +283,11 @@ def train(
     optimizer = torch.optim.AdamW(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    steps_total = config.epochs * ((len(y) + config.batch_size - 1) // config.batch_size)
+    batches = (len(y) + config.batch_size - 1) // config.batch_size
+    steps_total = config.steps if config.steps is not None else config.epochs * batches
+    if steps_total < 1:
+        raise TrainingError(f"training needs at least one step, got {steps_total}")
+    epochs = -(-steps_total // batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: max(0.0, 1.0 - step / max(1, steps_total))
     )
@@ -219,10 +295,12 @@ def train(
     started = time.perf_counter()
     loss_value = float("nan")
     steps = 0
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    val_losses: list[float] = []
     with tqdm(total=steps_total, desc="LoRA training", unit="step", disable=not progress) as bar:
-        for _epoch in range(config.epochs):
+        for epoch in range(epochs):
             order = None if draw is None else rng.choice(len(y), size=len(y), p=draw)
-            for idx in _batches(len(y), config.batch_size, rng, order):
+            for idx in _batches(len(y), config.batch_size, rng, order)[: steps_total - steps]:
                 enc = encode_texts(tokenizer, [texts[i] for i in idx])
                 logits = model(
                     input_ids=torch.from_numpy(enc["input_ids"]).to(device),
@@ -237,6 +315,16 @@ def train(
                 steps += 1
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 bar.update(1)
+            if val_texts:
+                val_loss = balanced_loss(model, tokenizer, val_texts, val_y, device)
+                val_losses.append(val_loss)
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, epoch + 1, _trainable_state(model))
+                elif epoch + 1 - best[1] >= config.patience:
+                    break
+                model.train()
+    if best is not None:
+        model.load_state_dict(best[2], strict=False)
     model.eval()
     model.to("cpu")  # export, tensors and the scorer's parity checks all work on the CPU copy
     return TrainReport(
@@ -246,7 +334,42 @@ def train(
         seconds=time.perf_counter() - started,
         trainable_params=sum(p.numel() for p in trainable),
         device=str(device),
+        best_epoch=None if best is None else best[1],
+        validation_examples=len(val_texts),
+        validation_losses=tuple(val_losses),
     )
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+@torch.no_grad()
+def balanced_loss(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    y: np.ndarray,
+    device: torch.device,
+) -> float:
+    """Cross-entropy on held-out labels, averaged within each class, then over classes (a rare
+    class counts as much as a common one, as in training)."""
+    model.eval()
+    losses = []
+    for idx in _batches(len(texts), 64, None):
+        enc = encode_texts(tokenizer, [texts[i] for i in idx])
+        logits = model(
+            input_ids=torch.from_numpy(enc["input_ids"]).to(device),
+            attention_mask=torch.from_numpy(enc["attention_mask"]).to(device),
+        )
+        target = torch.from_numpy(y[idx]).to(device)
+        losses.append(torch.nn.functional.cross_entropy(logits, target, reduction="none").cpu())
+    per_item = torch.cat(losses).numpy()
+    return float(np.mean([per_item[y == c].mean() for c in np.unique(y)]))
 
 
 @torch.inference_mode()

@@ -55,22 +55,25 @@ def labels_to_target(
     references: Mapping[str, float | None],
     share: float = TARGET_SHARE,
 ) -> int | None:
-    """Fewest labels whose mean kappa reaches `share` of the reference of the same kappa source;
-    None when no point does or the reference is undefined or not positive.
+    """The smallest label count from which the mean kappa stays at or above `share` of the
+    reference of the same kappa source at every larger measured count (a first crossing of a
+    noisy curve that falls again does not count); None when the last point is below, or a
+    reference is undefined or not positive, or a point's kappa is undefined.
 
-    >>> curve = [{"labels": 50, "kappa": 0.5, "kappa_source": "lora"},
-    ...          {"labels": 100, "kappa": 0.9, "kappa_source": "lora"}]
+    >>> curve = [{"labels": 50, "kappa": 0.9, "kappa_source": "lora"},
+    ...          {"labels": 100, "kappa": 0.5, "kappa_source": "lora"},
+    ...          {"labels": 200, "kappa": 0.9, "kappa_source": "lora"}]
     >>> labels_to_target(curve, {"lora": 0.92}), labels_to_target(curve, {"lora": None})
-    (100, None)
+    (200, None)
     """
-    for point in sorted(curve, key=lambda pt: pt["labels"]):
+    found: int | None = None
+    for point in sorted(curve, key=lambda pt: pt["labels"], reverse=True):
         ref = references.get(point["kappa_source"])
         k = point.get("kappa")
-        if ref is None or ref <= 0.0 or k is None:
-            continue
-        if k >= share * ref:
-            return int(point["labels"])
-    return None
+        if ref is None or ref <= 0.0 or k is None or k < share * ref:
+            break
+        found = int(point["labels"])
+    return found
 
 
 def multiplier(to_target: Mapping[str, int | None], baseline: str = "random") -> float | None:

@@ -26,10 +26,13 @@ How one run goes (choices documented here, measured by `borderline bench label-e
   with the most uncertain items, and the top-ups are counted in the output.
 - Checkpoints: the labels so far train the evaluated model (the caller's function: LoRA in the
   benchmark) and its decisions on the test set give the kappa. The random strategy goes on in
-  coarse steps (x2 up to the whole pool), scored by the frozen head only.
-- ``labels_to_95pct``: the fewest labels whose mean kappa reaches 0.95 of the full-data kappa of
-  the same model kind (LoRA points against the LoRA reference, frozen-head points against the
-  frozen-head reference).
+  coarse steps (x``tail_factor`` up to the whole pool), with the same model: one model kind for
+  every point of every curve.
+- Full-data reference: per seed, the evaluated model on that seed's whole pool, scored on that
+  seed's test set (shared with random's whole-pool point: the same labels, fitted once).
+- ``labels_to_95pct``: the smallest label count from which the mean kappa stays at or above
+  0.95 of the mean full-data kappa at every larger measured count. The frozen head's curves and
+  reference are reported beside, compared only with each other.
 
 >>> from adapters.offline.draws import draw_pool, draw_test
 >>> y = np.array([0] * 90 + [1] * 30)
@@ -76,7 +79,7 @@ __all__ = [
     "frozen_head",
     "label_schedule",
     "logistic_head",
-    "lora_epochs",
+    "remembered",
     "run_benchmark",
     "run_rounds",
     "select",
@@ -270,17 +273,18 @@ def frozen_head(embeddings: np.ndarray, y: np.ndarray, head: Head = logistic_hea
     return train_and_decide
 
 
-def lora_epochs(examples: int, target_examples: int = 800, max_epochs: int = 8) -> int:
-    """Epochs for a fine-tune on `examples` labels: about `target_examples` examples seen, at
-    least one epoch and at most `max_epochs` (a fixed compute per checkpoint, so a small set gets
-    several passes and the whole pool one).
+def remembered(evaluate: TrainFn) -> TrainFn:
+    """`evaluate` fitted once per (label set, test set, seed): random's last tail point is the
+    whole pool, the same labels as the full-data reference, so the costliest fit is shared."""
+    seen: dict[tuple[bytes, bytes, int], np.ndarray] = {}
 
-    >>> [lora_epochs(n) for n in (50, 100, 200, 400, 4000)]
-    [8, 8, 4, 2, 1]
-    """
-    if examples < 1:
-        raise EfficiencyError(f"cannot train on {examples} examples")
-    return max(1, min(max_epochs, round(target_examples / examples)))
+    def fit(train_rows: np.ndarray, test_rows: np.ndarray, seed: int) -> np.ndarray:
+        key = (np.sort(train_rows).tobytes(), np.asarray(test_rows).tobytes(), seed)
+        if key not in seen:
+            seen[key] = evaluate(np.sort(train_rows), test_rows, seed)
+        return seen[key]
+
+    return fit
 
 
 def _kappa(y_true: np.ndarray, decided: np.ndarray, weights: np.ndarray) -> float | None:
@@ -304,6 +308,7 @@ def run_benchmark(
     if embeddings.shape[0] != labels.size:
         raise EfficiencyError(f"{embeddings.shape[0]} embeddings for {labels.size} labels")
     frozen = frozen_head(embeddings, labels, head)
+    fit = remembered(evaluate)
     tests = {
         seed: draw_test(
             labels, positives=config.test_positives, negatives=config.test_negatives, seed=seed
@@ -317,7 +322,7 @@ def run_benchmark(
         full_main: dict[int, float | None] = {}
         full_cheap: dict[int, float | None] = {}
         splits, rounds = [], {}
-        for k, seed in enumerate(config.seed_list):
+        for seed in config.seed_list:
             split = make_split(labels, tests[seed], prevalence, seed, config)
             splits.append(split.describe(labels))
             x_pool, y_pool = embeddings[split.pool], labels[split.pool]
@@ -346,19 +351,13 @@ def run_benchmark(
                     cheap[strategy][seed][n] = _kappa(
                         y_test, frozen(rows, split.test, seed), split.weights
                     )
-                    if n in config.checkpoints:
-                        log(f"P={prevalence} seed={seed} {strategy}: {evaluate_source} at {n}")
-                        main[strategy][seed][n] = _kappa(
-                            y_test, evaluate(rows, split.test, seed), split.weights
-                        )
-                    else:
-                        main[strategy][seed][n] = cheap[strategy][seed][n]
+                    log(f"P={prevalence} seed={seed} {strategy}: {evaluate_source} at {n}")
+                    main[strategy][seed][n] = _kappa(
+                        y_test, fit(rows, split.test, seed), split.weights
+                    )
             full_cheap[seed] = _kappa(y_test, frozen(split.pool, split.test, seed), split.weights)
-            if k < config.full_data_lora_seeds:
-                log(f"P={prevalence} seed={seed}: {evaluate_source} on all {split.pool.size}")
-                full_main[seed] = _kappa(
-                    y_test, evaluate(split.pool, split.test, seed), split.weights
-                )
+            log(f"P={prevalence} seed={seed}: {evaluate_source} on all {split.pool.size}")
+            full_main[seed] = _kappa(y_test, fit(split.pool, split.test, seed), split.weights)
         results[str(prevalence)] = _summarise(
             config, main, cheap, full_main, full_cheap, splits, rounds, evaluate_source
         )
@@ -375,13 +374,7 @@ def _summarise(
     rounds: Mapping[str, Any],
     source: str,
 ) -> dict[str, Any]:
-    checkpoints = set(config.checkpoints)
-
-    def sources(per_seed: Mapping[int, Mapping[int, float | None]]) -> dict[int, str]:
-        counts = {n for points in per_seed.values() for n in points}
-        return {n: source if n in checkpoints else FROZEN for n in counts}
-
-    curves = {s: aggregate(main[s], sources(main[s])) for s in config.strategies}
+    curves = {s: aggregate(main[s], source) for s in config.strategies}
     curves_cheap = {s: aggregate(cheap[s], FROZEN) for s in config.strategies}
     full = seed_spread(list(full_main.values()))
     full_f = seed_spread(list(full_cheap.values()))
@@ -405,6 +398,7 @@ def _summarise(
                 "seeds": list(full_cheap),
             },
         },
+        "model_kind": {s: source for s in config.strategies},
         "labels_to_95pct": to_95,
         "multiplier_95": multiplier(to_95),
         "frozen_head": {

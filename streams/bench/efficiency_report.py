@@ -23,7 +23,8 @@ def _cell(point: dict[str, Any] | None) -> str:
 
 def summary_table(results: dict[str, Any]) -> str:
     """The curves as a readable table per prevalence: labels down, strategies across (mean ± std
-    over seeds; * marks a frozen-head kappa), then the reference and the headline figures."""
+    over seeds; * marks a point that is not LoRA), then the reference and the headline
+    figures."""
     lines: list[str] = []
     for prevalence, res in results["prevalences"].items():
         split = res["splits"][0]
@@ -53,7 +54,10 @@ def summary_table(results: dict[str, Any]) -> str:
             f"frozen head only: labels to 95%: {to95f}; multiplier_95 {fh['multiplier_95']}"
         )
         lines.append("")
-    lines.append("* frozen-head kappa (random's coarse steps); every other cell is LoRA")
+    kinds = sorted(
+        {k for res in results["prevalences"].values() for k in res.get("model_kind", {}).values()}
+    )
+    lines.append(f"model kind of every curve: {', '.join(kinds) or '?'} (* marks any other)")
     return "\n".join(lines)
 
 
@@ -62,8 +66,8 @@ def _fmt(value: float | None) -> str:
 
 
 def write_plot(path: Path, prevalence: str, res: dict[str, Any]) -> None:
-    """Kappa against labels (log x) for one prevalence: LoRA curves with their spread, random's
-    frozen-head tail dashed, the full-data LoRA kappa and its 95% line."""
+    """Kappa against labels (log x) for one prevalence: LoRA curves with their spread (a point of
+    another kind dashed), the full-data LoRA kappa and its 95% line."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -197,7 +197,9 @@ def test_boundary_tops_up_when_pairs_run_short() -> None:
 
 
 def test_run_benchmark_calls_the_training_function_at_every_checkpoint() -> None:
-    """The LoRA step is a function argument: a fake one sees each checkpoint's labelled rows."""
+    """The LoRA step is a function argument: a fake one sees each checkpoint's labelled rows,
+    random's tail included (one model kind for every point), and the full-data reference is
+    fitted per seed, shared with random's last point (the same labels: the whole pool)."""
     x, y = _data()
     config = BenchConfig(
         prevalences=(0.05,), seeds=2, checkpoints=(20, 40), test_negatives=100, pool_size=600
@@ -212,20 +214,23 @@ def test_run_benchmark_calls_the_training_function_at_every_checkpoint() -> None
     result = run_benchmark(y, x, config, evaluate=fake_train)["0.05"]
     sizes = [c[0] for c in calls]
     pool_size = result["splits"][0]["pool_size"]
-    # 4 strategies x 2 checkpoints, then the full-data reference (first seed only), then seed 1
-    assert sizes == [20, 40] * 4 + [pool_size] + [20, 40] * 4
+    tail = tail_points(40, pool_size, config.tail_factor)
+    assert tail[-1] == pool_size
+    # 3 curated strategies x 2 checkpoints, random's checkpoints and tail; per seed
+    assert sizes == ([20, 40] * 3 + [20, 40, *tail]) * 2
     for size, train, test, _ in calls:
         assert len(train) == size and not train & test
     assert {c[3] for c in calls} == {0, 1}
     curves = result["curves"]
     assert set(curves) == set(STRATEGIES)
+    assert result["model_kind"] == dict.fromkeys(STRATEGIES, "lora")
     assert [pt["labels"] for pt in curves["uncertainty"]] == [20, 40]
-    assert all(pt["kappa_source"] == "lora" for pt in curves["uncertainty"])
-    random_tail = [pt for pt in curves["random"] if pt["labels"] > 40]
-    assert random_tail and all(pt["kappa_source"] == "frozen-head" for pt in random_tail)
-    assert random_tail[-1]["labels"] == pool_size
+    assert all(pt["kappa_source"] == "lora" for c in curves.values() for pt in c)
+    assert [pt["labels"] for pt in curves["random"]] == [20, 40, *tail]
     assert all(len(pt["per_seed"]) == 2 for pt in curves["boundary"])
-    assert result["full_data"]["lora"]["seeds"] == [0]
+    # the reference per seed, each on its own test set, equal to random's whole-pool point
+    assert result["full_data"]["lora"]["seeds"] == [0, 1]
+    assert result["full_data"]["lora"]["per_seed"] == curves["random"][-1]["per_seed"]
     assert len(result["full_data"]["frozen-head"]["per_seed"]) == 2
 
 
@@ -237,7 +242,7 @@ def test_strategies_beat_random_on_separable_data_at_a_small_budget() -> None:
         checkpoints=(30, 60),
         test_positives=50,
         test_negatives=300,
-        full_data_lora_seeds=0,
+        pool_size=800,
     )
     curves = run_benchmark(y, x, config, evaluate=frozen_head(x, y))["0.02"]["curves"]
     for n in (30, 60):
@@ -259,22 +264,23 @@ def test_aggregate_gives_mean_spread_and_per_seed_values() -> None:
     assert aggregate({0: {50: None}}, "lora")[0]["kappa"] is None
 
 
-def test_labels_to_95_uses_the_reference_of_the_same_source() -> None:
-    curve = [
-        {"labels": 50, "kappa": 0.60, "kappa_source": "lora"},
-        {"labels": 400, "kappa": 0.70, "kappa_source": "lora"},
-        {"labels": 800, "kappa": 0.78, "kappa_source": "frozen-head"},
-    ]
-    # lora never reaches 0.95 * 0.8 = 0.76; the frozen-head point reaches 0.95 * 0.8 too
-    assert labels_to_target(curve, {"lora": 0.8, "frozen-head": 0.8}) == 800
-    # against a weaker frozen-head reference only the tail counts, not the lora points
-    assert labels_to_target(curve, {"lora": 0.9, "frozen-head": 0.5}) == 800
-    assert labels_to_target(curve, {"lora": 0.62, "frozen-head": 0.9}) == 50
-    assert labels_to_target(curve, {"lora": 0.9, "frozen-head": 0.9}) is None
-    assert labels_to_target(curve, {"lora": None, "frozen-head": None}) is None
-    assert labels_to_target(curve, {"lora": -0.1, "frozen-head": 0.0}) is None
-    undefined = [{"labels": 50, "kappa": None, "kappa_source": "lora"}]
-    assert labels_to_target(undefined, {"lora": 0.5}) is None
+def test_labels_to_95_is_where_the_curve_stays_above_the_target() -> None:
+    def curve(*points: tuple[int, float | None]) -> list[dict[str, object]]:
+        return [{"labels": n, "kappa": k, "kappa_source": "lora"} for n, k in points]
+
+    ref = {"lora": 0.8}  # target 0.76
+    # a first crossing that falls again does not count (the curve of issue 11: 0.602 -> 0.500)
+    assert labels_to_target(curve((50, 0.5), (200, 0.78), (400, 0.70), (800, 0.77)), ref) == 800
+    assert labels_to_target(curve((50, 0.77), (200, 0.78), (400, 0.79)), ref) == 50
+    assert labels_to_target(curve((50, 0.77), (200, 0.70)), ref) is None
+    assert labels_to_target(curve((400, 0.9), (50, 0.2), (200, 0.76)), ref) == 200  # any order
+    assert labels_to_target(curve((50, 0.9), (200, None)), ref) is None
+    assert labels_to_target(curve((50, 0.9)), {"lora": None}) is None
+    assert labels_to_target(curve((50, 0.9)), {"lora": -0.1}) is None
+    # a point of another kind is judged against that kind's reference
+    mixed = [*curve((50, 0.77)), {"labels": 800, "kappa": 0.6, "kappa_source": "frozen-head"}]
+    assert labels_to_target(mixed, {"lora": 0.8, "frozen-head": 0.6}) == 50
+    assert labels_to_target(mixed, {"lora": 0.8, "frozen-head": 0.9}) is None
 
 
 def test_multiplier_uses_the_best_curated_strategy() -> None:
