@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from streams.service.metrics import Metrics
 from streams.service.outage import InfrastructureError, Outages, target_names
-from streams.wire.settings import ResilienceSettings, Settings
+from streams.wire.security import redis_options
+from streams.wire.settings import RedisSettings, ResilienceSettings, Settings
 
 __all__ = [
     "InfrastructureError",
@@ -207,13 +208,16 @@ class Retrying:
         self.outages.succeeded(target)
 
 
-def open_redis(url: str, *, socket_timeout_s: float = 5.0) -> Redis:
-    """A process's Redis client. redis-py retries a failed command itself (ten times, in
-    version 8); here it reconnects once at once (a dropped idle connection) and leaves the rest
-    to the one policy above, and a stalled server times out instead of holding a call."""
+def open_redis(redis: RedisSettings, *, socket_timeout_s: float = 5.0) -> Redis:
+    """A process's Redis client, over TLS with a password when the settings say so
+    (`streams.wire.security.redis_options`). redis-py retries a failed command itself (ten
+    times, in version 8); here it reconnects once at once (a dropped idle connection) and leaves
+    the rest to the one policy above, and a stalled server times out instead of holding a call."""
+    assert redis.url is not None, "open_redis needs a resolved Redis URL"
     return Redis.from_url(
-        url,
+        redis.url.get_secret_value(),
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,
         retry=Retry(NoBackoff(), 1),
+        **redis_options(redis),
     )

@@ -395,7 +395,7 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
         progress = Progress(started_at=time.time(), needs_partitions=False)
         health = Health(progress, settings.metrics.trainer_stuck_after_s)
         metrics = serve_metrics(settings.metrics.port, settings.metrics.host, "trainer", health)
-        redis = open_redis(settings.redis.url.get_secret_value())
+        redis = open_redis(settings.redis)
         scorer = Scorer.from_dir(settings.model.dir, threads=settings.worker.scorer_threads)
         retry = Retrying.for_process(settings, metrics=metrics, timed=False)
         state = TrainerState()

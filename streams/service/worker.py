@@ -74,7 +74,11 @@ async def _prepare(settings: Settings, redis: Redis, retry: Retrying) -> None:
     assert kafka.bootstrap_servers
     await retry("redis", redis.ping)
     await ensure_topics(
-        kafka.bootstrap_servers, kafka.topics.all(), kafka.partitions, kafka.replication_factor
+        kafka.bootstrap_servers,
+        kafka.topics.all(),
+        kafka.partitions,
+        kafka.replication_factor,
+        security=KafkaSecurity.of(kafka),
     )
 
 
@@ -94,6 +98,7 @@ def _add_topic_check(app: faust.App, settings: Settings, retry: Retrying) -> Non
         kafka.replication_factor,
         timeout_s=settings.resilience.call_timeout_s,
         on_recreated=lambda _lost: forget_positions(app),
+        security=KafkaSecurity.of(kafka),
     )
     interval_s = min(TOPIC_CHECK_S, probe_interval(settings.resilience.outage_budget_s))
     add_topic_check(app, watch, interval_s=interval_s, retry=retry)
@@ -205,7 +210,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    redis = open_redis(settings.redis.url.get_secret_value())
+    redis = open_redis(settings.redis)
     retry = Retrying.for_process(settings, metrics=metrics)
     loop.run_until_complete(_prepare(settings, redis, retry))
     # only adapters the trainer signed (or the base's own, as the model folder has it) are loaded
@@ -286,7 +291,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
     metrics = _serve_metrics(settings, progress, "collector")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    redis = open_redis(settings.redis.url.get_secret_value())
+    redis = open_redis(settings.redis)
     retry = Retrying.for_process(settings, metrics=metrics)
     loop.run_until_complete(_prepare(settings, redis, retry))
     group = f"{settings.kafka.app_id}-collector"
