@@ -15,7 +15,9 @@ not the export that keeps the one working with the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,19 @@ def _make_overridable(model: onnx.ModelProto, names: set[str]) -> None:
             )
 
 
+@contextmanager
+def _library_info_muted() -> Iterator[None]:
+    """onnxruntime's optimizer and quantiser log every fused node and unknown tensor type at INFO
+    (about 100 lines a model, on the root logger and their own): warnings still pass."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def fuse_encoder(model: onnx.ModelProto) -> onnx.ModelProto:
     """The BERT-family encoder of ``model`` with onnxruntime's transformer optimizer's fusions
     (model_type bert: residual + bias + LayerNorm into SkipLayerNormalization, bias + erf GELU
@@ -104,7 +119,8 @@ def fuse_encoder(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     options = FusionOptions("bert")
     options.enable_attention = False
-    fused = optimize_model(model, model_type="bert", optimization_options=options, opt_level=0)
+    with _library_info_muted():
+        fused = optimize_model(model, model_type="bert", optimization_options=options, opt_level=0)
     out: onnx.ModelProto = fused.model
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
@@ -159,15 +175,16 @@ def make_adapter_ready(
     keep_float = _readers(model, names)
     onnx.save(model, str(fp32_out))
 
-    quantize_dynamic(
-        str(fp32_out),
-        str(int8_out),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=keep_float,
-        # shape inference knows no com.microsoft op: the fused nodes' outputs are float
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _library_info_muted():
+        quantize_dynamic(
+            str(fp32_out),
+            str(int8_out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=keep_float,
+            # shape inference knows no com.microsoft op: the fused nodes' outputs are float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     for path in (fp32_out, int8_out):
         m = onnx.load(str(path))
         missing = names - {i.name for i in m.graph.initializer}
