@@ -14,7 +14,7 @@ BENCH_ITEMS ?= 1000
 UNIT := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit --doctest-modules adapters models streams/wire \
 	streams/console streams/service/health.py streams/service/decision_cache.py
 # The pure decisions, held near fully covered by the unit layer (`make coverage`).
-PURE := adapters/review/*,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
+PURE := adapters/review/*,adapters/offline/boilerplate.py,adapters/labels/agreement.py,adapters/labels/consensus.py,$\
 	adapters/labels/trust.py,$\
 	adapters/labels/admission.py,$\
 	adapters/labels/dataset.py,adapters/adapt/gate.py,adapters/adapt/estimate.py,adapters/adapt/drift.py,$\
