@@ -1,6 +1,7 @@
 """`borderline users add | list | disable | token`: the reviewer console's accounts. A user who
 reviews is registered in the label store too (on the record, as `borderline reviewers add` does),
-so the collector accepts the labels they give in the console."""
+so the collector accepts the labels they give in the console; the account itself, a disabling and
+a token's hash are on the record as well (`borderline store rebuild` restores them)."""
 
 from __future__ import annotations
 
@@ -54,36 +55,39 @@ async def users_command(args: argparse.Namespace, settings: Settings) -> int:
     audit = AuditLog(redis, keys)  # every change of a user is on the console's audit log
     actor = f"{getpass.getuser()}@{socket.gethostname()}"
     try:
-        if args.action == "add":
-            password = read_password(args.password_stdin, sys.stdin)
-            async with open_journal(
-                settings.kafka.bootstrap_servers,
-                settings.kafka.topics,
-                actor=actor,
-                security=KafkaSecurity.of(settings.kafka),
-            ) as journal:
-                labels.journal = journal  # the reviewer registration goes on the record
-                user = await users.add(args.name, Role(args.role), password, now=time.time())
-            await audit.append(actor, "user_add", user.name, now=time.time(), detail=args.role)
-            login = "password set" if user.password_hash else "no password (API token only)"
-            print(f"{user.name}: {user.role.value}, {login}, registered as a reviewer")
-        elif args.action == "list":
+        if args.action == "list":
             for user in await users.list():
                 state = "disabled" if user.disabled else "active"
                 has = "password" if user.password_hash else "token only"
                 print(f"{user.name:<24} {user.role.value:<9} {state:<9} {has}")
-        elif args.action == "disable":
-            await users.disable(args.name)
-            await audit.append(actor, "user_disable", args.name, now=time.time())
-            print(f"{args.name}: disabled; their sessions and tokens stop working now")
-        else:
-            token = await users.new_token(args.name)
-            await audit.append(actor, "user_token", args.name, now=time.time())
-            print(token)
-            print(
-                f"(the API token of {args.name}: shown once, only its hash is kept)",
-                file=sys.stderr,
-            )
+            return 0
+        password = read_password(args.password_stdin, sys.stdin) if args.action == "add" else None
+        async with open_journal(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            actor=actor,
+            security=KafkaSecurity.of(settings.kafka),
+        ) as journal:
+            # every change goes on the record: the reviewer registration, the account, a token
+            labels.journal = journal
+            users.journal = journal
+            if args.action == "add":
+                user = await users.add(args.name, Role(args.role), password, now=time.time())
+                await audit.append(actor, "user_add", user.name, now=time.time(), detail=args.role)
+                login = "password set" if user.password_hash else "no password (API token only)"
+                print(f"{user.name}: {user.role.value}, {login}, registered as a reviewer")
+            elif args.action == "disable":
+                await users.disable(args.name)
+                await audit.append(actor, "user_disable", args.name, now=time.time())
+                print(f"{args.name}: disabled; their sessions and tokens stop working now")
+            else:
+                token = await users.new_token(args.name)
+                await audit.append(actor, "user_token", args.name, now=time.time())
+                print(token)
+                print(
+                    f"(the API token of {args.name}: shown once, only its hash is kept)",
+                    file=sys.stderr,
+                )
         return 0
     finally:
         await redis.aclose()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams.service.accounts import tokens_key, users_key
+
 __all__ = ["ConsoleKeys", "text"]
 
 
@@ -38,11 +40,11 @@ class ConsoleKeys:
 
     @property
     def users(self) -> str:
-        return f"{self.base}:users"
+        return users_key(self.prefix)  # shared with a rebuild from the record
 
     @property
     def tokens(self) -> str:
-        return f"{self.base}:tokens"
+        return tokens_key(self.prefix)
 
     def session(self, digest: str) -> str:
         return f"{self.base}:session:{digest}"

@@ -3,7 +3,9 @@ stored as their SHA-256 (a token is 256 random bits, shown once), and a disabled
 request reads, so a disabled user's sessions and tokens stop working at once.
 
 One registry: a console user who reviews (either role) is registered in the label store as a
-reviewer, so the collector accepts their labels (`UserStore.add` does it through the store)."""
+reviewer, so the collector accepts their labels (`UserStore.add` does it through the store).
+Every account change and token issued is also recorded on the reviewer-events topic when a
+journal is given (`streams.service.record`), so `borderline store rebuild` restores users."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from redis.asyncio import Redis
 
 from models.errors import BorderlineError
 from streams.console.keys import ConsoleKeys, text
+from streams.service.accounts import AccountBook
+from streams.wire.messages import ConsoleAccount
 
 __all__ = ["Role", "User", "UserError", "UserStore", "token_digest", "valid_name"]
 
@@ -54,6 +58,14 @@ class User(BaseModel):
     @property
     def is_lead(self) -> bool:
         return self.role is Role.LEAD
+
+
+class AccountJournal(Protocol):
+    """Where account changes are recorded (`streams.service.record.KafkaJournal`)."""
+
+    async def account_changed(self, account: ConsoleAccount) -> None: ...
+
+    async def token_issued(self, name: str, digest: str) -> None: ...
 
 
 class ReviewerRegistry(Protocol):
@@ -92,18 +104,23 @@ class UserStore:
     keys: ConsoleKeys
     hasher: PasswordHasher
     reviewers: ReviewerRegistry
+    journal: AccountJournal | None = None
     _dummy: str = field(default="", repr=False)  # the hash checked for unknown users
     _by_token: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._by_token = self.redis.register_script(_BY_TOKEN)
+        self.book = AccountBook(self.redis, self.keys.prefix)
 
     async def get(self, name: str) -> User | None:
         raw = await self.redis.hget(self.keys.users, name)
         return None if raw is None else User.model_validate_json(raw)
 
     async def _put(self, user: User) -> None:
-        await self.redis.hset(self.keys.users, user.name, user.model_dump_json())
+        account = ConsoleAccount.model_validate(user.model_dump(mode="json"))
+        await self.book.put(account)
+        if self.journal is not None:
+            await self.journal.account_changed(account)
 
     async def add(self, name: str, role: Role, password: str | None, *, now: float) -> User:
         """Create a user (or change an existing one's role and password) and register them as a
@@ -134,7 +151,7 @@ class UserStore:
         if user is None:
             raise UserError(f"no such user: {name!r}")
         user = user.model_copy(update={"disabled": True})
-        await self._put(user)
+        await self._put(user)  # its tokens go with it
         sessions = self.keys.user_sessions(name)
         digests = [text(d) for d in await self.redis.smembers(sessions)]
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -142,14 +159,7 @@ class UserStore:
                 pipe.delete(self.keys.session(digest))
             pipe.delete(sessions)
             await pipe.execute()
-        await self._drop_tokens(name)
         return user
-
-    async def _drop_tokens(self, name: str) -> None:
-        tokens = await self.redis.hgetall(self.keys.tokens)
-        mine = [digest for digest, owner in tokens.items() if text(owner) == name]
-        if mine:
-            await self.redis.hdel(self.keys.tokens, *mine)
 
     async def new_token(self, name: str) -> str:
         """A new API token for ``name`` (shown once; only its SHA-256 is kept)."""
@@ -159,7 +169,10 @@ class UserStore:
         if user.disabled:
             raise UserError(f"user {name!r} is disabled")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self.redis.hset(self.keys.tokens, token_digest(token), name)
+        digest = token_digest(token)
+        await self.book.add_token(digest, name)
+        if self.journal is not None:
+            await self.journal.token_issued(name, digest)
         return token
 
     async def by_token(self, token: str) -> User | None:

@@ -6,10 +6,10 @@ CSRF checks, cookies and the templates (Jinja2 with autoescape on: item text is 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape

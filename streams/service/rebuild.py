@@ -1,10 +1,11 @@
 """Rebuilding Redis from the record: read the topics from their beginning to their current end,
 replay every record by time through the same store methods the live service calls
 (`LabelStore.register_reviewers`, `clear`, `record_requests`, `record_asked` and `add_label`,
-`ReviewerKeys.issue` with the recorded nonce, the collector's `LabelAdmission` before a label,
-`PolicyStore.publish`, `AdapterRegistry.register`, `promote` and `rollback`), and mark the store
-complete (``{prefix}:store:epoch``). Idempotent: what the store holds already is left as it is,
-so a second rebuild changes nothing.
+`ReviewerKeys.issue` with the recorded nonce, the console's accounts and tokens through
+`AccountBook`, the collector's `LabelAdmission` before a label, `PolicyStore.publish`,
+`AdapterRegistry.register`, `promote` and `rollback`), and mark the store complete
+(``{prefix}:store:epoch``). Idempotent: what the store holds already is left as it is, so a second
+rebuild changes nothing.
 
 `StoreGuard` is the collector's check: a store without the marker (a Redis restarted empty, or
 restored from before the marker) or with an older epoch is rebuilt before new labels are stored.
@@ -37,6 +38,7 @@ from adapters.registry.artifact import (
 from adapters.registry.signing import AdapterSignature
 from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
+from streams.service.accounts import AccountBook
 from streams.service.admission import Admission, LabelAdmission
 from streams.service.replay import (
     STORE_EPOCH,
@@ -170,6 +172,7 @@ class Rebuilder:
         self.policies = PolicyStore(redis, prefix)
         self.registry = AdapterRegistry(redis, prefix)
         self.keys = ReviewerKeys(redis, prefix, key_secret)
+        self.accounts = AccountBook(redis, prefix)
         self.admission = admission
         self._now = 0.0  # the time on the record of the record being replayed
         self.scratch = scratch
@@ -228,6 +231,12 @@ class Rebuilder:
             self._registered.update(event.reviewer_ids)
             new = await self.labels.register_reviewers(event.reviewer_ids)
             return "reviewers:added" if new else "reviewers:present"
+        if event.event == "account" and event.account is not None:
+            await self.accounts.put(event.account)
+            return "accounts:recorded"
+        if event.event == "token_issued" and event.token_sha256 is not None:
+            await self.accounts.add_token(event.token_sha256, event.reviewer_ids[0])
+            return "accounts:token"
         if event.event == "key_issued":
             if event.key_nonce is None:
                 return "reviewers:key_without_nonce"

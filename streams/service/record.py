@@ -1,14 +1,15 @@
 """The record: what Redis holds that the topics would not otherwise carry, written to topics as it
 changes, so that `borderline store rebuild` can rebuild Redis from Kafka alone.
 
-`KafkaJournal` is the `ReviewerJournal` of the label store, the `KeyJournal` of reviewers' keys
-and the `RegistryJournal` of the adapter registry: reviewer registrations, clearances and key
-nonces (never a key) go to the reviewer-events topic, adapter registrations (manifest and file,
-base64) to the adapter-registrations topic, and every change of the active adapter (the
+`KafkaJournal` is the `ReviewerJournal` of the label store, the `KeyJournal` of reviewers' keys and
+the `RegistryJournal` of the adapter registry: reviewer registrations, clearances and key nonces
+(never a key), and the reviewer console's accounts and API tokens (a password's Argon2id hash and a
+token's SHA-256, never either) go to the reviewer-events topic, adapter registrations (manifest and
+file, base64) to the adapter-registrations topic, and every change of the active adapter (the
 registry's own record: its time and epoch) to the adapter-activations topic (the adapter-events
 topic stays the trainer's announcements). Policies are recorded by `streams.service.publication`
-(the whole document, on the policy-records topic). Labels and review requests are on their
-topics already.
+(the whole document, on the policy-records topic). Labels and review requests are on their topics
+already.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from aiokafka import AIOKafkaProducer
 from adapters.registry.artifact import ADAPTER_FILE, MANIFEST_FILE, AdapterManifest
 from adapters.registry.signing import SIGNATURE_FILE
 from adapters.registry.store import ActiveRecord
-from streams.wire.messages import AdapterActivated, AdapterRegistered, ReviewerEvent, encode
+from streams.wire.messages import (
+    AdapterActivated,
+    AdapterRegistered,
+    ConsoleAccount,
+    ReviewerEvent,
+    encode,
+)
 from streams.wire.security import PLAINTEXT, KafkaSecurity
 from streams.wire.topics import TopicNames
 
@@ -84,14 +91,23 @@ class KafkaJournal:
     async def reviewer_key_issued(self, reviewer_id: str, nonce: str) -> None:
         await self._reviewer_event("key_issued", [reviewer_id], key_nonce=nonce)
 
+    async def account_changed(self, account: ConsoleAccount) -> None:
+        """A console account made, changed or disabled (its password's hash, never the
+        password)."""
+        await self._reviewer_event("account", [account.name], account=account)
+
+    async def token_issued(self, name: str, digest: str) -> None:
+        """An API token issued to a console user (its SHA-256, never the token)."""
+        await self._reviewer_event("token_issued", [name], token_sha256=digest)
+
     async def _reviewer_event(
-        self, event: str, reviewer_ids: Sequence[str], *, key_nonce: str | None = None
+        self, event: str, reviewer_ids: Sequence[str], **fields: object
     ) -> None:
         message = ReviewerEvent.model_validate(
             {
                 "event": event,
                 "reviewer_ids": list(reviewer_ids),
-                "key_nonce": key_nonce,
+                **fields,
                 "actor": self.actor,
                 "at": self.clock(),
             }

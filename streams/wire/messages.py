@@ -28,6 +28,7 @@ __all__ = [
     "AdapterActivated",
     "AdapterEvent",
     "AdapterRegistered",
+    "ConsoleAccount",
     "DeadLetter",
     "Decision",
     "Evidence",
@@ -201,16 +202,35 @@ class AdapterEvent(_Message):
     at: float
 
 
+class ConsoleAccount(BaseModel):
+    """A reviewer console account as recorded: name, role, the Argon2id hash of its password
+    (never the password), whether it is disabled, when it was made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["reviewer", "lead"]
+    password_hash: str | None = Field(default=None, max_length=512)
+    disabled: bool = False
+    created_at: float
+
+
 class ReviewerEvent(_Message):
     """A change to the reviewer registry: reviewers ``added``, one ``cleared`` (a person vouched
     for them: their labels count for training again), or one issued a signing key
     (``key_issued``, with the key's nonce: the key itself is derived from the service's secret
-    and is never recorded). Keyed by reviewer id (the first one)."""
+    and is never recorded); for the reviewer console, an ``account`` made, changed or disabled
+    (the whole account), or an API token issued to one (``token_issued``, with the token's
+    SHA-256: the token is never recorded). Keyed by reviewer id (the first one)."""
 
-    event: Literal["added", "cleared", "key_issued"]
+    event: Literal["added", "cleared", "key_issued", "account", "token_issued"]
     reviewer_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1)
     key_nonce: str | None = Field(
         default=None, max_length=128, description="key_issued: the nonce the key derives from"
+    )
+    account: ConsoleAccount | None = Field(default=None, description="account: the account")
+    token_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="token_issued: the token's SHA-256"
     )
     actor: str = ""
     at: float
