@@ -216,6 +216,7 @@ class _Batch:
     adapter: str
     started: float
     decided: float
+    size: int
 
 
 def _batches(decisions: list[dict[str, Any]]) -> dict[str, list[_Batch]]:
@@ -228,7 +229,7 @@ def _batches(decisions: list[dict[str, Any]]) -> dict[str, list[_Batch]]:
     for (worker, decided), group in grouped.items():
         scoring = max(d["scoring_s"] for d in group)
         out.setdefault(worker, []).append(
-            _Batch(worker, group[0]["adapter_version"], decided - scoring, decided)
+            _Batch(worker, group[0]["adapter_version"], decided - scoring, decided, len(group))
         )
     for batches in out.values():
         batches.sort(key=lambda b: b.started)
@@ -258,8 +259,8 @@ def _latencies(
       decided on the new adapter (its decisions come out ``scoring_s`` later: ``..._out_ms``);
     - ``notice_ms``: announcement to the worker hearing of it; activation: the worker's own
       fetch, verify, load and switch; ``wait_ms``: switched to that first batch's start;
-    - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while busy),
-      what the batch in flight can cost a swap at most;
+    - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while items
+      are waiting), what the batch in flight costs a swap;
     - ``late_batches``: batches that started after the switch and still used the old adapter
       (a swap that waited for a second batch); it must be 0.
     """
@@ -273,7 +274,10 @@ def _latencies(
             idle_s=3,
         )
     )
-    return swap_figures(decisions, _received(procs), promotions, [proc.worker_id for proc in procs])
+    workers = [proc.worker_id for proc in procs]
+    return swap_figures(
+        decisions, _received(procs), promotions, workers, batch_max=run.worker.batch_max_size
+    )
 
 
 def swap_figures(
@@ -281,10 +285,13 @@ def swap_figures(
     received: dict[tuple[str, str], list[tuple[float, float]]],
     promotions: list[tuple[str, float]],
     workers: list[str],
+    *,
+    batch_max: int,
 ) -> dict[str, Any]:
     """The figures of `_latencies` from the decisions (as read from the topic), what each worker
     logged of each adapter it switched to (received at, activation seconds) and the promotions
-    (adapter, announced at)."""
+    (adapter, announced at). A batch cycle counts when the next batch was full (``batch_max``
+    items: they were waiting), so a worker waiting for items does not lengthen it."""
     batches = _batches(decisions)
     first_ms, out_ms, notice_ms, wait_ms, swap_ms, all_workers = [], [], [], [], [], []
     activation_ms = [a * 1000.0 for v in received.values() for _, a in v]
@@ -318,10 +325,12 @@ def swap_figures(
         (b.started - a.started) * 1000.0
         for mine in batches.values()
         for a, b in itertools.pairwise(mine)
-        if b.started - a.started < 1.0  # busy: the next batch was waiting
+        if b.size >= batch_max
     ]
     if not first_ms or not all_workers or not swap_ms:
         raise RuntimeError("no swap could be measured: were decisions made during the swaps?")
+    if not cycles:
+        raise RuntimeError("no full batch: the workers were never busy (more --items)")
     swaps = np.maximum(np.array(swap_ms), 0.0)
     return {
         "first_decision_ms_p50": _p(first_ms, 50),

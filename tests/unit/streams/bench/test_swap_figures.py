@@ -52,7 +52,7 @@ PROMOTIONS = [("a1", T0 + 0.25), ("a2", T0 + 0.55)]
 
 
 def test_first_decision_batch_cycle_and_the_parts_of_a_swap() -> None:
-    f = swap_figures(_timeline(late=False), RECEIVED, PROMOTIONS, ["w1", "w2"])
+    f = swap_figures(_timeline(late=False), RECEIVED, PROMOTIONS, ["w1", "w2"], batch_max=2)
     # a1: w1 starts on it at 0.30 (50 ms after the announcement), w2 at 0.35 (100 ms);
     # a2: w1 at 0.60 (50 ms), w2 at 0.62 (70 ms)
     assert f["first_decision_ms_p50"] == pytest.approx(60.0)
@@ -67,10 +67,17 @@ def test_first_decision_batch_cycle_and_the_parts_of_a_swap() -> None:
 
 
 def test_a_batch_that_started_after_the_switch_on_the_old_adapter_is_late() -> None:
-    f = swap_figures(_timeline(late=True), RECEIVED, PROMOTIONS, ["w1", "w2"])
+    f = swap_figures(_timeline(late=True), RECEIVED, PROMOTIONS, ["w1", "w2"], batch_max=2)
     assert f["late_batches"] == 1
 
 
 def test_no_decision_on_a_promoted_adapter_is_an_error_not_a_figure() -> None:
     with pytest.raises(RuntimeError, match="no swap could be measured"):
-        swap_figures(_timeline(late=False), RECEIVED, [("a9", T0 + 0.25)], ["w1", "w2"])
+        swap_figures(
+            _timeline(late=False), RECEIVED, [("a9", T0 + 0.25)], ["w1", "w2"], batch_max=2
+        )
+
+
+def test_a_cycle_counts_only_when_items_were_waiting() -> None:
+    with pytest.raises(RuntimeError, match="no full batch"):
+        swap_figures(_timeline(late=False), RECEIVED, PROMOTIONS, ["w1", "w2"], batch_max=3)
