@@ -27,6 +27,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streams.service.outage import InfrastructureError, ThrottledLogs
 from streams.service.outbox import RawRecord
 from streams.service.retry import Retrying, any_error
+from streams.wire.security import KafkaSecurity
 from streams.wire.settings import Settings
 
 __all__ = [
@@ -140,6 +141,7 @@ def make_app(settings: Settings, *, app_id: str) -> faust.App:
         broker_session_timeout=kafka.session_timeout_s,
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_credentials=KafkaSecurity.of(kafka).faust_credentials(),  # TLS, SASL (Security)
         # a delivery the broker does not take expires with the retry policy's attempt, instead
         # of after faust's 20 minutes
         producer_request_timeout=settings.resilience.call_timeout_s,
