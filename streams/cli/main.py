@@ -42,7 +42,9 @@ def _load_settings() -> Settings:
         first = exc.errors()[0]
         where = "__".join(str(p) for p in first["loc"]).upper()
         where = f"BORDERLINE_{where}: " if where else ""
-        raise BorderlineError(f"invalid settings: {where}{first['msg']}") from None
+        raise BorderlineError(
+            f"invalid settings: {where}{first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
