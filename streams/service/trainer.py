@@ -413,6 +413,8 @@ def run_trainer(settings: Settings, *, config: TrainerConfig, once: bool = False
                 steps = _Steps(trainer, state, retry, settings, once, progress)
 
                 def note(text: str) -> None:
+                    if "held by" in text and text != progress.note:  # say why nothing happens
+                        print(text, flush=True)
                     progress.note = text
 
                 tasks = [
