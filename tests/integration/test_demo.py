@@ -24,6 +24,7 @@ from streams.demo.plots import PLOTS
 from streams.embedded.launcher import free_port
 from tests.waiting import wait_until
 
+from .conftest import TEST_KAFKA
 from .helpers import samples
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,8 @@ def _env(model_dir: Path, tmp: Path, marker: str, metrics_port: int) -> dict[str
             "BORDERLINE_WORKER__ADAPTER_CACHE_DIR": str(tmp / "adapters"),
             "BORDERLINE_METRICS__PORT": str(metrics_port),
             "BL_DEMO_TEST_RUN": marker,  # every process the demo starts inherits it
+            # the test processes' consumer-group timing (tests/integration/conftest.py)
+            **{f"BORDERLINE_KAFKA__{k.upper()}": str(v) for k, v in TEST_KAFKA.items()},
         }
     )
     return env
@@ -144,7 +147,8 @@ def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path, marker: 
     out = tmp_path / "interrupted"
     log = (tmp_path / "demo.log").open("w+")
     proc = subprocess.Popen(
-        _demo(out, "--items", "2000", "--rate", "10"),
+        # 50 decisions by worker-1 come within seconds; the stream would last 50 s
+        _demo(out, "--items", "2000", "--rate", "40"),
         env=_env(model_dir, tmp_path, marker, base),
         cwd=tmp_path,  # not the checkout: faust makes its data folders in the cwd
         stdout=log,
