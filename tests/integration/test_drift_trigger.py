@@ -40,7 +40,7 @@ from streams.service.reader import read_topic
 from streams.service.trainer import TrainerState, trainer_step
 from tests.redis_support import redis_client
 
-from .conftest import LOOP_PANEL, LOOP_REVIEW, LOOP_TRAINING, Stack
+from .conftest import LOOP_PANEL, LOOP_REVIEW, LOOP_TRAINING, Stack, stop_all
 from .helpers import samples, settle_labels
 
 pytestmark = pytest.mark.integration
@@ -197,8 +197,7 @@ def test_injected_drift_triggers_training_and_a_stationary_stream_does_not(
     try:
         flags, report = asyncio.run(scenario())
     finally:
-        collector.stop()
-        worker.stop()
+        stop_all([collector, worker], timeout_s=30)
     print(
         f"trainer: triggers {report['triggers']}, {report['train_labels']} train / "
         f"{report['eval_labels']} eval labels, trained in {report['train_seconds']}s; "
