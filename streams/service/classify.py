@@ -15,9 +15,10 @@ without Kafka; the faust agent in `streams.service.app` is a thin loop around `C
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,7 +44,7 @@ from streams.wire.messages import (
 )
 from streams.wire.topics import TopicNames
 
-__all__ = ["BatchResult", "Classifier", "ServingError", "ServingModel"]
+__all__ = ["BatchResult", "Classifier", "ServingError", "ServingModel", "SwapGate"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,32 @@ class ServingModel(Protocol):
     def activate(self, adapter_id: str) -> None: ...
 
     def score(self, texts: Sequence[str], adapter_id: str | None = None) -> ScoreBatch: ...
+
+
+class SwapGate:
+    """Closed by the control plane from the moment it knows the adapter changes until the switch
+    (fetch, verify, load: a few milliseconds). A batch about to start waits while it is closed,
+    at most ``wait_s``, so the batch after the one in flight is decided on the new adapter
+    rather than one more batch on the old one; a slow fetch never holds the stream longer."""
+
+    def __init__(self, wait_s: float = 0.25) -> None:
+        self.wait_s = wait_s
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @contextlib.contextmanager
+    def closed(self) -> Iterator[None]:
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    async def passed(self) -> None:
+        if self._open.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._open.wait(), self.wait_s)
 
 
 @dataclass
@@ -116,6 +143,7 @@ class Classifier:
         self.on_scored = on_scored
         self.cache = cache
         self.twins = twins
+        self.gate = SwapGate()  # the control plane closes it while it switches adapters
 
     @property
     def state(self) -> ServingState:
@@ -245,6 +273,7 @@ class Classifier:
     async def _handle(self, records: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
         items, result.dead_letters = self._decode(records)
+        await self.gate.passed()  # an adapter being switched in is waited for, briefly
         state = self._state  # the whole batch is decided with this one
         policy = state.routing
         if items:

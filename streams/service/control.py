@@ -94,6 +94,12 @@ class Served(Protocol):
     def apply(self, state: ServingState) -> None: ...
 
 
+class Gate(Protocol):
+    """`streams.service.classify.SwapGate`: batches wait while it is closed."""
+
+    def closed(self) -> contextlib.AbstractContextManager[None]: ...
+
+
 class Subscription(Protocol):
     """A `redis.asyncio` pub/sub connection."""
 
@@ -132,10 +138,12 @@ class ControlPlane:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry: Retrying | None = None,
+        gate: Gate | None = None,
     ) -> None:
         """``on_swap(previous, new)`` is called after every adapter swap: the drift detectors
         start a fresh reference, since a new adapter moves the scores and embeddings on purpose.
-        ``retry`` is the process's retry policy, which Redis failures are reported to."""
+        ``retry`` is the process's retry policy, which Redis failures are reported to. ``gate``
+        (the classifier's) is closed from deciding to switch adapters until the switch."""
         self.policies = policies
         self.registry = registry
         self.redis = redis
@@ -149,6 +157,7 @@ class ControlPlane:
         self.clock = clock
         self.sleep = sleep
         self.retry = retry or Retrying(RetryPolicy(), outages=Outages(clock=clock), metrics=metrics)
+        self.gate = gate
         self._refused: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -167,14 +176,14 @@ class ControlPlane:
                 self._watch(record, current)
                 return False
             started = received_at or self.clock()
-            if target.adapter_id != current.adapter_id and not await self._load(
-                target.adapter_id, keeping=current.adapter_id
-            ):
-                target = next_state(current, policy, record, refused=frozenset(self._refused))
-                if target == current:
-                    self._watch(record, current)
-                    return False
-            self.serving.apply(target)
+            swapping = target.adapter_id != current.adapter_id
+            with self.gate.closed() if swapping and self.gate else contextlib.nullcontext():
+                if swapping and not await self._load(target.adapter_id, keeping=current.adapter_id):
+                    target = next_state(current, policy, record, refused=frozenset(self._refused))
+                    if target == current:
+                        self._watch(record, current)
+                        return False
+                self.serving.apply(target)
             self._announce(current, target, record, started)
             self._watch(record, target)
             return (target.adapter_id, target.routing) != (current.adapter_id, current.routing)

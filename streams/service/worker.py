@@ -253,6 +253,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         poll_interval_s=settings.worker.adapter_poll_s,
         on_swap=drift.adapter_changed,
         retry=retry,
+        gate=classifier.gate,  # the next batch waits for an adapter being switched in
     )
     # before any traffic: a published policy overrides the configured default, and a worker
     # that starts after a promotion serves the active adapter from its first item

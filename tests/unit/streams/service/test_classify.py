@@ -581,3 +581,38 @@ def test_an_infrastructure_failure_is_not_poison() -> None:
     with pytest.raises(InfrastructureError):
         w.handle(_good_records())
     assert w.sink.sent == []
+
+
+# --- the swap gate -------------------------------------------------------------------------------
+
+
+def test_a_batch_waits_for_an_adapter_being_switched_in() -> None:
+    w = _world()
+    w.score.loaded_adapters.append("adapter-2")
+
+    async def go() -> BatchResult:
+        with w.classifier.gate.closed():
+            batch = asyncio.ensure_future(w.classifier.handle(_good_records()))
+            await asyncio.sleep(0.02)
+            assert not batch.done() and w.score.calls == []  # waiting at the gate
+            w.classifier.apply(ServingState(POLICY, "adapter-2", epoch=1))
+        return await batch
+
+    result = asyncio.run(go())
+    assert {d.adapter_version for d in result.decisions} == {"adapter-2"}
+
+
+def test_a_switch_that_takes_too_long_does_not_hold_the_stream() -> None:
+    w = _world()
+    w.classifier.gate.wait_s = 0.05
+
+    async def go() -> tuple[BatchResult, float]:
+        loop = asyncio.get_running_loop()
+        with w.classifier.gate.closed():  # never switched while the batch waits
+            started = loop.time()
+            result = await w.classifier.handle(_good_records())
+            return result, loop.time() - started
+
+    result, waited = asyncio.run(go())
+    assert 0.05 <= waited < 1.0
+    assert {d.adapter_version for d in result.decisions} == {"adapter-1"}

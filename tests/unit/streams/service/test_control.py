@@ -542,3 +542,50 @@ def test_policy_routings_reads_a_published_version_once_and_defaults_otherwise()
 
     asyncio.run(main())
     assert store.gets == ["v2", "v1"]
+
+
+# --- the swap gate -------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingGate:
+    """The classifier's `SwapGate` as the control plane sees it: closed while it switches."""
+
+    is_closed: bool = False
+    closings: int = 0
+
+    @contextlib.contextmanager
+    def closed(self) -> Any:
+        self.is_closed, self.closings = True, self.closings + 1
+        try:
+            yield
+        finally:
+            self.is_closed = False
+
+
+def test_the_gate_is_closed_from_the_decision_to_swap_until_the_switch() -> None:
+    p = _plane()
+    gate = RecordingGate()
+    p.control.gate = gate
+    during: list[bool] = []
+    fetch = p.registry.fetch
+
+    async def watched_fetch(adapter_id: str, directory: Path, *, expected_base: str) -> Any:
+        during.append(gate.is_closed)
+        return await fetch(adapter_id, directory, expected_base=expected_base)
+
+    p.registry.fetch = watched_fetch  # type: ignore[method-assign]
+    apply = p.serving.apply
+    p.serving.apply = lambda state: (during.append(gate.is_closed), apply(state))[1]  # type: ignore[method-assign]
+    p.registry.promote(_record("a1", 4))
+    assert p.sync() is True
+    assert during == [True, True] and not gate.is_closed  # fetch and apply behind the gate
+
+    p.policies.policy = _policy()  # a policy change keeping the adapter: no gate
+    assert p.sync() is True
+    assert gate.closings == 1
+
+    p.registry.broken["bad"] = ArtifactError("sha256 mismatch")
+    p.registry.promote(_record("bad", 9, policy="v2"))
+    assert p.sync() is False
+    assert gate.closings == 2 and not gate.is_closed  # opened again after a refusal
