@@ -261,8 +261,8 @@ def _latencies(
       fetch, verify, load and switch; ``wait_ms``: switched to that first batch's start;
     - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while items
       are waiting), what the batch in flight costs a swap;
-    - ``late_batches``: batches that started after the switch and still used the old adapter
-      (a swap that waited for a second batch); it must be 0.
+    - ``late_batches``: batches that started after the worker heard of the promotion and still
+      used the old adapter (a swap that waited for a second batch); it must be 0.
     """
     assert run.kafka.bootstrap_servers
     decisions = asyncio.run(
@@ -318,7 +318,7 @@ def swap_figures(
             notice_ms.append((at - promoted_at) * 1000.0)
             wait_ms.append((first.started - switched) * 1000.0)
             swap_ms.append((first.started - at) * 1000.0)
-            late += sum(1 for b in mine if switched < b.started < first.started)
+            late += sum(1 for b in mine if at < b.started < first.started)
         if len(firsts) == len(workers):
             all_workers.append(max(firsts) - promoted_at)
     cycles = [
