@@ -8,7 +8,8 @@ times one LoRA update on 400 labels x 3 epochs (the product's training path, on 
 is present).
 
 Targets (issue 5): promotion within 300 new expert labels, kappa_after >= 0.8, the LoRA update
-within 60 s on 2 cores."""
+within 60 s on 2 cores; (issue 11) at most 1.6 expert labels per labelled item
+(``labels_per_item``, second opinions only for a sample: `adapters.review.opinions`)."""
 
 from __future__ import annotations
 

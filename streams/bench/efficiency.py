@@ -2,10 +2,11 @@
 to measure how many expert labels each curation strategy needs (the headline figure of the
 published method, DESIGN.md "The method it implements").
 
-The loop itself (pools, rounds, strategies, curves) lives in `adapters.efficiency` and is pure;
-this module is the glue: it reads the data, computes the base encoder's embeddings once (cached on
-disk), fine-tunes LoRA through the product's own training path at the checkpoints, writes the JSON
-and the plot, and prints the summary table. torch is imported only inside the functions that need
+The loop itself (pools, rounds, strategies, curves) lives in `adapters.offline.efficiency` and is
+pure; this module is the glue: it reads the data, cuts list footers and drops duplicates
+(`adapters.offline.boilerplate`, before any draw), computes the base encoder's embeddings once
+(cached on disk), fine-tunes LoRA through the product's own training path at every point of every
+curve, writes the JSON and the plot, and prints the summary table. torch is imported only inside the functions that need
 it."""
 
 from __future__ import annotations
