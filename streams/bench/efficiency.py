@@ -6,8 +6,8 @@ The loop itself (pools, rounds, strategies, curves) lives in `adapters.offline.e
 pure; this module is the glue: it reads the data, cuts list footers and drops duplicates
 (`adapters.offline.boilerplate`, before any draw), computes the base encoder's embeddings once
 (cached on disk), fine-tunes LoRA through the product's own training path at every point of every
-curve, writes the JSON and the plot, and prints the summary table. torch is imported only inside the functions that need
-it."""
+curve, writes the JSON and the plot, and prints the summary table. torch is imported only inside
+the functions that need it."""
 
 from __future__ import annotations
 
