@@ -173,6 +173,7 @@ def _curator(
         evidence_k=review.evidence_k,
         seed=review.seed,
         evidence_refresh_s=review.evidence_refresh_s,
+        overlap_rate=review.overlap_rate,
         # boundary pairs are mined off the event loop: no batch waits for the clustering
         miner=ThreadPoolExecutor(max_workers=1, thread_name_prefix="miner"),
     )
@@ -314,6 +315,8 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         trust_confidence=review.trust_confidence,
         retry=retry,
         guard=store_guard(settings, redis),  # Redis lost under a running collector: rebuilt
+        overlap_rate=review.overlap_rate,  # the curator's, to know which asked for two
+        seed=review.seed,
     )
     watch = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     collector.on_feedback = lambda disagreements: retry(

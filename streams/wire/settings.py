@@ -188,6 +188,9 @@ class ReviewSettings(BaseModel):
     share_uncertain: float = Field(default=0.5, ge=0, le=1, description="budget share")
     share_boundary: float = Field(default=0.35, ge=0, le=1, description="budget share")
     share_audit: float = Field(default=0.15, ge=0, le=1, description="budget share")
+    overlap_rate: float = Field(
+        default=0.1, ge=0, le=1, description="non-audit requests that ask for two opinions"
+    )
     evidence_refresh_s: float = Field(default=5.0, gt=0, description="labelled index refresh")
     window_size: int = Field(default=1000, ge=10, description="items mined for boundary pairs")
     mine_every: int = Field(default=200, ge=1, description="new items between two minings")
