@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streams.console.desk import BENIGN, LabelOutcome
-from streams.console.web import Console, Viewer
+from streams.console.web import Console, Viewer, guarded
 
 __all__ = ["OPENAPI", "routes"]
 
@@ -32,10 +32,11 @@ async def _viewer(request: Request) -> Viewer | Response:
     return viewer
 
 
-async def next_task(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+bearer = guarded(_viewer)  # the handler gets the token's user
+
+
+@bearer
+async def next_task(request: Request, got: Viewer) -> Response:
     console = _console(request)
     task = await console.desk.next(got.user.name)
     if task is None:
@@ -69,10 +70,8 @@ async def _body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-async def submit_label(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+@bearer
+async def submit_label(request: Request, got: Viewer) -> Response:
     body = await _body(request)
     if isinstance(body, Response):
         return body
@@ -88,19 +87,15 @@ async def submit_label(request: Request) -> Response:
     return JSONResponse({"status": outcome.value, "reviewer_id": got.user.name}, status)
 
 
-async def release_task(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+@bearer
+async def release_task(request: Request, got: Viewer) -> Response:
     item = request.path_params["item_id"]
     released = await _console(request).desk.release(got.user.name, item)
     return JSONResponse({"released": released}, status_code=200 if released else 409)
 
 
-async def stats(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+@bearer
+async def stats(request: Request, got: Viewer) -> Response:
     console = _console(request)
     if not got.user.is_lead:
         return JSONResponse({"error": "stats are for leads"}, status_code=403)

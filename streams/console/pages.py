@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from streams.console.desk import LabelOutcome, hotkeys
 from streams.console.queue import ClaimedTask
-from streams.console.web import LOGIN_COOKIE, SESSION_COOKIE, Console, Viewer
+from streams.console.web import LOGIN_COOKIE, SESSION_COOKIE, Console, Viewer, guarded
 
 __all__ = ["routes"]
 
@@ -46,6 +46,19 @@ async def _changing(request: Request) -> tuple[Viewer, dict[str, Any]] | Respons
     if not got.session.csrf_ok(sent if isinstance(sent, str) else None):
         return Response("CSRF token missing or wrong", status_code=403)
     return got, form
+
+
+async def _leading(request: Request) -> tuple[Viewer, dict[str, Any]] | Response:
+    """As `_changing`, for leads only (403 for anyone else)."""
+    got = await _changing(request)
+    if isinstance(got, Response) or got[0].user.is_lead:
+        return got
+    return _console(request).page("error.html", 403, message="This action is for leads.")
+
+
+signed_in = guarded(_viewer)  # the handler gets the viewer
+changing = guarded(_changing)  # the handler gets (viewer, form), the CSRF token checked
+leading = guarded(_leading)  # the same, and the viewer is a lead
 
 
 async def login_page(request: Request) -> Response:
@@ -91,10 +104,8 @@ async def login(request: Request) -> Response:
     return home
 
 
-async def logout(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@changing
+async def logout(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, _ = got
     assert viewer.session is not None
     await _console(request).sessions.end(viewer.session)
@@ -130,10 +141,8 @@ async def _task_context(
     return context
 
 
-async def review_page(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+@signed_in
+async def review_page(request: Request, got: Viewer) -> Response:
     console = _console(request)
     task = await console.desk.next(got.user.name)
     return console.page("review.html", **await _task_context(console, got, task, None))
@@ -148,10 +157,8 @@ async def _next(request: Request, viewer: Viewer, flash: str | None, status: int
     return console.page("_task.html", status, **context)
 
 
-async def label(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@changing
+async def label(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, form = got
     item, answer = str(form.get("item_id", "")), str(form.get("label", ""))
     console = _console(request)
@@ -167,19 +174,15 @@ async def label(request: Request) -> Response:
     return await _next(request, viewer, "That task is no longer yours (lease over or answered).")
 
 
-async def skip(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@changing
+async def skip(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, form = got
     await _console(request).desk.skip(viewer.user.name, str(form.get("item_id", "")))
     return await _next(request, viewer, "Skipped.")
 
 
-async def undo(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@changing
+async def undo(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, _ = got
     undone = await _console(request).desk.undo(viewer.user.name)
     flash = (
@@ -190,10 +193,8 @@ async def undo(request: Request) -> Response:
     return await _next(request, viewer, flash)
 
 
-async def lead_page(request: Request) -> Response:
-    got = await _viewer(request)
-    if isinstance(got, Response):
-        return got
+@signed_in
+async def lead_page(request: Request, got: Viewer) -> Response:
     console = _console(request)
     if not got.user.is_lead:
         return console.page("error.html", 403, message="This page is for leads.")
@@ -203,14 +204,10 @@ async def lead_page(request: Request) -> Response:
     return console.page("lead.html", viewer=got, stats=stats, csrf=got.session.csrf, reveal=reveal)
 
 
-async def lead_clear(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@leading
+async def lead_clear(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, form = got
     console = _console(request)
-    if not viewer.user.is_lead:
-        return console.page("error.html", 403, message="This action is for leads.")
     reviewer = str(form.get("reviewer", ""))
     if reviewer not in await console.labels.registered():
         return console.page("error.html", 404, message="No such reviewer.")
@@ -219,14 +216,10 @@ async def lead_clear(request: Request) -> Response:
     return RedirectResponse("/lead", status_code=303)
 
 
-async def lead_reveal(request: Request) -> Response:
-    got = await _changing(request)
-    if isinstance(got, Response):
-        return got
+@leading
+async def lead_reveal(request: Request, got: tuple[Viewer, dict[str, Any]]) -> Response:
     viewer, form = got
     console = _console(request)
-    if not viewer.user.is_lead:
-        return console.page("error.html", 403, message="This action is for leads.")
     on = form.get("reveal") == "on"
     await console.set_reveal(on)
     await console.audit.append(

@@ -5,12 +5,14 @@ CSRF checks, cookies and the templates (Jinja2 with autoescape on: item text is 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.asyncio import Redis
@@ -26,7 +28,7 @@ from streams.console.metrics import ConsoleMetrics
 from streams.console.sessions import Session, SessionStore, Throttle
 from streams.console.users import User, UserStore
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Console", "Viewer", "templates"]
+__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Console", "Viewer", "guarded", "templates"]
 
 SESSION_COOKIE = "borderline_session"
 LOGIN_COOKIE = "borderline_login"
@@ -51,6 +53,29 @@ def templates() -> Environment:
     )
     env.filters["utc_hour"] = utc_hour
     return env
+
+
+T = TypeVar("T")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(
+    check: Callable[[Request], Awaitable[T | Response]],
+) -> Callable[[Callable[[Request, T], Awaitable[Response]]], Endpoint]:
+    """Endpoints behind ``check`` (who is asking, a CSRF token): the handler runs with what
+    ``check`` found, or the request gets ``check``'s refusal (a redirect to sign-in, 401, 403)."""
+
+    def wrap(handler: Callable[[Request, T], Awaitable[Response]]) -> Endpoint:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            got = await check(request)
+            if isinstance(got, Response):
+                return got
+            return await handler(request, got)
+
+        return endpoint
+
+    return wrap
 
 
 @dataclass(frozen=True)
