@@ -54,6 +54,12 @@ FINISH_BATCH_S = 5.0
 """How long a batch in flight at shutdown may take to be delivered before it is given up."""
 CONSUMER_STOP_S = 3.0
 """How long the consumer thread may take to stop (mode waits 60 s for a thread that crashed)."""
+CONSUMER_METADATA_MAX_AGE_S = 5.0
+"""How often the consumer reads its topics' partitions again (faust's default: 5 minutes). A
+group rebalances when a topic's partition count changes, but only once its metadata shows it:
+a topic that a client's request re-made on a restarted memory broker gets the broker's default
+partitions (tansu: 4), and a consumer whose one refresh failed while the broker was down went
+on reading the 2 it knew for 5 minutes (README, "Broker restarts")."""
 
 
 def exit_now(exc: BaseException) -> None:
@@ -142,6 +148,7 @@ def make_app(settings: Settings, *, app_id: str) -> faust.App:
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
         broker_credentials=KafkaSecurity.of(kafka).faust_credentials(),  # TLS, SASL (Security)
+        consumer_metadata_max_age_ms=int(CONSUMER_METADATA_MAX_AGE_S * 1000),
         # a delivery the broker does not take expires with the retry policy's attempt, instead
         # of after faust's 20 minutes
         producer_request_timeout=settings.resilience.call_timeout_s,
