@@ -4,9 +4,10 @@ the end of each partition, read from the broker through aiokafka's public API (`
 admin client's ``list_consumer_group_offsets``, a group-less consumer's ``end_offsets``), not
 from faust's in-memory read positions: what the broker holds is what a restart resumes from.
 
-The embedded broker (tansu) answers a partition's end offset with the base offset of its last
+The embedded broker (tansu) answers a partition's end offset at the start of its last record
 batch (README, known quirks), so there the lag of a partition whose last batch is unread reads
-short by that batch's records less one; Apache Kafka answers the true end."""
+short by that batch's records less one (exact for one-record batches); Apache Kafka answers the
+true end."""
 
 from __future__ import annotations
 
