@@ -21,8 +21,10 @@ def test_steps_never_fall_as_labels_grow() -> None:
     steps = [recipe_steps(n, 8) for n in counts]
     assert all(b >= a for a, b in pairwise(steps)), "steps fell"
     assert min(steps) == 100 and max(steps) == 512  # 4,090 labels: one pass of 512 batches
-    # the fall of issue 11: 200 labels had 4 passes and 400 two, on the same 100 steps
-    assert recipe_steps(400, 8) == 4 * 50 and recipe_steps(200, 8) == 4 * 25
+    # the old budget gave 50 labels 50 steps and the whole pool one pass: 100 steps at least
+    assert recipe_steps(50, 8) == 100 and recipe_steps(400, 8) == 100
+    more = [recipe_steps(n, 8, least_epochs=4) for n in counts]
+    assert all(b >= a for a, b in pairwise(more)), "steps fell with four passes"
 
 
 def test_at_least_one_pass_over_a_large_set() -> None:
