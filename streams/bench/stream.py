@@ -91,7 +91,8 @@ def unfused_copy(model_dir: Path, out: Path) -> Path:  # pragma: no cover - need
 
 
 def _scorers(settings: Settings, texts: list[str], figures: dict[str, Any]) -> None:
-    """The bare scorer's figures, fused (the model folder's graph) and unfused."""
+    """The bare scorer's figures, fused (the model folder's graph) and unfused, and how close
+    each int8 graph comes to the unfused fp32 export of the same adapter."""
     manifest = ModelManifest.read(settings.model.dir)
     size, threads = settings.worker.batch_max_size, settings.worker.scorer_threads
     fused = Scorer.from_dir(settings.model.dir, threads=threads)
@@ -110,10 +111,22 @@ def _scorers(settings: Settings, texts: list[str], figures: dict[str, Any]) -> N
             for name, scorer in (("unfused", unfused), ("fused", fused)):
                 rate, probabilities[name] = _bare_scorer(scorer, texts, size)
                 rates[name].append(rate)
+        # the reference both int8 graphs approximate: the unfused fp32 export of the same adapter
+        reference = Scorer(
+            Path(work) / "fp32.onnx",
+            settings.model.dir / TOKENIZER_FILE,
+            manifest.labels,
+            max_length=manifest.max_length,
+            threads=threads,
+        )
+        _, probabilities["fp32"] = _bare_scorer(reference, texts, size)
     figures["scorer_items_per_s_unfused"] = round(max(rates["unfused"]), 2)
     figures["scorer_items_per_s"] = round(max(rates["fused"]), 2)
     figures["fusion_speedup"] = round(max(rates["fused"]) / max(rates["unfused"]), 3)
-    figures["fusion_parity"] = parity(probabilities["unfused"], probabilities["fused"]).as_dict()
+    figures["fusion_parity"] = {
+        f"{name}_int8_vs_fp32": parity(probabilities["fp32"], probabilities[name]).as_dict()
+        for name in ("fused", "unfused")
+    }
 
 
 def _decisions(settings: Settings, wanted: set[str], timeout_s: float) -> list[dict[str, Any]]:
