@@ -96,14 +96,15 @@ def _scorers(settings: Settings, texts: list[str], figures: dict[str, Any]) -> N
     manifest = ModelManifest.read(settings.model.dir)
     size, threads = settings.worker.batch_max_size, settings.worker.scorer_threads
     fused = Scorer.from_dir(settings.model.dir, threads=threads)
-    with tempfile.TemporaryDirectory() as work:
-        unfused = Scorer(
-            unfused_copy(settings.model.dir, Path(work)),
-            settings.model.dir / TOKENIZER_FILE,
-            manifest.labels,
-            max_length=manifest.max_length,
-            threads=threads,
+
+    def scorer_of(path: Path) -> Scorer:
+        tokenizer = settings.model.dir / TOKENIZER_FILE
+        return Scorer(
+            path, tokenizer, manifest.labels, max_length=manifest.max_length, threads=threads
         )
+
+    with tempfile.TemporaryDirectory() as work:
+        unfused = scorer_of(unfused_copy(settings.model.dir, Path(work)))
         # interleaved, best of two: both graphs see the same load on a shared machine
         rates: dict[str, list[float]] = {"fused": [], "unfused": []}
         probabilities = {}
@@ -112,13 +113,7 @@ def _scorers(settings: Settings, texts: list[str], figures: dict[str, Any]) -> N
                 rate, probabilities[name] = _bare_scorer(scorer, texts, size)
                 rates[name].append(rate)
         # the reference both int8 graphs approximate: the unfused fp32 export of the same adapter
-        reference = Scorer(
-            Path(work) / "fp32.onnx",
-            settings.model.dir / TOKENIZER_FILE,
-            manifest.labels,
-            max_length=manifest.max_length,
-            threads=threads,
-        )
+        reference = scorer_of(Path(work) / "fp32.onnx")
         _, probabilities["fp32"] = _bare_scorer(reference, texts, size)
     figures["scorer_items_per_s_unfused"] = round(max(rates["unfused"]), 2)
     figures["scorer_items_per_s"] = round(max(rates["fused"]), 2)
