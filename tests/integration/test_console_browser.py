@@ -3,7 +3,9 @@ driven by Selenium offline), against a real console process, the real broker and
 and a real collector process: a reviewer signs in and labels 10 items with the keyboard only, and
 the labels reach the label store attributed to that user; hostile item text is shown as text and
 runs nothing; a held-down or doubled key labels once; undo; a reviewer gets 403 on the lead page;
-the lead sees the reviewer's labels. One browser and one console for the module.
+a second reviewer gets the second-opinion items and never the ones they labelled. One browser,
+one console and one collector for the module (the tests run in order, each on the labels of the
+ones before).
 
 Screenshots go to ``out/console-screenshots/`` in the checkout."""
 
@@ -12,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from adapters.labels.store import LabelStore, ReviewedItem
+from adapters.labels.store import LabelStore
+from streams.bench.console import record_and_send, start_console
 from streams.cli.main import main
-from streams.embedded.launcher import WorkerProcess, free_port, settings_env, start_worker
-from streams.wire.messages import ReviewReason, ReviewRequest, encode
+from streams.console.keys import ConsoleKeys
+from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
+from streams.wire.messages import ReviewReason, ReviewRequest
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 from tests.redis_support import redis_client
@@ -75,64 +80,31 @@ def _requests(now: float) -> list[ReviewRequest]:
     return out
 
 
-async def _send_requests(settings: Settings, requests: list[ReviewRequest]) -> None:
-    """As the curator does: the requests recorded in the label store, then on the topic."""
-    from aiokafka import AIOKafkaProducer
-
-    assert settings.redis.url is not None
-    async with redis_client(settings.redis.url.get_secret_value()) as redis:
-        await LabelStore(redis, settings.redis.key_prefix).record_requests(
-            "v1",
-            [
-                ReviewedItem(
-                    r.item_id,
-                    r.text,
-                    None,
-                    0.5,
-                    r.reason.value,
-                    r.requested_at,
-                    request_id=r.request_id,
-                    policy_version="v1",
-                )
-                for r in requests
-            ],
-        )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await producer.start()
-    try:
-        for r in requests:
-            await producer.send_and_wait(
-                settings.kafka.topics.review_requests, encode(r), key=r.item_id.encode()
-            )
-    finally:
-        await producer.stop()
-
-
-def _users(settings: Settings) -> None:
-    """Accounts made with the CLI, as an operator does."""
+def _cli(settings: Settings, argv: list[str], stdin: str = "") -> tuple[int, str]:
+    """``borderline`` as an operator runs it against the site's broker and Redis: exit code
+    and what it printed."""
+    out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith("BORDERLINE_"):
                 mp.delenv(name)
         for name, value in settings_env(settings).items():
             mp.setenv(name, value)
-        for user, role in [("alice", "reviewer"), ("lena", "lead")]:
-            mp.setattr(sys, "stdin", io.StringIO(f"{user} password 1\n"))
-            assert main(["users", "add", user, "--role", role, "--password-stdin"]) == 0
+        mp.setattr(sys, "stdin", io.StringIO(stdin))
+        mp.setattr(sys, "stdout", out)
+        code = main(argv)
+    return code, out.getvalue()
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"console exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"console not ready: {log.read_text()[-2000:]}")
+def _users(settings: Settings) -> None:
+    """Accounts made with the CLI, as an operator does."""
+    for user, role in [("alice", "reviewer"), ("bob", "reviewer"), ("lena", "lead")]:
+        code, _ = _cli(
+            settings,
+            ["users", "add", user, "--role", role, "--password-stdin"],
+            stdin=f"{user} password 1\n",
+        )
+        assert code == 0
 
 
 def _browser() -> WebDriver:
@@ -163,42 +135,22 @@ def site(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
             },
             "redis": {"url": services.redis_url, "key_prefix": f"test-{tag}"},
             "console": {"undo_s": 3.0, "lease_s": 120},
+            "review": {"min_shared": 2},  # agreement shown after two shared items
         }
     )
     asyncio.run(ensure_topics(services.bootstrap_servers, topics.all(), 4))
     _users(settings)
-    collector: WorkerProcess = start_worker(
-        settings, f"c-{tag}", tmp / "collector.log", role="collector"
-    )
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
-    env.update(settings_env(settings), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    log = tmp / "console.log"
-    with log.open("wb") as out:
-        console = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "console", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+    with ExitStack() as stack:
+        collector: WorkerProcess = start_worker(
+            settings, f"c-{tag}", tmp / "collector.log", role="collector"
         )
-    url = f"http://127.0.0.1:{port}"
-    driver = None
-    try:
-        _wait_http(url, console, log)
-        asyncio.run(_send_requests(settings, _requests(time.time())))
+        stack.callback(collector.stop, timeout_s=15)
+        url = start_console(settings, tmp / "console.log", stack, cwd=REPO)
+        asyncio.run(record_and_send(settings, _requests(time.time())))
         SHOTS.mkdir(parents=True, exist_ok=True)
         driver = _browser()
+        stack.callback(driver.quit)
         yield Site(url, settings, driver, settings.redis.key_prefix)
-    finally:
-        if driver is not None:
-            driver.quit()
-        console.terminate()
-        try:
-            console.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            console.kill()
-        collector.stop(timeout_s=15)
 
 
 def _sign_in(site: Site, user: str) -> None:
@@ -229,6 +181,10 @@ def _wait_item(d: WebDriver, not_this: str | None = None, timeout: float = 10) -
     """The item on screen once one is (and it is not ``not_this``)."""
     WebDriverWait(d, timeout).until(lambda d: _item(d) and _item(d) != not_this)
     return _item(d)
+
+
+def _shows_other_than(item: str, d: WebDriver) -> bool:
+    return _item(d) != item
 
 
 def _press(d: WebDriver, key: str) -> None:
@@ -313,3 +269,83 @@ def test_the_lead_sees_the_reviewers_labels(site: Site) -> None:
     assert "alice" in _text(d, "reviewers")
     assert "label" in _text(d, "audit")
     d.save_screenshot(str(SHOTS / "lead-view.png"))
+
+
+def _second_opinion(item: str, already: list[str], priority: float) -> ReviewRequest:
+    return ReviewRequest(
+        request_id=f"rr-second-{item}-{len(already)}",
+        item_id=item,
+        text=f"Item {item} again: a second opinion is wanted",
+        reason=ReviewReason.SECOND_OPINION,
+        probabilities={"violating": 0.5},
+        policy_version="v1",
+        priority=priority,
+        requested_at=time.time(),
+        already_labeled_by=already,
+    )
+
+
+async def _wanted(settings: Settings, item: str) -> int:
+    """How many opinions the console's queue wants of ``item`` (0: not read yet)."""
+    assert settings.redis.url is not None
+    async with redis_client(settings.redis.url.get_secret_value()) as redis:
+        raw = await redis.hget(ConsoleKeys(settings.redis.key_prefix).task("v1", item), "wanted")
+    return int(raw or 0)
+
+
+def _until_wanted(site: Site, item: str, n: int) -> None:
+    deadline = time.monotonic() + 20
+    while asyncio.run(_wanted(site.settings, item)) < n:
+        assert time.monotonic() < deadline, f"the console did not read the request for {item}"
+        time.sleep(0.2)
+
+
+def _skip_all(d: WebDriver) -> None:
+    """Skip every task offered (``s``) until the screen says none is left."""
+    for _ in range(10):
+        current = _item(d)
+        if not current:
+            break
+        _press(d, "s")
+        WebDriverWait(d, 10).until(partial(_shows_other_than, current))
+    assert d.find_elements(By.ID, "empty")
+
+
+def test_a_second_reviewer_gets_the_second_opinions_never_their_own_items(site: Site) -> None:
+    d = site.driver
+    alice = asyncio.run(_votes(site.settings, "alice"))
+    items = sorted(alice)[1:3]  # two items alice labelled in the first test
+    _sign_in(site, "alice")
+    WebDriverWait(d, 15).until(lambda d: d.find_elements(By.ID, "task"))
+    _skip_all(d)  # the two items nobody labelled yet: alice passes on them
+    asyncio.run(
+        record_and_send(
+            site.settings, [_second_opinion(i, ["alice"], 5.0 - n) for n, i in enumerate(items)]
+        )
+    )
+    for item in items:
+        _until_wanted(site, item, 2)
+    # the highest priority requests now, but alice labelled those items: not for her
+    d.get(site.url + "/review")  # as `r` does: the page again, loaded
+    assert d.find_elements(By.ID, "empty") and _item(d) == ""
+    # bob gets them, in priority order, told why, and labels them with the keyboard
+    _sign_in(site, "bob")
+    bob: dict[str, str] = {}
+    for n, item in enumerate(items):
+        assert _wait_item(d, not_this=items[0] if n else None) == item
+        assert _text(d, "reason") == "why: second opinion"
+        if n == 0:
+            d.save_screenshot(str(SHOTS / "review-second-opinion.png"))
+        agree = n == 0  # bob agrees with alice on the first, not on the second
+        answer = alice[item] if agree else ("benign" if alice[item] != "benign" else "violating")
+        _press(d, "1" if answer == "benign" else "2")
+        bob[item] = answer
+    WebDriverWait(d, 10).until(partial(_shows_other_than, items[1]))
+    # a third opinion of an item bob labelled: the top request, but never offered to bob
+    asyncio.run(record_and_send(site.settings, [_second_opinion(items[0], ["alice", "bob"], 9.0)]))
+    _until_wanted(site, items[0], 3)
+    _skip_all(d)  # the two items alice passed on; then nothing is left for bob
+    deadline = time.monotonic() + 30
+    while asyncio.run(_votes(site.settings, "bob")) != bob:
+        assert time.monotonic() < deadline, asyncio.run(_votes(site.settings, "bob"))
+        time.sleep(0.5)
