@@ -3,9 +3,11 @@ driven by Selenium offline), against a real console process, the real broker and
 and a real collector process: a reviewer signs in and labels 10 items with the keyboard only, and
 the labels reach the label store attributed to that user; hostile item text is shown as text and
 runs nothing; a held-down or doubled key labels once; undo; a reviewer gets 403 on the lead page;
-a second reviewer gets the second-opinion items and never the ones they labelled. One browser,
-one console and one collector for the module (the tests run in order, each on the labels of the
-ones before).
+a second reviewer gets the second-opinion items and never the ones they labelled; the lead sees
+each reviewer's agreement and overrides an exclusion (audit-logged); user changes and tokens
+are on the record (`borderline users` on the real broker). One browser, one console
+and one collector for the module (the tests run in order, each on the labels of the ones
+before).
 
 Screenshots go to ``out/console-screenshots/`` in the checkout."""
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -39,8 +42,10 @@ from adapters.labels.store import LabelStore
 from streams.bench.console import record_and_send, start_console
 from streams.cli.main import main
 from streams.console.keys import ConsoleKeys
+from streams.console.users import token_digest
 from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
-from streams.wire.messages import ReviewReason, ReviewRequest
+from streams.service.rebuild import read_topics
+from streams.wire.messages import ReviewerEvent, ReviewReason, ReviewRequest, decode
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 from tests.redis_support import redis_client
@@ -349,3 +354,75 @@ def test_a_second_reviewer_gets_the_second_opinions_never_their_own_items(site: 
     while asyncio.run(_votes(site.settings, "bob")) != bob:
         assert time.monotonic() < deadline, asyncio.run(_votes(site.settings, "bob"))
         time.sleep(0.5)
+
+
+def _row(d: WebDriver, reviewer: str) -> str:
+    text = d.execute_script(
+        "for (const tr of document.querySelectorAll('#reviewers tbody tr'))"
+        "  if (tr.cells[0] && tr.cells[0].textContent === arguments[0])"
+        "    return Array.from(tr.cells, c => c.textContent.trim()).join(' ');"
+        "return '';",
+        reviewer,
+    )
+    return " ".join(str(text or "").split())
+
+
+async def _exclude(settings: Settings, reviewer: str) -> tuple[set[str], set[str]]:
+    """Exclude ``reviewer`` as the collector's trust rule does (it needs a panel of three with
+    enough shared items; two reviewers here), and return (excluded, cleared) as stored."""
+    assert settings.redis.url is not None
+    async with redis_client(settings.redis.url.get_secret_value()) as redis:
+        store = LabelStore(redis, settings.redis.key_prefix)
+        if reviewer:
+            await store.set_excluded([reviewer])
+        return await store.excluded(), await store.cleared()
+
+
+def test_the_lead_sees_agreement_and_overrides_an_exclusion(site: Site) -> None:
+    d = site.driver
+    asyncio.run(_exclude(site.settings, "bob"))
+    _sign_in(site, "lena")
+    WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "reviewers"))
+    # alice and bob share two items and agree on one: 0.500 each (labels, compared,
+    # agreement), bob excluded with the override button
+    assert re.match(r"alice 10 2 0\.500 ", _row(d, "alice")), _row(d, "alice")
+    bob = _row(d, "bob")
+    assert re.match(r"bob 2 2 0\.500 .* excluded override: count their labels$", bob), bob
+    d.save_screenshot(str(SHOTS / "lead-agreement.png"))
+    d.find_element(
+        By.XPATH, "//section[@id='reviewers']//tr[td[1]='bob']//form[@action='/lead/clear']//button"
+    ).click()
+    WebDriverWait(d, 10).until(lambda d: "cleared" in _row(d, "bob"))
+    assert asyncio.run(_exclude(site.settings, "")) == (set(), {"bob"})
+    audit = _text(d, "audit")
+    assert "lenaclear_exclusionbob" in audit.replace(" ", "").replace("\n", "")
+    d.save_screenshot(str(SHOTS / "lead-override.png"))
+
+
+def test_user_changes_and_tokens_are_on_the_record(site: Site) -> None:
+    """The account, its token's hash and its disabling go to the reviewer-events topic (what
+    `borderline store rebuild` restores users from); the token is printed once and only its
+    hash is kept."""
+    settings = site.settings
+    assert _cli(settings, ["users", "add", "carl", "--role", "reviewer"])[0] == 0
+    code, printed = _cli(settings, ["users", "token", "carl"])
+    token = printed.strip()
+    assert code == 0 and token.startswith("blt_")
+    keys = ConsoleKeys(settings.redis.key_prefix)
+
+    async def tokens() -> dict[bytes, bytes]:
+        assert settings.redis.url is not None
+        async with redis_client(settings.redis.url.get_secret_value()) as redis:
+            return dict(await redis.hgetall(keys.tokens))
+
+    assert asyncio.run(tokens()).get(token_digest(token).encode()) == b"carl"
+    assert _cli(settings, ["users", "disable", "carl"])[0] == 0
+    assert b"carl" not in asyncio.run(tokens()).values()
+    topic = settings.kafka.topics.reviewer_events
+    records = asyncio.run(read_topics(settings.kafka.bootstrap_servers, [topic], timeout_s=20))
+    events = [decode(r.value, ReviewerEvent) for part in records for r in part]
+    carl = sorted((e for e in events if e.reviewer_ids == ["carl"]), key=lambda e: e.at)
+    assert [e.event for e in carl] == ["account", "added", "token_issued", "account"]
+    assert carl[2].token_sha256 == token_digest(token)
+    assert carl[3].account is not None and carl[3].account.disabled
+    assert not any(token.encode() in (r.value or b"") for part in records for r in part)
