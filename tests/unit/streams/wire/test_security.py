@@ -1,8 +1,9 @@
 """Unit tests for streams.wire.security: bad combinations of the Kafka and Redis security
 settings are one line naming the variables (through `borderline config show` too), the options
 reach aiokafka's clients and faust's driver exactly as set (no SASL user can be made on the
-embedded tansu, so this is where SASL is tested), secrets stay masked, and every Kafka client in the service is built through
-the one place (a source check that fails on a client built without it)."""
+embedded tansu, so this is where SASL is tested), secrets stay masked, and every Kafka client in
+the service is built through the one place (a source check that fails on a client built without
+it)."""
 
 from __future__ import annotations
 
