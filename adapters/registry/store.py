@@ -24,7 +24,7 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -156,15 +156,19 @@ class AdapterRegistry:
         *,
         journal: RegistryJournal | None = None,
         trust: AdapterTrust | None = None,
+        loads: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         """``journal``: told of every new registration and every change of the active adapter
         (None: not recorded, e.g. while the registry is being rebuilt from the record).
         ``trust``: what `fetch` places and `rollback` goes back to (None: hashes only, for the
-        tools that do not load adapters)."""
+        tools that do not load adapters). ``loads``: a test load of an adapter that verifies,
+        raising `BorderlineError` when a worker could not load it; `rollback` goes only to one
+        that loads (None: verified is enough)."""
         self.redis = redis
         self.prefix = prefix
         self.journal = journal
         self.trust = trust
+        self.loads = loads
         self._change = redis.register_script(_CHANGE_ACTIVE)
         self._register = redis.register_script(_REGISTER)
 
@@ -377,8 +381,8 @@ class AdapterRegistry:
         expected_base: str | None = None,
     ) -> ActiveRecord:
         """Go back to the most recent earlier adapter of ``policy`` that verifies (the trust,
-        sha256, and ``expected_base``, by default the active adapter's base), skipping those that
-        do not; atomic, announced. `RegistryError` when none does."""
+        sha256, and ``expected_base``, by default the active adapter's base) and, with ``loads``,
+        loads, skipping those that do not; atomic, announced. `RegistryError` when none does."""
         current = await self.active(policy)
         if current is None:
             raise RegistryError(
@@ -390,8 +394,10 @@ class AdapterRegistry:
         for candidate in rollback_candidates(current, await self.history(policy, limit=200)):
             try:
                 await self.verify(candidate, expected_base=expected_base)
-            except (ArtifactError, RegistryError) as exc:
-                skipped.append(str(exc))
+                if self.loads is not None:
+                    await self.loads(candidate)
+            except BorderlineError as exc:  # ArtifactError, RegistryError, AdapterFileError
+                skipped.append(str(exc) if candidate in str(exc) else f"{candidate}: {exc}")
                 continue
             return await self._set_active(
                 candidate, policy, action="rollback", actor=actor, reason=reason, now=now

@@ -32,6 +32,7 @@ from adapters.labels.store import LabeledExample, LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import ActiveRecord, AdapterRegistry
+from models.adapter_file import AdapterFileError
 from models.manifest import ModelManifest
 from models.scorer import Scorer
 from streams.service.metrics import Metrics
@@ -217,15 +218,30 @@ async def judge_live(
 ) -> list[str]:
     """The label ``adapter_id`` gives each example, through the product's scorer (the adapter
     fetched from the registry and loaded first when the scorer does not hold it yet)."""
-    if adapter_id not in scorer.loaded_adapters:
-        manifest = ModelManifest.read(settings.model.dir, verify=False)
-        artifact = await registry.fetch(
-            adapter_id,
-            settings.worker.adapter_cache_dir / adapter_id,
-            expected_base=manifest.model_version,
-        )
-        scorer.load_adapter(adapter_id, artifact.path)
+    await ensure_loaded(scorer, adapter_id, registry, settings)
     return decisions(scorer, adapter_id, [e.text for e in examples])
+
+
+async def ensure_loaded(
+    scorer: Scorer, adapter_id: str, registry: AdapterRegistry, settings: Settings
+) -> None:
+    """``adapter_id`` fetched from the registry (verified) and loaded into the scorer as a worker
+    loads it, unless the scorer holds it already; `AdapterFileError` when onnxruntime cannot
+    load it. The registry's test load before a rollback (``AdapterRegistry(loads=...)``)."""
+    if adapter_id in scorer.loaded_adapters:
+        return
+    manifest = ModelManifest.read(settings.model.dir, verify=False)
+    artifact = await registry.fetch(
+        adapter_id,
+        settings.worker.adapter_cache_dir / adapter_id,
+        expected_base=manifest.model_version,
+    )
+    try:
+        scorer.load_adapter(adapter_id, artifact.path)
+    except AdapterFileError:
+        raise
+    except Exception as exc:  # onnxruntime's own errors: the file is not a loadable adapter
+        raise AdapterFileError(f"adapter {adapter_id} does not load: {exc}") from exc
 
 
 class ScorerLab:
@@ -351,8 +367,13 @@ async def open_ports(
     # adapters that pass the gate are signed (streams.service.trust); a rollback goes only to
     # one that verifies, while training may start from whatever is active
     key = signing_key(settings)
+    # ... and loads: a rollback never points the registry at an adapter no worker can load
     gated = AdapterRegistry(
-        redis, prefix, journal=registry.journal, trust=trainer_trust(settings, key)
+        redis,
+        prefix,
+        journal=registry.journal,
+        trust=trainer_trust(settings, key),
+        loads=functools.partial(ensure_loaded, scorer, registry=registry, settings=settings),
     )
     try:
         yield TrainerPorts(

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.registry.artifact import AdapterArtifact, write_artifact
 from adapters.registry.signing import AdapterTrust, SignatureError, sign_adapter
 from adapters.registry.store import AdapterRegistry, RegistryError
+from models.adapter_file import check_fits, read_adapter_file
 
 BASE = "m-test"
 TRAINER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -110,3 +111,56 @@ def test_rollback_with_nothing_that_verifies_changes_nothing(
         assert await reg.active("v1") == active
 
     run(body)
+
+
+def test_rollback_skips_a_signed_adapter_that_does_not_load(
+    run_redis: Any, prefix: str, tmp_path: Path
+) -> None:
+    """Signed and intact is not enough: with a test load (the trainer's: fetch, then load as a
+    worker does), a rollback passes over an adapter whose tensors do not fit the base."""
+
+    def body(redis: Any) -> Awaitable[None]:
+        async def loads(adapter_id: str) -> None:
+            placed = await reg.fetch(
+                adapter_id, tmp_path / "cache" / adapter_id, expected_base=BASE
+            )
+            check_fits(read_adapter_file(placed.path), {"w": (2, 2)})
+
+        reg = AdapterRegistry(redis, prefix, trust=AdapterTrust(TRAINER.public_key()), loads=loads)
+
+        async def go() -> None:
+            await _register(reg, _artifact(tmp_path, "g1"), TRAINER)
+            misfit = write_artifact(
+                tmp_path / "misfit",
+                adapter_id="misfit",
+                params={"w": np.full((3, 3), 0.5, dtype=np.float32)},
+                base_model_version=BASE,
+                policy_version="v1",
+                labels=["benign", "violating"],
+                metrics={"kappa": 0.9},
+                now=1.0,
+            )
+            await _register(reg, misfit, TRAINER)
+            await _register(reg, _artifact(tmp_path, "g2"), TRAINER)
+            for n, adapter_id in enumerate(("g1", "misfit", "g2")):
+                await reg.promote(adapter_id, actor="trainer", reason="gate", now=float(n))
+            rolled = await reg.rollback("v1", actor="trainer", reason="g2 worse", now=9.0)
+            assert (rolled.adapter_id, rolled.previous) == ("g1", "g2")
+            # under another prefix, nothing before g3 but the unloadable one: refused, unchanged
+            other = AdapterRegistry(
+                redis, f"{prefix}-b", trust=AdapterTrust(TRAINER.public_key()), loads=loads
+            )
+            await _register(other, misfit, TRAINER)
+            await _register(other, _artifact(tmp_path, "g3"), TRAINER)
+            await other.promote("misfit", actor="trainer", reason="gate", now=1.0)
+            active = await other.promote("g3", actor="trainer", reason="gate", now=2.0)
+            with pytest.raises(
+                RegistryError,
+                match=r"nothing to roll back to .* misfit: adapter tensor w has shape \(3, 3\)",
+            ):
+                await other.rollback("v1", actor="trainer", reason="x", now=3.0)
+            assert await other.active("v1") == active
+
+        return go()
+
+    run_redis(body)
