@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
 
 from streams.service.app import BatchHandler
 from streams.service.health import Progress
@@ -74,6 +75,7 @@ class GroupLag:
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._committed_total: int | None = None
+        self._failing = False
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
@@ -138,16 +140,22 @@ class GroupLag:
         self._committed_total = total
 
     async def poll(self) -> None:
-        """One reading into the gauge and the progress; a failure is logged and the next poll
-        tries again with fresh clients (a gauge is not worth a process: the watchdog and the
-        retry policy decide about outages)."""
+        """One reading into the gauge and the progress; a failure is logged once until a reading
+        succeeds again, and the next poll tries again with fresh clients (a gauge is not worth a
+        process: the watchdog and the retry policy decide about outages, and report a broker
+        that cannot be reached, so that failure is said here below warning level)."""
         try:
             self.progress.assigned = self.assigned()
             lags = await self.lag()
         except Exception as exc:
-            log.warning("consumer lag of group %s not read: %r", self.group, exc)
+            if not self._failing:
+                unreachable = isinstance(exc, KafkaConnectionError | NodeNotReadyError | OSError)
+                level = logging.INFO if unreachable else logging.WARNING
+                log.log(level, "consumer lag of group %s not read: %r", self.group, exc)
+            self._failing = True
             await self.close()
             return
+        self._failing = False
         for tp, lag in lags.items():
             self.metrics.consumer_lag.labels(
                 group=self.group, topic=tp.topic, partition=str(tp.partition)

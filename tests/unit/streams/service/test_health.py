@@ -127,3 +127,37 @@ def test_the_metrics_port_answers_healthz_and_readyz_from_the_progress() -> None
     metrics.items.labels(action="allow").inc()
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
         assert 'borderline_items_total{action="allow"} 1.0' in response.read().decode()
+
+
+def test_lag_of_an_unreachable_broker_is_said_once_below_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watchdog reports a broker that cannot be reached; the lag reader says it once, at
+    INFO, however many polls fail (an outage test counts the warnings of a dying worker)."""
+    import asyncio
+    import logging
+    import socket
+
+    from streams.service.progress import GroupLag
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lag = GroupLag(
+        f"127.0.0.1:{port}",
+        "g",
+        ["t"],
+        metrics=Metrics(),
+        progress=Progress(started_at=0.0),
+        timeout_s=1.0,
+    )
+
+    async def polls() -> None:
+        for _ in range(3):
+            await lag.poll()
+
+    with caplog.at_level(logging.INFO, logger="streams.service.progress"):
+        asyncio.run(polls())
+    said = [r for r in caplog.records if r.name == "streams.service.progress"]
+    assert [r.levelno for r in said] == [logging.INFO], [r.getMessage() for r in said]
+    assert "consumer lag of group g not read" in said[0].getMessage()
