@@ -5,6 +5,7 @@ a unix socket in milliseconds."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         is_unit = item.path.is_relative_to(UNIT_DIR) or isinstance(item, pytest.DoctestItem)
         if is_unit and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
+
+
+@pytest.fixture
+def no_borderline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BORDERLINE_* variable of the machine's reaches the test's settings."""
+    for name in list(os.environ):
+        if name.upper().startswith("BORDERLINE_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

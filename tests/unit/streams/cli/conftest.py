@@ -3,17 +3,13 @@ and state, data and model folders of the test's own, and the one-line error chec
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
+def _clean_env(no_borderline_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # never look at (or write to) the repository's own state, data or model folders
     monkeypatch.setenv("BORDERLINE_SERVICES__STATE_DIR", str(tmp_path / "services"))
     monkeypatch.setenv("BORDERLINE_DATA_DIR", str(tmp_path / "data"))

@@ -4,8 +4,6 @@ settings named with what replaced them."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
@@ -17,12 +15,7 @@ from streams.wire.settings import (
     environment_names,
 )
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_borderline_env")
 
 
 def test_defaults_ride_out_at_least_a_minute() -> None:

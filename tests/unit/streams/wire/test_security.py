@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,7 @@ REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
+def _clean_env(no_borderline_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BORDERLINE_SERVICES__STATE_DIR", str(tmp_path / "services"))
 
 

@@ -4,7 +4,6 @@ reprs, and the review band check."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,7 @@ from streams.wire.topics import TopicNames
 REDIS_URL = "redis://:hunter2-secret@redis.example:6379/0"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("BORDERLINE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_borderline_env")
 
 
 def test_defaults_are_embedded() -> None:
