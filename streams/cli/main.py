@@ -181,12 +181,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from streams.bench.console import bench_console
 
         figures = bench_console(settings, reviewers=args.reviewers, items=args.items)
-        print(json.dumps(figures, indent=2))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        return 0
-    if args.action == "swap":
+    elif args.action == "swap":
         from streams.bench.swap import bench_swap
 
         figures = bench_swap(
