@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from ssl import SSLContext
 
 API_VERSIONS = 18
 
@@ -74,10 +75,43 @@ async def _pipe_responses(
 
 
 @contextmanager
-def compat_proxy(listen_port: int, broker_port: int) -> Iterator[None]:
-    """Run the proxy on 127.0.0.1:listen_port -> 127.0.0.1:broker_port in a thread."""
+def serving_in_thread(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    listen_port: int,
+    *,
+    name: str,
+    ssl: SSLContext | None = None,
+) -> Iterator[None]:
+    """An asyncio server on 127.0.0.1:listen_port calling ``handle`` for each connection (over
+    TLS with ``ssl``), run on an event loop in a thread of its own until the block ends: the
+    test proxies' (this one and `tests.integration.tls_proxy`)."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(
+            asyncio.start_server(handle, "127.0.0.1", listen_port, ssl=ssl)
+        )
+        started.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError(f"{name} did not start on 127.0.0.1:{listen_port}")
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@contextmanager
+def compat_proxy(listen_port: int, broker_port: int) -> Iterator[None]:
+    """Run the proxy on 127.0.0.1:listen_port -> 127.0.0.1:broker_port in a thread."""
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         broker_r, broker_w = await asyncio.open_connection("127.0.0.1", broker_port)
@@ -92,22 +126,5 @@ def compat_proxy(listen_port: int, broker_port: int) -> Iterator[None]:
         for w in (client_w, broker_w):
             w.close()
 
-    async def serve() -> asyncio.Server:
-        return await asyncio.start_server(handle, "127.0.0.1", listen_port)
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(serve())
-        started.set()
-        loop.run_forever()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-
-    thread = threading.Thread(target=run, name="kafka-compat-proxy", daemon=True)
-    thread.start()
-    started.wait(10)
-    try:
+    with serving_in_thread(handle, listen_port, name="kafka-compat-proxy"):
         yield
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from streams.embedded.launcher import free_port
 from streams.embedded.probes import tcp_open
+from tests.integration.compat_proxy import serving_in_thread
 from tests.tls_support import ThrowawayCA
 
 __all__ = ["start_tls_broker", "tls_proxy"]
@@ -40,8 +40,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 @contextmanager
 def tls_proxy(listen_port: int, target_port: int, context: ssl.SSLContext) -> Iterator[None]:
     """TLS on 127.0.0.1:listen_port, plain bytes to 127.0.0.1:target_port, in a thread."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -59,25 +57,8 @@ def tls_proxy(listen_port: int, target_port: int, context: ssl.SSLContext) -> It
         for w in (client_w, target_w):
             w.close()
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            asyncio.start_server(handle, HOST, listen_port, ssl=context)
-        )
-        started.set()
-        loop.run_forever()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-
-    thread = threading.Thread(target=run, name="tls-proxy", daemon=True)
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError(f"TLS proxy did not start on {HOST}:{listen_port}")
-    try:
+    with serving_in_thread(handle, listen_port, name="tls-proxy", ssl=context):
         yield
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def server_context(ca: ThrowawayCA, *, client_certs: bool) -> ssl.SSLContext:
