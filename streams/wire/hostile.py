@@ -5,7 +5,8 @@ trusted, each raising `MessageError` with a stable reason, so that whatever one 
 - size first, before anything is parsed (``value_too_large``);
 - nesting depth, by a scan that only runs when the value holds many brackets
   (``too_deeply_nested``; Python's parser would otherwise raise `RecursionError`);
-- JSON proper, with ``NaN`` and ``Infinity`` refused (``invalid_json``; they are not JSON);
+- JSON proper, with ``NaN`` and ``Infinity`` refused (``invalid_json``; they are not JSON),
+  and an integer longer than Python converts (4,300 digits; ``invalid_json`` too);
 - lone UTF-16 surrogates (``"\\ud800"``) refused (``invalid_unicode``): such a string cannot be
   encoded as UTF-8 again, so the decision or dead letter about it could never be written.
 
@@ -108,6 +109,8 @@ def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
         ) from exc
     except RecursionError as exc:  # a last line: the scan above should have caught it
         raise MessageError("too_deeply_nested", "nesting too deep to parse") from exc
+    except ValueError as exc:  # an integer of more digits than Python will convert (4,300)
+        raise MessageError("invalid_json", f"a number too long to read: {exc}") from exc
     if _SURROGATE_ESCAPE.search(raw):
         _check_strings(doc)
     return doc

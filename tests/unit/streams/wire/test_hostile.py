@@ -91,6 +91,13 @@ def _outcome(raw: bytes) -> str:
         (b'{"item_id": "a", "text": "x", "produced_at": 1700000000000}', "invalid_fields"),
         (b'{"item_id": "\\udfff", "text": "x"}', "invalid_unicode"),
         (b'{"item_id": "a", "text": "x", "metadata": {"\\ud800": "v"}}', "invalid_unicode"),
+        # Python refuses to read an integer of more than 4,300 digits (ValueError, not a
+        # JSONDecodeError): it crashed the collector's label path until isolated as poison
+        (b'{"item_id": "a", "text": "x", "produced_at": ' + b"9" * 5000 + b"}", "invalid_json"),
+        (
+            b'{"item_id": "a", "text": "x", "metadata": {"n": -' + b"1" * 4301 + b"}}",
+            "invalid_json",
+        ),
     ],
 )
 def test_hostile_values_get_a_reason_and_an_encodable_dead_letter(raw: bytes, reason: str) -> None:
