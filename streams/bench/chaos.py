@@ -42,12 +42,14 @@ from streams.bench.chaos_figures import (
     chaos_figures,
     fault_schedule,
     targets_met,
+    unread,
 )
 from streams.bench.chaos_parts import (
     HOST,
     Monitor,
     Server,
     Supervisor,
+    committed,
     produce,
     register_reviewers,
     servers,
@@ -131,6 +133,10 @@ class _Chaos:
         self.timeline: list[dict[str, Any]] = []
         self.threads: list[threading.Thread] = []
         self.hostile_acked: list[tuple[str, str]] = []
+        # every item message the broker took, where (sha256, partition, offset, when)
+        self.placed: list[tuple[str, int, int, float]] = []
+        self.unread_items: set[str] = set()  # what the broker forgot unread when it restarted
+        self.unread_labels: set[tuple[str, str, str]] = set()
 
     def inject(self, fault: Fault, started: float, hostile: int, stall_s: float) -> None:
         entry: dict[str, Any] = {"at_s": round(time.time() - started, 1), "fault": fault.kind}
@@ -167,13 +173,15 @@ class _Chaos:
         assert self.run.kafka.bootstrap_servers
         args = (self.run.kafka.bootstrap_servers, self.run.kafka.topics.items, records, rate)
         thread = threading.Thread(
-            target=lambda: asyncio.run(produce(*args, self.hostile_acked)), daemon=True
+            target=lambda: asyncio.run(produce(*args, self.hostile_acked, placed=self.placed)),
+            daemon=True,
         )
         thread.start()
         self.threads.append(thread)
 
     def _restart_broker(self) -> dict[str, Any]:
         time.sleep(3.0)  # the monitor reads what is on the broker before it forgets it
+        unread_at_restart = self._unread()
         self.broker.kill()
         self.broker.start()
         restarted = time.monotonic()
@@ -186,7 +194,33 @@ class _Chaos:
                 by = f"the bench (not re-created by the processes within {TOPICS_WAIT_S:g} s)"
                 break
             time.sleep(1.0)
-        return {"signal": "SIGKILL", "storage": "memory", "topics_recreated_by": by}
+        return {
+            "signal": "SIGKILL",
+            "storage": "memory",
+            "topics_recreated_by": by,
+            "unread_at_restart": unread_at_restart,
+        }
+
+    def _unread(self) -> dict[str, int] | str:
+        """What the memory broker holds unread by the groups that consume it, just before it
+        is killed: the workers' items and the collector's labels. Their loss is the broker's."""
+        kafka, bootstrap = self.run.kafka, self.mon.bootstrap
+        labels_topic = kafka.topics.review_labels
+        try:
+            items_at = asyncio.run(committed(bootstrap, kafka.app_id, kafka.topics.items))
+            labels_at = asyncio.run(committed(bootstrap, f"{kafka.app_id}-collector", labels_topic))
+        except Exception as exc:  # counted as the service's then: the strict reading
+            return f"not read: {exc!r}"
+        self.unread_items = unread(((sha, p, o) for sha, p, o, _ in self.placed), items_at)
+        self.unread_labels = unread(
+            (
+                ((m["policy_version"], m["item_id"], m["reviewer_id"]), p, o)
+                for m, epoch, p, o in self.mon.placed(labels_topic)
+                if epoch == self.mon.epoch
+            ),
+            labels_at,
+        )
+        return {"items": len(self.unread_items), "labels": len(self.unread_labels)}
 
 
 def bench_chaos(
@@ -279,7 +313,9 @@ def bench_chaos(
 
         records = [(i.item_id, i.item_id.encode(), item(i)) for i in chosen]
         stream = threading.Thread(
-            target=lambda: asyncio.run(produce(bootstrap, topics.items, records, rate, acked)),
+            target=lambda: asyncio.run(
+                produce(bootstrap, topics.items, records, rate, acked, placed=chaos.placed)
+            ),
             daemon=True,
         )
         print(f"chaos: {len(chosen)} items at {rate:g}/s ({stream_s:.0f} s), faults:", flush=True)
@@ -320,6 +356,8 @@ def bench_chaos(
             labels_sent=sent,
             labels_stored=asyncio.run(stored_labels(run, {p for p, _, _ in sent})),
             exits=sup.exits,
+            items_unread=chaos.unread_items,
+            labels_unread=chaos.unread_labels,
         )
         figures["labels_dead_lettered"] = len(mon.snapshot(topics.review_labels_dlq))
         figures["restarts"] = {name: n - 1 for name, n in sup.starts.items()}
@@ -363,10 +401,12 @@ def _print(figures: dict[str, Any]) -> None:
         "items_decided",
         "items_dead_lettered",
         "items_lost",
+        "items_lost_by_broker",
         "duplicate_decisions",
         "labels_sent",
         "labels_stored",
         "labels_lost",
+        "labels_lost_by_broker",
         "labels_dead_lettered",
         "unexpected_exits",
         "max_decision_gap_s",

@@ -8,9 +8,11 @@ import base64
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+K = TypeVar("K")
 
 __all__ = [
     "Exit",
@@ -20,6 +22,7 @@ __all__ = [
     "fault_schedule",
     "max_gap",
     "targets_met",
+    "unread",
 ]
 
 KILL_WORKER = "kill_worker"
@@ -112,6 +115,20 @@ def max_gap(times: Iterable[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
+def unread(
+    placed: Iterable[tuple[K, int, int]], committed: Mapping[int, int], start: int = 0
+) -> set[K]:
+    """The keys of records (key, partition, offset) that their consumer group had not read when
+    the broker restarted: at or past the group's committed offset in their partition (``start``,
+    the log's, where it committed nothing). A memory-only broker forgets them: their loss is
+    the broker's, and only durable storage prevents it.
+
+    >>> sorted(unread([("a", 0, 4), ("b", 0, 5), ("c", 1, 0), ("d", 2, 9)], {0: 5, 2: 10}))
+    ['b', 'c']
+    """
+    return {key for key, partition, offset in placed if offset >= committed.get(partition, start)}
+
+
 def chaos_figures(
     *,
     items_in: Sequence[tuple[str, str]],
@@ -120,11 +137,17 @@ def chaos_figures(
     labels_sent: Iterable[tuple[str, str, str]],
     labels_stored: Iterable[tuple[str, str, str]],
     exits: Sequence[Exit],
+    items_unread: Collection[str] = (),
+    labels_unread: Collection[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
     """The benchmark's figures. ``items_in``: (item id, sha256 of the value) of every message the
     broker acknowledged on the item topic (an item id of "" when it has none); a message is
     decided when its item id has a decision, dead-lettered when a dead letter holds its value,
-    lost otherwise. Labels are (policy, item, reviewer).
+    lost otherwise. Labels are (policy, item, reviewer). ``items_unread`` (sha256s) and
+    ``labels_unread``: what the broker held unread when it restarted without storage
+    (`unread`); such a message never decided or stored counts as lost by the broker
+    (``items_lost_by_broker``, ``labels_lost_by_broker``), not in ``items_lost`` or
+    ``labels_lost``, which count the service's own losses.
 
     >>> figures = chaos_figures(
     ...     items_in=[("a", "1"), ("b", "2"), ("", "3"), ("c", "4")],
@@ -143,27 +166,33 @@ def chaos_figures(
     """
     decided_ids = {str(d["item_id"]) for d in decisions}
     dead = Counter(dead_letter_sha(letter) for letter in dead_letters)
-    decided = dead_lettered = lost = 0
+    decided = dead_lettered = lost = by_broker = 0
+    items_unread = set(items_unread)
     for item_id, sha in items_in:
         if item_id and item_id in decided_ids:
             decided += 1
         elif dead[sha] > 0:
             dead[sha] -= 1
             dead_lettered += 1
+        elif sha in items_unread:
+            by_broker += 1
         else:
             lost += 1
     per_item = Counter(str(d["item_id"]) for d in decisions)
     sent, stored = set(labels_sent), set(labels_stored)
+    missing = sent - stored
     unexpected = [e for e in exits if not e.expected]
     return {
         "items_in": len(items_in),
         "items_decided": decided,
         "items_dead_lettered": dead_lettered,
         "items_lost": lost,
+        "items_lost_by_broker": by_broker,
         "duplicate_decisions": sum(n - 1 for n in per_item.values()),
         "labels_sent": len(sent),
         "labels_stored": len(stored & sent),
-        "labels_lost": len(sent - stored),
+        "labels_lost": len(missing - set(labels_unread)),
+        "labels_lost_by_broker": len(missing & set(labels_unread)),
         "unexpected_exits": len(unexpected),
         "unexpected_exit_codes": [f"{e.process}:{e.code}" for e in unexpected],
         "max_decision_gap_s": round(max_gap(float(d["decided_at"]) for d in decisions), 2),

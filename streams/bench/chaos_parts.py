@@ -36,6 +36,7 @@ __all__ = [
     "Monitor",
     "Server",
     "Supervisor",
+    "committed",
     "produce",
     "register_reviewers",
     "servers",
@@ -125,12 +126,18 @@ class Monitor:
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.bootstrap, self.topics = bootstrap, topics
         self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+        # where each message was read: (epoch, partition, offset), in step with ``messages``
+        self.places: dict[str, list[tuple[int, int, int]]] = {t: [] for t in topics}
         self.epoch = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._loop()), daemon=True)
 
     def snapshot(self, topic: str) -> list[dict[str, Any]]:
         return list(self.messages[topic])
+
+    def placed(self, topic: str) -> list[tuple[dict[str, Any], int, int, int]]:
+        """Each message read with its (epoch, partition, offset)."""
+        return [(m, *at) for m, at in zip(self.messages[topic], self.places[topic], strict=False)]
 
     async def _loop(self) -> None:
         positions: dict[Any, int] = {}
@@ -163,7 +170,9 @@ class Monitor:
                 for record in records:
                     positions[tp] = record.offset + 1
                     with contextlib.suppress(ValueError, TypeError):
-                        self.messages[tp.topic].append(json.loads(record.value or b""))
+                        message = json.loads(record.value or b"")
+                        self.places[tp.topic].append((epoch, tp.partition, record.offset))
+                        self.messages[tp.topic].append(message)
 
 
 async def produce(
@@ -173,10 +182,12 @@ async def produce(
     rate: float,
     acked: list[tuple[str, str]],
     give_up_s: float = 180.0,
+    placed: list[tuple[str, int, int, float]] | None = None,
 ) -> None:
     """Produce (item id, key, value) at ``rate``, each retried through broker outages (a new
     producer each time) for ``give_up_s``; ``acked`` gets (item id, sha256) of each the broker
-    took. The value is made at send time (an item's ``produced_at``)."""
+    took, ``placed`` (sha256, partition, offset, monotonic time of the ack). The value is made
+    at send time (an item's ``produced_at``)."""
     producer: AIOKafkaProducer | None = None
     started = time.perf_counter()
     try:
@@ -192,8 +203,11 @@ async def produce(
                             bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000
                         )
                         await producer.start()
-                    await producer.send_and_wait(topic, value=value, key=key)
-                    acked.append((item_id, hashlib.sha256(value).hexdigest()))
+                    meta = await producer.send_and_wait(topic, value=value, key=key)
+                    sha = hashlib.sha256(value).hexdigest()
+                    acked.append((item_id, sha))
+                    if placed is not None:
+                        placed.append((sha, meta.partition, meta.offset, time.monotonic()))
                     break
                 except (KafkaError, OSError, TimeoutError):
                     if producer is not None:
@@ -243,6 +257,19 @@ class Supervisor:
         self.thread.join()
         for proc in self.procs.values():
             proc.stop(timeout_s=15)
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` committed in ``topic``, by partition (none: not in the dict)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: at.offset for tp, at in offsets.items() if tp.topic == topic}
 
 
 def topics_exist(bootstrap: str, topics: list[str]) -> bool:

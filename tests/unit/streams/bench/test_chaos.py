@@ -23,6 +23,7 @@ from streams.bench.chaos_figures import (
     fault_schedule,
     max_gap,
     targets_met,
+    unread,
 )
 from streams.bench.hostile import DECIDED, KINDS, hostile_messages
 
@@ -109,6 +110,20 @@ def test_a_label_sent_but_not_stored_is_lost_and_a_stored_extra_is_not_counted()
     figures = _figures(labels_stored=[("v1", "a", "ann"), ("v2", "z", "cy")])
     assert (figures["labels_stored"], figures["labels_lost"]) == (1, 2)
     assert not targets_met(figures)["labels_lost == 0"]
+
+
+def test_what_a_memory_broker_held_unread_at_its_restart_is_its_loss_not_the_services() -> None:
+    figures = _figures(
+        decisions=[{"item_id": "a", "decided_at": 1.0}],  # b lost, and one "x" of two
+        dead_letters=[_letter(b"x")],
+        labels_stored=[("v1", "a", "ann")],
+        items_unread={_sha(b"b")},  # b was unread when the broker restarted; "x" was read
+        labels_unread={("v1", "a", "bob"), ("v1", "a", "ann")},  # ann's was stored anyway
+    )
+    assert (figures["items_lost"], figures["items_lost_by_broker"]) == (1, 1)
+    assert (figures["labels_lost"], figures["labels_lost_by_broker"]) == (1, 1)
+    assert not targets_met(figures)["items_lost == 0"]  # the read "x" is still the service's
+    assert unread([("b", 0, 7), ("x", 1, 2)], committed={0: 7, 1: 3}) == {"b"}
 
 
 def test_an_exit_the_bench_did_not_cause_is_unexpected() -> None:
