@@ -262,10 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     chaos = bench_sub.add_parser("chaos", help="faults during a stream: lost items and labels")
-    chaos.add_argument("--json", type=Path, default=Path("out/bench-chaos.json"))
-    chaos.add_argument("--items", type=_positive_int, default=3000)
-    chaos.add_argument("--rate", type=_positive_float, default=10.0, help="items per second")
-    chaos.add_argument("--seed", type=int, default=0)
+    chaos.add_argument(
+        "--json",
+        type=Path,
+        default=Path("out/bench-chaos.json"),
+        help="figures written here, the processes' logs beside it (default: %(default)s)",
+    )
+    chaos.add_argument(
+        "--items",
+        type=_positive_int,
+        default=3000,
+        help="corpus items streamed; the faults are spread over the stream (default: %(default)s)",
+    )
+    chaos.add_argument(
+        "--rate", type=_positive_float, default=10.0, help="items per second (default: %(default)s)"
+    )
+    chaos.add_argument(
+        "--seed", type=int, default=0, help="which items, and the panel's draws (default: 0)"
+    )
 
     trainer = sub.add_parser("trainer", help="train, gate and promote adapters as labels arrive")
     # every default is the setting's (BORDERLINE_GATE__...): a flag overrides it
