@@ -13,6 +13,7 @@ restored from before the marker) or with an older epoch is rebuilt before new la
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -70,6 +71,7 @@ __all__ = ["Rebuilder", "StoreGuard", "marker_key", "read_topics", "rebuild_stor
 log = logging.getLogger(__name__)
 
 FETCH_BYTES = 8 * 1024 * 1024
+PROGRESS_EVERY_S = 10.0  # how often a long read of the record says where it is
 
 
 def marker_key(prefix: str) -> str:
@@ -122,9 +124,20 @@ async def read_topics(
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         deadline = time.monotonic() + timeout_s
-        while not await _at_end(consumer, end):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topics not read to their end within {timeout_s:.0f}s")
+        said = time.monotonic()
+        while short := await _short_of_end(consumer, end, deadline):
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(
+                    f"topics not read to their end within {timeout_s:.0f}s: {_named(short)}"
+                )
+            if now - said > PROGRESS_EVERY_S:
+                said = now
+                log.info(
+                    "reading the record: %d partitions short of their end: %s",
+                    len(short),
+                    _named(short),
+                )
             batches = await consumer.getmany(timeout_ms=500)
             for tp, messages in batches.items():
                 # every record fetched, also past `end`: tansu 0.6.0 answers the end offset with
@@ -141,11 +154,30 @@ async def read_topics(
         await consumer.stop()
 
 
-async def _at_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+async def _short_of_end(
+    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int], deadline: float
+) -> dict[TopicPartition, tuple[int | None, int]]:
+    """The partitions whose position is still short of ``end``: (position, end) each, a
+    position of None when the consumer has none yet. Each wait for a position is bounded by
+    ``deadline``: aiokafka's `position` waits without limit for a partition whose offset
+    must be reset (a broker that restarted empty under the reader), which hung a collector's
+    rebuild for good."""
+    short: dict[TopicPartition, tuple[int | None, int]] = {}
     for tp, offset in end.items():
-        if await consumer.position(tp) < offset:
-            return False
-    return True
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            position: int | None = await asyncio.wait_for(consumer.position(tp), left)
+        except TimeoutError:
+            position = None
+        if position is None or position < offset:
+            short[tp] = (position, offset)
+    return short
+
+
+def _named(short: dict[TopicPartition, tuple[int | None, int]]) -> str:
+    """``topic[partition] at position of end`` for the first few short partitions."""
+    named = [f"{tp.topic}[{tp.partition}] at {pos} of {end}" for tp, (pos, end) in short.items()]
+    return ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
 
 
 class Rebuilder:

@@ -3,7 +3,9 @@ the real broker and Redis gets good labels and hostile records in one burst (so 
 batches). Each hostile record is dead-lettered with its reason, alone; every good label around it
 is stored; the collector neither exits nor restarts. Before, a number of 5,000 digits (which
 `json` refuses with a ValueError, not a decode error) failed the whole batch and the collector
-exited, on every restart again."""
+exited, on every restart again; decoding now gives it a reason (`invalid_json`). What no check
+foresees is still dead-lettered alone as ``poison`` after a second failure: unit-tested with a
+planted failure (tests/unit/streams/service/test_collect.py), since no known record reaches it."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ _OPEN = b'{"item_id":"item-0","reviewer_id":"ann","label":"benign","policy_versi
 
 # hostile record -> the reason its dead letter must carry
 HOSTILE: dict[str, tuple[bytes, str]] = {
-    "digits": (_OPEN + b'"labeled_at":1' + b"0" * 5000 + b"}", "poison"),
+    "digits": (_OPEN + b'"labeled_at":1' + b"0" * 5000 + b"}", "invalid_json"),
     "deep": (b"[" * 10_000 + b"]" * 10_000, "too_deeply_nested"),
     "surrogate": (_OPEN.replace(b"ann", b"\\ud800") + b'"labeled_at":1.0}', "invalid_unicode"),
     "utf8": (_OPEN.replace(b"ann", b"a\xffn") + b'"labeled_at":1.0}', "invalid_utf8"),

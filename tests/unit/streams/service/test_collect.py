@@ -196,7 +196,8 @@ def _batch_around(poison: RawRecord) -> list[RawRecord]:
 
 def test_a_number_json_refuses_to_read_dead_letters_its_label_and_the_batch_is_stored() -> None:
     # 5,000 digits: `json` raises ValueError (not a JSONDecodeError) past 4,300; before, the
-    # whole batch failed and the collector exited, again on every restart
+    # whole batch failed and the collector exited, again on every restart; then it was caught
+    # as poison; now decoding gives it its reason
     doc = b'{"item_id":"item-9","reviewer_id":"ann","label":"benign","policy_version":"v1",'
     poison = RawRecord(
         TOPICS.review_labels, 0, 7, b"item-9", doc + b'"labeled_at":1' + b"0" * 5000 + b"}"
@@ -209,7 +210,7 @@ def test_a_number_json_refuses_to_read_dead_letters_its_label_and_the_batch_is_s
         ("item-2", "ann"),
         ("item-2", "bob"),
     ]
-    assert [dl.reason for dl in result.dead_letters] == ["poison"]
+    assert [dl.reason for dl in result.dead_letters] == ["invalid_json"]
     assert "5001 digits" in result.dead_letters[0].detail
     assert result.dead_letters[0].offset == 7
     assert [t for t, _, _ in sink.sent] == [TOPICS.review_labels_dlq]
