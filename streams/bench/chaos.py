@@ -51,7 +51,6 @@ from streams.bench.chaos_parts import (
     Supervisor,
     committed,
     produce,
-    register_reviewers,
     servers,
     settle,
     stored_labels,
@@ -267,7 +266,7 @@ def bench_chaos(
         asyncio.run(ensure_topics(bootstrap, topics.all(), run.kafka.partitions))
         panel = parse_panel(options.panel)
         reviewers = [r.reviewer_id for r in panel]
-        asyncio.run(register_reviewers(run, reviewers))  # on the record, as an operator would
+        # the panel, its keys and the bootstrap adapter, in Redis and on the record
         asyncio.run(prepare(run, load_policy(options.v1), reviewers))
         watched = [
             topics.decisions,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
@@ -38,7 +38,6 @@ __all__ = [
     "Supervisor",
     "committed",
     "produce",
-    "register_reviewers",
     "servers",
     "settle",
     "stored_labels",
@@ -264,12 +263,21 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
+    await consumer.start()
+    try:  # the partitions named: tansu closes the connection on a request for all of them
+        partitions = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
         await admin.close()
-    return {tp.partition: at.offset for tp, at in offsets.items() if tp.topic == topic}
+        await consumer.stop()
+    return {tp.partition: at.offset for tp, at in offsets.items() if at.offset >= 0}
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    await consumer.topics()
+    return sorted(consumer.partitions_for_topic(topic) or ())
 
 
 def topics_exist(bootstrap: str, topics: list[str]) -> bool:
@@ -312,20 +320,3 @@ def settle(progress: Callable[[], tuple[int, bool]], quiet_s: float, limit_s: fl
         elif time.monotonic() - since > quiet_s:
             return
         time.sleep(1.0)
-
-
-async def register_reviewers(run: Settings, reviewers: list[str]) -> None:
-    """Register the panel as `borderline reviewers add` does: in Redis and on the record (the
-    reviewer-events topic a rebuilt store takes them back from)."""
-    from streams.service.record import open_journal
-
-    assert run.redis.url is not None and run.kafka.bootstrap_servers
-    redis = Redis.from_url(run.redis.url.get_secret_value())
-    try:
-        store = LabelStore(redis, run.redis.key_prefix)
-        bootstrap = run.kafka.bootstrap_servers
-        async with open_journal(bootstrap, run.kafka.topics, actor="bench chaos") as journal:
-            store.journal = journal
-            await store.register_reviewers(reviewers)
-    finally:
-        await redis.aclose()

@@ -21,7 +21,8 @@ from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ManifestError, ModelManifest
 from streams.demo.state import ACTOR, BOOTSTRAP_HOLDOUT, BOOTSTRAP_TRAIN
 from streams.service.publication import publish_policy
-from streams.wire.security import redis_options
+from streams.service.record import open_journal
+from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
 
 __all__ = ["DEMO_SETTINGS", "compose_stream"]
@@ -107,27 +108,38 @@ def ensure_model(
 
 async def prepare(settings: Settings, policy: Policy, reviewers: list[str]) -> str:
     """Publish v1, make the bootstrap adapter serve it, register the panel and give each of its
-    reviewers a signing key; the adapter id."""
-    assert settings.redis.url is not None
+    reviewers a signing key; the adapter id. All of it on the record as well (the reviewer,
+    registration and activation topics), as `borderline reviewers add` and the registry record
+    it: a Redis that loses its data gets the panel, its keys and the serving adapter back from
+    the store rebuild (before, a demo or chaos run whose Redis was lost dead-lettered every
+    label after the rebuild: the panel's keys were not on the record)."""
+    assert settings.redis.url is not None and settings.kafka.bootstrap_servers
     redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     prefix = settings.redis.key_prefix
+    journal = open_journal(
+        settings.kafka.bootstrap_servers,
+        settings.kafka.topics,
+        actor=ACTOR,
+        security=KafkaSecurity.of(settings.kafka),
+    )
     try:
-        await publish_policy(settings, PolicyStore(redis, prefix), policy, ACTOR)
-        await LabelStore(redis, prefix).register_reviewers(reviewers)
-        secret = settings.review.key_secret.get_secret_value().encode()
-        await ReviewerKeys(redis, prefix, secret).ensure(reviewers)
-        manifest = ModelManifest.read(settings.model.dir, verify=False)
-        boot = AdapterArtifact.load(
-            settings.model.dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
-        )
-        registry = AdapterRegistry(redis, prefix)
-        await registry.register(boot)
-        active = await registry.active(policy.version)
-        if active is None:
-            with contextlib.suppress(RegistryError):
-                await registry.promote(
-                    boot.adapter_id, actor=ACTOR, reason="the bootstrap model serves v1"
-                )
-        return boot.adapter_id
+        async with journal as record:
+            await publish_policy(settings, PolicyStore(redis, prefix), policy, ACTOR)
+            await LabelStore(redis, prefix, journal=record).register_reviewers(reviewers)
+            secret = settings.review.key_secret.get_secret_value().encode()
+            await ReviewerKeys(redis, prefix, secret, journal=record).ensure(reviewers)
+            manifest = ModelManifest.read(settings.model.dir, verify=False)
+            boot = AdapterArtifact.load(
+                settings.model.dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+            )
+            registry = AdapterRegistry(redis, prefix, journal=record)
+            await registry.register(boot)
+            active = await registry.active(policy.version)
+            if active is None:
+                with contextlib.suppress(RegistryError):
+                    await registry.promote(
+                        boot.adapter_id, actor=ACTOR, reason="the bootstrap model serves v1"
+                    )
+            return boot.adapter_id
     finally:
         await redis.aclose()

@@ -109,67 +109,67 @@ async def read_topics(
         request_timeout_ms=int(timeout_s * 1000),
         **security.options(),
     )
-    await consumer.start()
+    stage, short = "connecting", {}
     try:
-        await consumer.topics()  # metadata of every topic
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        out: dict[TopicPartition, list[Recorded]] = {tp: [] for tp in parts}
-        if not parts:
-            return []
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        deadline = time.monotonic() + timeout_s
-        said = time.monotonic()
-        while short := await _short_of_end(consumer, end, deadline):
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(
-                    f"topics not read to their end within {timeout_s:.0f}s: {_named(short)}"
-                )
-            if now - said > PROGRESS_EVERY_S:
-                said = now
-                log.info(
-                    "reading the record: %d partitions short of their end: %s",
-                    len(short),
-                    _named(short),
-                )
-            batches = await consumer.getmany(timeout_ms=500)
-            for tp, messages in batches.items():
-                # every record fetched, also past `end`: tansu 0.6.0 answers the end offset with
-                # the base offset of a partition's last record batch, not one past its last
-                # record (330 records produced in a burst: end 157 + 145 of 172 + 158), so
-                # stopping at `end` lost the rest of that batch. A record that arrived since
-                # reading began is replayed too, and stored once like any redelivery.
-                out[tp].extend(
-                    Recorded(tp.topic, tp.partition, m.offset, m.timestamp, m.value)
-                    for m in messages
-                )
-        return [out[tp] for tp in parts]
+        async with asyncio.timeout(
+            timeout_s
+        ):  # no step may hang the reader (a collector's rebuild)
+            await consumer.start()
+            stage = "reading the topics' metadata"
+            await consumer.topics()  # metadata of every topic
+            parts = [
+                TopicPartition(t, p)
+                for t in topics
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            out: dict[TopicPartition, list[Recorded]] = {tp: [] for tp in parts}
+            if not parts:
+                return []
+            consumer.assign(parts)
+            stage = "reading the partitions' first and end offsets"
+            first = await consumer.beginning_offsets(parts)
+            end = await consumer.end_offsets(parts)
+            for tp in parts:  # a position set outright: no offset reset for `position` to await
+                consumer.seek(tp, first[tp])
+            stage = "reading the records"
+            said = time.monotonic()
+            while short := await _short_of_end(consumer, end):
+                if time.monotonic() - said > PROGRESS_EVERY_S:
+                    said = time.monotonic()
+                    log.info(
+                        "reading the record: %d partitions short of their end: %s",
+                        len(short),
+                        _named(short),
+                    )
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, messages in batches.items():
+                    # every record fetched, also past `end`: tansu 0.6.0 answers the end offset
+                    # with the base offset of a partition's last record batch, not one past its
+                    # last record (330 records produced in a burst: end 157 + 145 of 172 + 158),
+                    # so stopping at `end` lost the rest of that batch. A record that arrived
+                    # since reading began is replayed too, and stored once like any redelivery.
+                    out[tp].extend(
+                        Recorded(tp.topic, tp.partition, m.offset, m.timestamp, m.value)
+                        for m in messages
+                    )
+            return [out[tp] for tp in parts]
+    except TimeoutError:
+        where = f": {_named(short)}" if short else ""
+        raise TimeoutError(
+            f"the record not read within {timeout_s:.0f}s, stuck {stage}{where}"
+        ) from None
     finally:
         await consumer.stop()
 
 
 async def _short_of_end(
-    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int], deadline: float
+    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]
 ) -> dict[TopicPartition, tuple[int | None, int]]:
-    """The partitions whose position is still short of ``end``: (position, end) each, a
-    position of None when the consumer has none yet. Each wait for a position is bounded by
-    ``deadline``: aiokafka's `position` waits without limit for a partition whose offset
-    must be reset (a broker that restarted empty under the reader), which hung a collector's
-    rebuild for good."""
+    """The partitions whose position is still short of ``end``: (position, end) each."""
     short: dict[TopicPartition, tuple[int | None, int]] = {}
     for tp, offset in end.items():
-        left = max(0.1, deadline - time.monotonic())
-        try:
-            position: int | None = await asyncio.wait_for(consumer.position(tp), left)
-        except TimeoutError:
-            position = None
-        if position is None or position < offset:
+        position = await consumer.position(tp)
+        if position < offset:
             short[tp] = (position, offset)
     return short
 

@@ -341,3 +341,47 @@ class Sending:
     def join(self) -> None:
         self.thread.join(timeout=120)
         assert not self.thread.is_alive(), "the labels were not all sent"
+
+
+def test_the_demos_set_up_comes_back_from_the_record(
+    services: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    """`borderline demo` and `bench chaos` set up through `prepare`: the panel, its signing keys,
+    v1 and the bootstrap adapter serving it must all be on the record, or a Redis lost mid-run
+    comes back without the panel's keys and every label after it is dead-lettered (103 in a
+    chaos run, before `prepare` recorded them)."""
+    from adapters.policy.schema import load_policy
+    from streams.demo.setup import prepare
+    from streams.service.rebuild import rebuild_store
+
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicNames().prefixed(f"t{tag}.")
+    asyncio.run(ensure_topics(services.bootstrap_servers, topics.all(), 2))
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    try:
+        settings = _settings(services, redis.url, topics, tag, tmp_path).model_copy(
+            update={"model": Settings().model.model_copy(update={"dir": model_dir})}
+        )
+        prefix = settings.redis.key_prefix
+        policy = load_policy(REPO / "deploy" / "policies" / "v1.yaml")
+        adapter = asyncio.run(prepare(settings, policy, REVIEWERS))
+        secret = settings.review.key_secret.get_secret_value().encode()
+
+        async def keys(client: Redis) -> dict[str, bytes]:
+            return await ReviewerKeys(client, prefix, secret).ensure(REVIEWERS)
+
+        before = with_redis(redis.url, keys)
+        redis.kill()
+        redis.start()  # empty
+
+        async def rebuild(client: Redis) -> None:
+            await rebuild_store(
+                client, prefix, services.bootstrap_servers, topics, settings=settings
+            )
+
+        with_redis(redis.url, rebuild)
+        assert _state(redis.url, prefix) == (set(REVIEWERS), "v1", adapter)
+        assert with_redis(redis.url, keys) == before  # the same keys, not new ones
+    finally:
+        redis.kill()
