@@ -156,3 +156,12 @@ def test_the_hostile_generator_covers_every_kind_with_unique_keys() -> None:
     assert len({key for _, key, _ in messages}) == 1000
     assert len(KINDS) >= 25 and any(reason == DECIDED for _, reason in KINDS.values())
     assert len(hostile_messages(2)) == 2 * len(KINDS)
+
+
+def test_a_hostile_message_is_counted_by_its_id_whatever_its_kind_should_come_to() -> None:
+    # text_too_large is decided under the default text limit: counted by its id, not lost
+    from streams.bench.chaos import _item_id
+
+    ids = {kind: _item_id(value) for kind, _, value in hostile_messages(1)}
+    assert ids["text_too_large"] and ids["script"] and ids["surrogate_pair"]
+    assert ids["deep_array"] == ids["not_json"] == ids["empty_value"] == ids["numeric_id"] == ""
