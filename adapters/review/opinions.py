@@ -1,8 +1,9 @@
 """How many expert opinions an item gets. One by default; two from the start for the audit draws
 (agreement, consensus and reviewer trust need overlap between reviewers, and the audit draws are
 the sample the unbiased figures use) and for a seeded overlap sample; a second one later when the
-first opinion disagrees with the model or comes from a reviewer with little history. So the panel
-spends about 1.4 labels per item instead of two or more on every request.
+first opinion disagrees with the model's decision (outside the review band: `model_decision`)
+or comes from a reviewer with little history. So the panel spends about 1.4 labels per item
+instead of two or more on every request.
 
 >>> first_opinions("item-7", audit_drawn=True, overlap_rate=0.0, seed=0)
 2
@@ -18,12 +19,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Container, Mapping
 
+from adapters.review.routing import Action, RoutingPolicy, route
+
 __all__ = [
     "MIN_HISTORY",
     "OVERLAP_RATE",
     "first_opinions",
     "in_overlap_sample",
     "labels_per_item",
+    "model_decision",
     "wants_second_opinion",
 ]
 
@@ -83,6 +87,21 @@ def wants_second_opinion(
     if model_label is not None and label != model_label:
         return True
     return history.get(reviewer, 0) < min_history
+
+
+def model_decision(p_violating: float, routing: RoutingPolicy) -> str | None:
+    """The model's decision on an item, as a first opinion is checked against: None inside the
+    review band, where the model decided nothing (most requested items are there, and a
+    reviewer who disagrees with a coin flip is no sign of a mistake: asked there, second
+    opinions took the demo's panel to 1.8 labels per item).
+
+    >>> v1 = RoutingPolicy("v1", block_threshold=0.5, review_low=0.3, review_high=0.7)
+    >>> [model_decision(p, v1) for p in (0.1, 0.6, 0.9)]
+    ['benign', None, 'violating']
+    """
+    if route(p_violating, routing) is Action.REVIEW:
+        return None
+    return "violating" if routing.blocks(p_violating) else "benign"
 
 
 def labels_per_item(labels: int, items: int) -> float | None:

@@ -25,7 +25,12 @@ from adapters.labels.agreement import expert_ceiling
 from adapters.labels.consensus import consensus, needs_another_opinion
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.labels.trust import MIN_PANEL, trusted_panel
-from adapters.review.opinions import OVERLAP_RATE, first_opinions, wants_second_opinion
+from adapters.review.opinions import (
+    OVERLAP_RATE,
+    first_opinions,
+    model_decision,
+    wants_second_opinion,
+)
 from adapters.review.routing import RoutingPolicy
 from streams.service.admission import Admission
 from streams.service.metrics import Metrics
@@ -265,7 +270,7 @@ class Collector:
         if wanted > 1:
             return False  # its other opinions were asked for with the request
         routing = await self._retry("redis", partial(self.routings.routing, policy))
-        model = "violating" if routing.blocks(item.p_violating) else "benign"
+        model = model_decision(item.p_violating, routing)
         excluded: set[str] = await self._retry("redis", self.store.excluded)
         return wants_second_opinion(
             votes, model_label=model, history=self.history, exclude=excluded

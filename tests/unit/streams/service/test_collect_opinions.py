@@ -1,11 +1,13 @@
 """The collector asks a second opinion for one label only when the rule says so
-(`adapters.review.opinions`): the label disagrees with the model, or its reviewer is new; an
-audit draw's second opinion was asked with the request, so none is added."""
+(`adapters.review.opinions`): the label disagrees with the model's decision (not its leaning
+inside the review band), or its reviewer is new; an audit draw's second opinion was asked with
+the request, so none is added."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from adapters.labels.store import ReviewedItem
@@ -18,6 +20,15 @@ def _second_opinions(run_redis: Any, prefix: str, **case: Any) -> list[list[str]
 
     async def body(redis: Redis) -> list[list[str]]:
         world = await _world(redis, prefix)
+        if "p" in case:  # the model's P(violating) when the item was requested
+            await world.store.record_requests(
+                "v1",
+                [
+                    ReviewedItem(
+                        "ad-1", "text", None, case["p"], "boundary", NOW - 40, request_id="rq-1"
+                    )
+                ],
+            )
         if case.get("audit"):
             await world.store.record_requests(
                 "v1",
@@ -49,8 +60,18 @@ def test_one_label_that_agrees_with_the_model_is_enough(run_redis: Any, prefix: 
     assert _second_opinions(run_redis, prefix) == []
 
 
-def test_one_label_against_the_model_asks_for_a_second(run_redis: Any, prefix: str) -> None:
-    assert _second_opinions(run_redis, prefix, label="benign") == [["alice"]]
+@pytest.mark.parametrize(("p", "label"), [(0.9, "benign"), (0.1, "violating")])
+def test_one_label_against_the_models_decision_asks_for_a_second(
+    run_redis: Any, prefix: str, p: float, label: str
+) -> None:
+    assert _second_opinions(run_redis, prefix, p=p, label=label) == [["alice"]]
+
+
+def test_one_label_against_the_models_leaning_in_the_band_is_enough(
+    run_redis: Any, prefix: str
+) -> None:
+    # 0.6 is in v1's review band [0.3, 0.7]: the model decided nothing there
+    assert _second_opinions(run_redis, prefix, label="benign") == []
 
 
 def test_a_new_reviewers_label_asks_for_a_second(run_redis: Any, prefix: str) -> None:
