@@ -36,7 +36,7 @@ from streams.console.web import Console
 from streams.service.record import KafkaJournal, Producer
 from streams.service.retry import Retrying
 from streams.wire.security import KafkaSecurity, redis_options
-from streams.wire.settings import Settings
+from streams.wire.settings import Settings, default_secret_warning
 
 __all__ = ["Assembled", "assemble", "serve_console"]
 
@@ -170,5 +170,7 @@ async def _run(settings: Settings, host: str, port: int) -> None:
 
 
 def serve_console(settings: Settings, *, host: str, port: int) -> int:
+    if (warning := default_secret_warning(settings)) is not None:
+        log.warning(warning)
     asyncio.run(_run(settings, host, port))
     return 0

@@ -54,7 +54,7 @@ from streams.service.topic_watch import TopicWatch
 from streams.service.trust import adapter_trust
 from streams.service.watchdog import Watchdog, probe_interval
 from streams.wire.security import KafkaSecurity
-from streams.wire.settings import Settings
+from streams.wire.settings import Settings, default_secret_warning
 from streams.wire.topics import ensure_topics
 
 __all__ = ["default_worker_id", "run_collector", "run_worker"]
@@ -72,6 +72,8 @@ def default_worker_id() -> str:
 async def _prepare(settings: Settings, redis: Redis, retry: Retrying) -> None:
     kafka = settings.kafka
     assert kafka.bootstrap_servers
+    if (warning := default_secret_warning(settings)) is not None:
+        log.warning(warning)
     await retry("redis", redis.ping)
     await ensure_topics(
         kafka.bootstrap_servers,

@@ -44,9 +44,13 @@ __all__ = [
     "SettingsError",
     "WorkerSettings",
     "check_environment",
+    "default_secret_warning",
     "environment_names",
     "masked",
 ]
+
+DEFAULT_KEY_SECRET = "borderline-embedded-only-reviewer-key-secret"
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 
 ENV_PREFIX = "BORDERLINE_"
 
@@ -208,7 +212,7 @@ class ReviewSettings(BaseModel):
     )
     eval_share: float = Field(default=0.4, gt=0, lt=1, description="consensus labels held out")
     key_secret: SecretStr = Field(
-        default=SecretStr("borderline-embedded-only-reviewer-key-secret"),
+        default=SecretStr(DEFAULT_KEY_SECRET),
         description="reviewers' signing keys derive from it: set your own outside embedded mode",
     )
     label_max_skew_s: float = Field(
@@ -363,6 +367,30 @@ class Settings(BaseSettings):
         kafka = self.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
         redis = self.redis.model_copy(update={"url": SecretStr(redis_url)})
         return self.model_copy(update={"kafka": kafka, "redis": redis})
+
+
+def default_secret_warning(settings: Settings) -> str | None:
+    """A warning when the reviewers' signing keys derive from the built-in key secret while the
+    broker is beyond this machine: the secret is in the source, so anyone who can produce to
+    the labels topic could sign labels as any reviewer. None in embedded mode (loopback).
+
+    >>> local = Settings().with_services("127.0.0.1:9092", "redis://127.0.0.1:6379/0")
+    >>> default_secret_warning(local) is None
+    True
+    >>> remote = Settings().with_services("kafka-1.prod:9093", "redis://cache.prod:6379/0")
+    >>> default_secret_warning(remote).split(":")[0]
+    'BORDERLINE_REVIEW__KEY_SECRET is the built-in default'
+    """
+    if settings.review.key_secret.get_secret_value() != DEFAULT_KEY_SECRET:
+        return None
+    hosts = (settings.kafka.bootstrap_servers or "").split(",")
+    if all(h.strip().startswith(_LOOPBACK) for h in hosts):
+        return None
+    return (
+        "BORDERLINE_REVIEW__KEY_SECRET is the built-in default: it is in the source, so anyone "
+        "who can produce to the labels topic can sign labels as any reviewer; set your own "
+        "(README: Security)"
+    )
 
 
 def environment_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
