@@ -33,8 +33,12 @@ LONGEST_FIRST = [
 
 # The files that train a model (torch on every core): with xdist (TEST_JOBS=2) they run one after
 # another in one test process, never two trainings side by side (two at once took 5.6 s a step
-# and stalled the demo); every other file goes, whole, to whichever process is free.
+# and stalled the demo); every other file goes, whole, to whichever process is free. The broker
+# restart tests run in that process too, never beside a training: beside test_demo's, a worker
+# idle at the memory broker's restart once decided none of the 50 items sent after it (a clean-
+# clone CI run; 3 of 3 passed alone): an open race, see the closing note of session 6.
 TRAINING = {
+    "test_broker_restart.py",
     "test_demo.py",
     "test_adaptation.py",
     "test_drift_trigger.py",
