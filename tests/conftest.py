@@ -39,6 +39,10 @@ LONGEST_FIRST = [
 # clone CI run; 3 of 3 passed alone): an open race, see the closing note of session 6.
 TRAINING = {
     "test_broker_restart.py",
+    # beside a training, these two failed clean-clone CI runs at the end of session 6: a swap
+    # took 7.0 s against 5; the browser never moved to bob's next task within 30 s
+    "test_adapter_swap.py",
+    "test_console_browser.py",
     "test_demo.py",
     "test_adaptation.py",
     "test_drift_trigger.py",
