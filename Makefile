@@ -61,11 +61,13 @@ system-deps:
 
 # The test model (tests/model_cache.py) builds in the background while the unit layer runs (a clean
 # clone spends minutes on it); the model and integration layers then find it cached.
-# TEST_JOBS=2 (the default) runs the model and integration layers in two test processes
-# (pytest-xdist), a file at a time each, the longest files first (tests/conftest.py), each with its
-# own broker and redis-server; the files that train a model run one after another in one of them
-# (tests/conftest.py), since two trainings side by side on two cores stall each other.
-TEST_JOBS ?= 2
+# TEST_JOBS=2 runs the model and integration layers in two test processes (pytest-xdist), a file
+# at a time each, the longest files first, each with its own broker and redis-server; the files
+# that train a model, and the contention-sensitive ones, run one after another in one of them
+# (tests/conftest.py). 1066 s instead of 1340 s, but beside a training three contention races
+# failed 3 of 4 clean-clone runs (session 6's closing note): serial stays the default until
+# they are fixed.
+TEST_JOBS ?= 1
 XDIST := $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder,)
 test: venv system-deps
 	@mkdir -p .borderline
