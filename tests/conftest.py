@@ -31,13 +31,13 @@ LONGEST_FIRST = [
 ]
 
 
-# The files that train a model (torch on every core): with xdist (TEST_JOBS=2) they run one after
-# another in one test process, never two trainings side by side (two at once took 5.6 s a step
+# APART: the files that train a model (torch on every core): with xdist (TEST_JOBS=2) they run one
+# after another in one test process, never two trainings side by side (two at once took 5.6 s a step
 # and stalled the demo); every other file goes, whole, to whichever process is free. The broker
 # restart tests run in that process too, never beside a training: beside test_demo's, a worker
 # idle at the memory broker's restart once decided none of the 50 items sent after it (a clean-
 # clone CI run; 3 of 3 passed alone): an open race, see the closing note of session 6.
-TRAINING = {
+APART = {
     "test_broker_restart.py",
     # beside a training, these two failed clean-clone CI runs at the end of session 6: a swap
     # took 7.0 s against 5; the browser never moved to bob's next task within 30 s
@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """`--dist loadfile`, with the training files as one unit. (Not `--dist loadgroup` with
+    """`--dist loadfile`, with the files in `APART` as one unit. (Not `--dist loadgroup` with
     `xdist_group` marks: under pytest 9.2, xdist 3.8 writes the group into a node id pytest no
     longer reads, and the marked files were spread over both processes.)"""
     from xdist.scheduler import LoadScopeScheduling
@@ -67,7 +67,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class TrainingApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             file = nodeid.split("::", 1)[0]
-            return "training" if Path(file).name in TRAINING else file
+            return "apart" if Path(file).name in APART else file
 
     return TrainingApart(config, log)
 

@@ -134,8 +134,8 @@ class _Chaos:
         self.timeline: list[dict[str, Any]] = []
         self.threads: list[threading.Thread] = []
         self.hostile_acked: list[tuple[str, str]] = []
-        # every item message the broker took, where (sha256, partition, offset, when)
-        self.placed: list[tuple[str, int, int, float]] = []
+        # every item message the broker took, and where: (sha256, partition, offset)
+        self.placed: list[tuple[str, int, int]] = []
         self.unread_items: set[str] = set()  # what the broker forgot unread when it restarted
         self.unread_labels: set[tuple[str, str, str]] = set()
 
@@ -211,7 +211,7 @@ class _Chaos:
             labels_at = asyncio.run(committed(bootstrap, f"{kafka.app_id}-collector", labels_topic))
         except Exception as exc:  # counted as the service's then: the strict reading
             return f"not read: {exc!r}"
-        self.unread_items = unread(((sha, p, o) for sha, p, o, _ in self.placed), items_at)
+        self.unread_items = unread(self.placed, items_at)
         self.unread_labels = unread(
             (
                 ((m["policy_version"], m["item_id"], m["reviewer_id"]), p, o)

@@ -115,18 +115,16 @@ def max_gap(times: Iterable[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
-def unread(
-    placed: Iterable[tuple[K, int, int]], committed: Mapping[int, int], start: int = 0
-) -> set[K]:
+def unread(placed: Iterable[tuple[K, int, int]], committed: Mapping[int, int]) -> set[K]:
     """The keys of records (key, partition, offset) that their consumer group had not read when
-    the broker restarted: at or past the group's committed offset in their partition (``start``,
-    the log's, where it committed nothing). A memory-only broker forgets them: their loss is
-    the broker's, and only durable storage prevents it.
+    the broker restarted: at or past the group's committed offset in their partition (the log's
+    start, 0 on a memory broker, where it committed nothing). A memory-only broker forgets
+    them: their loss is the broker's, and only durable storage prevents it.
 
     >>> sorted(unread([("a", 0, 4), ("b", 0, 5), ("c", 1, 0), ("d", 2, 9)], {0: 5, 2: 10}))
     ['b', 'c']
     """
-    return {key for key, partition, offset in placed if offset >= committed.get(partition, start)}
+    return {key for key, partition, offset in placed if offset >= committed.get(partition, 0)}
 
 
 def chaos_figures(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
@@ -28,7 +28,7 @@ from adapters.labels.store import LabelStore
 from streams.bench.chaos_figures import Exit
 from streams.embedded.launcher import WorkerProcess, free_port
 from streams.embedded.probes import redis_ping, tcp_open
-from streams.service.reader import open_reader
+from streams.service.reader import open_reader, partitions_of
 from streams.wire.settings import Settings
 
 __all__ = [
@@ -181,11 +181,11 @@ async def produce(
     rate: float,
     acked: list[tuple[str, str]],
     give_up_s: float = 180.0,
-    placed: list[tuple[str, int, int, float]] | None = None,
+    placed: list[tuple[str, int, int]] | None = None,
 ) -> None:
     """Produce (item id, key, value) at ``rate``, each retried through broker outages (a new
     producer each time) for ``give_up_s``; ``acked`` gets (item id, sha256) of each the broker
-    took, ``placed`` (sha256, partition, offset, monotonic time of the ack). The value is made
+    took, ``placed`` (sha256, partition, offset). The value is made
     at send time (an item's ``produced_at``)."""
     producer: AIOKafkaProducer | None = None
     started = time.perf_counter()
@@ -206,7 +206,7 @@ async def produce(
                     sha = hashlib.sha256(value).hexdigest()
                     acked.append((item_id, sha))
                     if placed is not None:
-                        placed.append((sha, meta.partition, meta.offset, time.monotonic()))
+                        placed.append((sha, meta.partition, meta.offset))
                     break
                 except (KafkaError, OSError, TimeoutError):
                     if producer is not None:
@@ -267,17 +267,12 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     await admin.start()
     await consumer.start()
     try:  # the partitions named: tansu closes the connection on a request for all of them
-        partitions = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        partitions = await partitions_of(consumer, [topic])
         offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
         await admin.close()
         await consumer.stop()
     return {tp.partition: at.offset for tp, at in offsets.items() if at.offset >= 0}
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    await consumer.topics()
-    return sorted(consumer.partitions_for_topic(topic) or ())
 
 
 def topics_exist(bootstrap: str, topics: list[str]) -> bool:

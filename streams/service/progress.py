@@ -26,6 +26,7 @@ from streams.service.app import BatchHandler
 from streams.service.health import Progress
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
+from streams.service.reader import partitions_of
 
 __all__ = ["GroupLag", "Tracked"]
 
@@ -115,12 +116,7 @@ class GroupLag:
         """Each partition's lag: its end offset less the group's committed offset (or less the
         log start when the group committed nothing there)."""
         admin, consumer = await self._clients()
-        await consumer.topics()  # refreshes the metadata: partitions made since start count
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self.topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await partitions_of(consumer, self.topics)
         if not partitions:
             return {}
         committed = await admin.list_consumer_group_offsets(self.group, partitions=partitions)

@@ -13,7 +13,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.wire.security import PLAINTEXT, KafkaSecurity
 
-__all__ = ["open_reader", "read_recent", "read_topic"]
+__all__ = ["open_reader", "partitions_of", "read_recent", "read_topic"]
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` the broker reports now, in ``topics`` order (the metadata
+    read again first: partitions made since the consumer started count; a missing topic has
+    none)."""
+    await consumer.topics()
+    return [
+        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+    ]
 
 
 async def open_reader(

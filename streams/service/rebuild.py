@@ -41,6 +41,7 @@ from adapters.registry.store import AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
 from streams.service.accounts import AccountBook
 from streams.service.admission import Admission, LabelAdmission
+from streams.service.reader import partitions_of
 from streams.service.replay import (
     STORE_EPOCH,
     Recorded,
@@ -109,19 +110,13 @@ async def read_topics(
         request_timeout_ms=int(timeout_s * 1000),
         **security.options(),
     )
-    stage, short = "connecting", {}
+    stage, short = "connecting", dict[TopicPartition, tuple[int, int]]()
     try:
-        async with asyncio.timeout(
-            timeout_s
-        ):  # no step may hang the reader (a collector's rebuild)
+        # one limit over every step: none may hang the reader (a collector's rebuild)
+        async with asyncio.timeout(timeout_s):
             await consumer.start()
             stage = "reading the topics' metadata"
-            await consumer.topics()  # metadata of every topic
-            parts = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
+            parts = await partitions_of(consumer, topics)
             out: dict[TopicPartition, list[Recorded]] = {tp: [] for tp in parts}
             if not parts:
                 return []
@@ -164,9 +159,9 @@ async def read_topics(
 
 async def _short_of_end(
     consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]
-) -> dict[TopicPartition, tuple[int | None, int]]:
+) -> dict[TopicPartition, tuple[int, int]]:
     """The partitions whose position is still short of ``end``: (position, end) each."""
-    short: dict[TopicPartition, tuple[int | None, int]] = {}
+    short: dict[TopicPartition, tuple[int, int]] = {}
     for tp, offset in end.items():
         position = await consumer.position(tp)
         if position < offset:
@@ -174,7 +169,7 @@ async def _short_of_end(
     return short
 
 
-def _named(short: dict[TopicPartition, tuple[int | None, int]]) -> str:
+def _named(short: dict[TopicPartition, tuple[int, int]]) -> str:
     """``topic[partition] at position of end`` for the first few short partitions."""
     named = [f"{tp.topic}[{tp.partition}] at {pos} of {end}" for tp, (pos, end) in short.items()]
     return ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
