@@ -430,3 +430,48 @@ def test_user_changes_and_tokens_are_on_the_record(site: Site) -> None:
     assert carl[2].token_sha256 == token_digest(token)
     assert carl[3].account is not None and carl[3].account.disabled
     assert not any(token.encode() in (r.value or b"") for part in records for r in part)
+
+
+def test_a_key_pressed_the_moment_a_task_appears_is_acted_on(site: Site) -> None:
+    """htmx wires a swapped-in task's forms only when it settles (20 ms later by default, longer
+    on a loaded machine); a key pressed in between must not be lost to a native form submit
+    that reloads the same task (a clean-clone CI run timed out skipping to the next task)."""
+    settings = site.settings
+    assert (
+        _cli(
+            settings,
+            ["users", "add", "dora", "--role", "reviewer", "--password-stdin"],
+            stdin="dora password 1\n",
+        )[0]
+        == 0
+    )
+    fresh = [
+        r.model_copy(
+            update={"request_id": f"rr-fast-{n}", "item_id": f"f{n}", "priority": 20.0 - n}
+        )
+        for n, r in enumerate(_requests(time.time())[1:4])
+    ]
+    asyncio.run(record_and_send(settings, fresh))
+    for r in fresh:
+        _until_wanted(site, r.item_id, 1)
+    d = site.driver
+    _sign_in(site, "dora")
+    assert _wait_item(d) == "f0"
+    # `s` the instant the next task is on screen: in the request's own afterRequest event
+    d.execute_script(
+        "document.addEventListener('htmx:afterRequest', function () {"
+        "  document.dispatchEvent(new KeyboardEvent('keydown', {key: 's'}));"
+        "}, {once: true});"
+    )
+    _press(d, "1")  # f0 benign; f1 appears and is skipped at once
+    assert _wait_item(d, not_this="f0") in {"f1", "f2"}
+    WebDriverWait(d, WAIT_S).until(lambda d: _item(d) == "f2")
+
+    async def skipped() -> set[str]:
+        assert settings.redis.url is not None
+        async with redis_client(settings.redis.url.get_secret_value()) as redis:
+            got = await redis.smembers(ConsoleKeys(settings.redis.key_prefix).skipped("v1", "dora"))
+        return {m.decode() for m in got}
+
+    assert asyncio.run(skipped()) == {"f1"}
+    assert "item_id" not in d.current_url  # the key never became a GET of the review page

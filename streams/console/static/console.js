@@ -1,7 +1,10 @@
 // borderline reviewer console: keyboard first. A key per answer (shown on its button), s skips,
 // u undoes the last label, r looks for a new task. A held-down key repeats nothing (event.repeat
 // is ignored), and nothing is sent while a request is in flight (hx-sync drops it too; the
-// server accepts one answer per lease in any case).
+// server accepts one answer per lease in any case). A key pressed the instant a task is swapped in
+// is not lost: the task is wired before its button is clicked (htmx would otherwise wire it only
+// when it settles), and each form also posts without htmx (with its CSRF field), the server then
+// redirecting to the next task.
 (function () {
   "use strict";
   let busy = false;
@@ -13,6 +16,7 @@
     if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA")) return;
     const task = document.getElementById("task");
     if (!task) return;
+    htmx.process(task);
     const key = event.key.toLowerCase();
     if (key === "r") { window.location.reload(); return; }
     if (key === "u") {

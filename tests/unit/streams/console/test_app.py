@@ -282,6 +282,32 @@ def test_undo_then_skip_through_the_page(app: App) -> None:
     assert audit[:5] == ["skip", "undo", "claim", "label", "claim"]  # b was still held
 
 
+def test_the_task_forms_work_without_htmx(app: App) -> None:
+    """A browser posting a task's form natively (htmx not loaded, or the form not wired yet)
+    sends the form's own fields, its CSRF token among them, and lands on the next task."""
+    queue = app.assembled.console.desk.queue
+    app.run(queue.add(_request("a", 0.9)))
+    app.run(queue.add(_request("b", 0.1)))
+    app.login("alice", "alice password")
+
+    def post(form_id: str, **extra: str) -> Any:
+        page = app.client.get("/review").text
+        form = re.search(
+            rf'<form id="{form_id}" method="post" action="([^"]+)".*?</form>', page, re.S
+        )
+        assert form is not None, page
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form[0]))
+        return app.client.post(form[1], data=fields | extra, follow_redirects=False)
+
+    r = post("skip-form")
+    assert (r.status_code, r.headers["location"]) == (303, "/review")
+    assert 'data-item="b"' in app.client.get("/review").text
+    r = post("answer", label="benign")
+    assert r.status_code == 303
+    assert app.redis.zcard(ConsoleKeys(app.prefix).pending) == 1  # b's label, waiting out undo
+    assert 'data-item=""' in app.client.get("/review").text  # nothing left for alice
+
+
 def test_a_lead_overrides_an_exclusion_and_it_is_audit_logged(app: App) -> None:
     labels = app.assembled.console.labels
     app.run(labels.register_reviewers(["randy"]))
