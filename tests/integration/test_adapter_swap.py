@@ -133,16 +133,22 @@ def test_promote_then_rollback_while_two_workers_stream(
 
     names = {d["adapter_version"] for d in mine}
     assert names <= {boot_id, inverted.adapter_id}
+    # each worker serves the bootstrap, then the promoted adapter, then the bootstrap again, in
+    # that order and never back and forth; how fast is `borderline bench swap`'s figure, not a
+    # timed assertion here
     for worker in group:
         by_time = sorted((d for d in mine if d["worker"] == worker), key=lambda d: d["decided_at"])
+        served = [d["adapter_version"] for d in by_time]
+        phases = [name for n, name in enumerate(served) if n == 0 or served[n - 1] != name]
+        assert phases == [boot_id, inverted.adapter_id, boot_id], (worker, phases)
         first_new = next(d for d in by_time if d["adapter_version"] == inverted.adapter_id)
-        swap_delay = first_new["decided_at"] - marks["promote"]
-        print(f"{worker}: first decision on the promoted adapter {swap_delay:.2f}s after promote")
-        assert swap_delay < 5.0
-        before = [d for d in by_time if d["decided_at"] < marks["promote"] - 0.5]
-        assert before and all(d["adapter_version"] == boot_id for d in before)
-        after = [d for d in by_time if d["decided_at"] > marks["rollback"] + 5.0]
-        assert after and all(d["adapter_version"] == rolled.adapter_id for d in after)
+        last_new = [d for d in by_time if d["adapter_version"] == inverted.adapter_id][-1]
+        print(
+            f"{worker}: first decision on the promoted adapter "
+            f"{first_new['decided_at'] - marks['promote']:.2f}s after promote, last "
+            f"{last_new['decided_at'] - marks['rollback']:.2f}s after rollback"
+        )
+        assert marks["promote"] - 0.5 < first_new["decided_at"] < marks["rollback"]
 
     # the inverted adapter really served: its probabilities mirror the bootstrap's
     flipped = [d for d in mine if d["adapter_version"] == inverted.adapter_id][:20]
