@@ -61,13 +61,12 @@ system-deps:
 
 # The test model (tests/model_cache.py) builds in the background while the unit layer runs (a clean
 # clone spends minutes on it); the model and integration layers then find it cached.
-# TEST_JOBS=2 runs the model and integration layers in two test processes (pytest-xdist), a file
-# at a time each, the longest files first, each with its own broker and redis-server; the files
-# that train a model, and the contention-sensitive ones, run one after another in one of them
-# (tests/conftest.py). 1066 s instead of 1340 s, but beside a training three contention races
-# failed 3 of 4 clean-clone runs (session 6's closing note): serial stays the default until
-# they are fixed.
-TEST_JOBS ?= 1
+# The model and integration layers run in two test processes (pytest-xdist), a file at a time
+# each, the longest files first, each with its own broker and redis-server; the files that train
+# a model, and the timing-sensitive ones, run one after another in one of them (tests/conftest.py).
+# Two processes: about 24 minutes for a clean-clone CI run, one: 32 (TEST_JOBS=1). The three races
+# that failed 3 of 4 two-process runs in session 6 were found and fixed in session 7.
+TEST_JOBS ?= 2
 XDIST := $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder,)
 test: venv system-deps
 	@mkdir -p .borderline

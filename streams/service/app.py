@@ -43,6 +43,7 @@ __all__ = [
     "forget_positions",
     "make_app",
     "run_app",
+    "seek_to_committed_or_start",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,29 @@ class FaustSink:
         return fut
 
 
+async def seek_to_committed_or_start(consumer: Any) -> dict[Any, int | None]:
+    """Seek an aiokafka consumer's assigned partitions to their committed offsets, and those
+    with nothing committed to their start; return the committed offsets (None: nothing).
+
+    faust drops the records a fetch returns during a rebalance and seeks back to the committed
+    offsets to read them again, but aiokafka's seek leaves a partition with nothing committed
+    where it is, past the records dropped. After a broker lost its storage nothing is committed,
+    and a worker lost every item that arrived during its rejoin (`forget_positions`). A
+    partition's start is where the group's ``earliest`` reset puts a group without a commit;
+    what was read and not committed is read again (at-least-once)."""
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    fresh = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+    return committed
+
+
 def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     """faust's aiokafka driver fixes fetch_max_wait_ms at 1500. A broker may hold a fetch that
     long before answering (tansu does, even with data waiting: measured p50 0.39 s at 1500 ms,
-    0.002 s at 100 ms), which sets a floor under decision latency; so the wait is a setting."""
+    0.002 s at 100 ms), which sets a floor under decision latency; so the wait is a setting.
+    Its seek back to the committed offsets starts a partition with none from its start
+    (`seek_to_committed_or_start`)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         shutdown_timeout = CONSUMER_STOP_S
@@ -104,6 +124,9 @@ def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tr
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by the Fetcher at start()
             return consumer
+
+        async def seek_to_committed(self) -> Any:
+            return await self.call_thread(seek_to_committed_or_start, self._ensure_consumer())
 
     class FetchWaitConsumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:

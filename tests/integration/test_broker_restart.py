@@ -10,17 +10,20 @@ import asyncio
 import contextlib
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.labels.dataset import read_jsonl, sample
 from streams.demo.replay import replay_items
 from streams.embedded.launcher import WorkerProcess, start_worker
 from streams.embedded.services import EmbeddedServices
+from streams.service.app import seek_to_committed_or_start
 from streams.service.reader import read_topic
 from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
@@ -172,3 +175,54 @@ def test_a_busy_worker_survives_a_broker_restart_and_decides_what_comes_after(
         assert worker.process.poll() is None, log_lines(log)[-5:]  # no exit, no restart
     finally:
         worker.stop(signal.SIGKILL, timeout_s=5)
+
+
+def test_records_fetched_but_never_committed_are_read_again_after_a_seek_back(
+    services: Any,
+) -> None:
+    """faust drops what a fetch returns during a rebalance (flow stopped, generation changed)
+    and seeks back "to the committed offsets"; aiokafka's seek_to_committed leaves a partition
+    with nothing committed where it is, past the dropped records. After a memory broker's
+    restart nothing is committed, so those items were never decided: the stall above, 50 of 50
+    items, about 1 run in 15 beside a training (the worker's consumer sat at the topic's end,
+    nothing read, nothing acked). The worker's consumer seeks such a partition to its start."""
+    bootstrap = services.bootstrap_servers
+    tag = uuid.uuid4().hex[:8]
+    topic = f"seekback-{tag}"
+    tp = TopicPartition(topic, 0)
+
+    async def main() -> tuple[int, int, int, int]:
+        await ensure_topics(bootstrap, [topic], 1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for n in range(5):
+                await producer.send_and_wait(topic, f"item {n}".encode())
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=f"seekback-{tag}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            read = 0
+            while read < 5:  # fetched and handed over, as faust's getmany does, then dropped
+                got = await consumer.getmany(timeout_ms=1000)
+                read += sum(len(records) for records in got.values())
+            fetched = await consumer.position(tp)
+            await seek_to_committed_or_start(consumer)
+            after_nothing_committed = await consumer.position(tp)
+            await consumer.commit({tp: 3})
+            await consumer.getmany(timeout_ms=500)
+            await seek_to_committed_or_start(consumer)
+            after_a_commit = await consumer.position(tp)
+            await consumer.seek_to_committed()  # aiokafka's own, once something is committed
+            return fetched, after_nothing_committed, after_a_commit, await consumer.position(tp)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(main()) == (5, 0, 3, 3)
