@@ -94,20 +94,36 @@ class FaustSink:
 
 
 async def seek_to_committed_or_start(consumer: Any) -> dict[Any, int | None]:
-    """Seek an aiokafka consumer's assigned partitions to their committed offsets, and those
-    with nothing committed to their start; return the committed offsets (None: nothing).
+    """Seek an aiokafka consumer's assigned partitions to their committed offsets, and to their
+    start those with nothing committed or with a commit past the partition's end; return the
+    offsets read from (None: the start), which faust takes as its read positions.
 
     faust drops the records a fetch returns during a rebalance and seeks back to the committed
     offsets to read them again, but aiokafka's seek leaves a partition with nothing committed
     where it is, past the records dropped. After a broker lost its storage nothing is committed,
-    and a worker lost every item that arrived during its rejoin (`forget_positions`). A
-    partition's start is where the group's ``earliest`` reset puts a group without a commit;
-    what was read and not committed is read again (at-least-once)."""
+    and a worker lost every item that arrived during its rejoin (`forget_positions`). Worse, a
+    process that did not notice the loss commits its old offsets into the new log, hundreds past
+    its end; tansu then answers fetches there with nothing (no out-of-range error, so no reset):
+    `bench chaos` lost 349 and 546 items that way, whole partitions after the broker restart. A
+    partition's start is where the group's ``earliest`` reset puts a group without a commit or
+    with one out of range; what was read and not committed is read again (at-least-once)."""
     committed: dict[Any, int | None] = await consumer.seek_to_committed()
-    fresh = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
-    if fresh:
-        await consumer.seek_to_beginning(*fresh)
-    return committed
+    ends: dict[Any, int] = await consumer.end_offsets(list(committed)) if committed else {}
+    stale = {
+        tp: offset for tp, offset in committed.items() if offset and offset > ends.get(tp, offset)
+    }
+    if stale:
+        log.warning(
+            "committed offsets past the end of their partitions (a broker lost its log?): %s; "
+            "reading them from the start",
+            ", ".join(
+                f"{tp.topic}[{tp.partition}] {o} > end {ends[tp]}" for tp, o in stale.items()
+            ),
+        )
+    start = [tp for tp, offset in committed.items() if not offset or offset < 0 or tp in stale]
+    if start:
+        await consumer.seek_to_beginning(*start)
+    return {tp: None if tp in start else offset for tp, offset in committed.items()}
 
 
 def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
