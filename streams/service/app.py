@@ -130,8 +130,8 @@ def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tr
     """faust's aiokafka driver fixes fetch_max_wait_ms at 1500. A broker may hold a fetch that
     long before answering (tansu does, even with data waiting: measured p50 0.39 s at 1500 ms,
     0.002 s at 100 ms), which sets a floor under decision latency; so the wait is a setting.
-    Its seek back to the committed offsets starts a partition with none from its start
-    (`seek_to_committed_or_start`)."""
+    Its seek back to the committed offsets starts a partition with none, or with one past the
+    partition's end, from its start (`seek_to_committed_or_start`)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         shutdown_timeout = CONSUMER_STOP_S

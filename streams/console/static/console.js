@@ -16,9 +16,9 @@
     if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA")) return;
     const task = document.getElementById("task");
     if (!task) return;
-    htmx.process(task);
     const key = event.key.toLowerCase();
     if (key === "r") { window.location.reload(); return; }
+    htmx.process(task);  // wired now if it has not settled yet (a no-op once it has)
     if (key === "u") {
       const undo = document.getElementById("undo-form");
       if (undo) { busy = true; htmx.trigger(undo, "submit"); }
