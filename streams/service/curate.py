@@ -239,7 +239,8 @@ class Curator:
         seen = await self.ledger.already_requested(policy.version, [c.item_id for c in candidates])
         fresh = [c for c, s in zip(candidates, seen, strict=True) if not s]
         self.deduplicated += len(candidates) - len(fresh)
-        fresh = _keep_pairs_whole(fresh)
+        before = frozenset(c.item_id for c, s in zip(candidates, seen, strict=True) if s)
+        fresh = _keep_pairs_whole(fresh, before)
         if self.budget is not None and fresh:
             allowed: list[Candidate] = []
             for reason in dict.fromkeys(c.reason for c in fresh):  # in priority order
@@ -247,7 +248,7 @@ class Curator:
                 granted = await self.budget.allow(
                     policy.version, len(group), now, reason=reason.value
                 )
-                allowed += _keep_pairs_whole(group[:granted])
+                allowed += _keep_pairs_whole(group[:granted], before)
             kept = {c.item_id for c in allowed}
             allowed += [
                 Candidate(c.item_id, Reason.AUDIT, AUDIT_PRIORITY, c.p_violating)
@@ -366,7 +367,11 @@ class Curator:
             )
 
 
-def _keep_pairs_whole(candidates: list[Candidate]) -> list[Candidate]:
-    """Drop a boundary candidate whose partner is not in the list: a pair is labelled as a pair."""
-    present = {c.item_id for c in candidates}
+def _keep_pairs_whole(
+    candidates: list[Candidate], requested: frozenset[str] = frozenset()
+) -> list[Candidate]:
+    """Drop a boundary candidate whose partner is neither in the list nor ``requested`` before
+    under the policy: a pair is labelled as a pair. A member whose partner went out before (as
+    uncertain, say) stays: the partner's labels are coming, and this one completes the pair."""
+    present = {c.item_id for c in candidates} | requested
     return [c for c in candidates if c.pair_item_id is None or c.pair_item_id in present]

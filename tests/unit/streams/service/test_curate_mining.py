@@ -132,3 +132,28 @@ def test_a_failed_mining_is_logged_and_due_again(caplog: pytest.LogCaptureFixtur
     asyncio.run(run())
     assert Failing.calls >= 2  # due at block 1, failed, due again at once
     assert "mining the window failed" in caplog.text
+
+
+def test_a_pair_whose_partner_was_already_requested_is_completed() -> None:
+    """A boundary pair one of whose members went out before (as uncertain, say) is completed:
+    the partner's labels are coming anyway, so the other member goes out naming it; it is not
+    dropped for want of a pair (the live stream lost most of its pairs that way)."""
+    blocks = _blocks(2, 20)
+
+    async def run(curator: Curator) -> list[ReviewRequest]:
+        out: list[ReviewRequest] = []
+        for items, batch in blocks:
+            requests = await curator.select(items, batch, 0.0, POLICY)
+            await curator.commit(requests)
+            out += requests
+        return out
+
+    found = [r for r in asyncio.run(run(_curator(None))) if r.reason is ReviewReason.BOUNDARY]
+    assert found, "inline mining found no pairs: the blobs do not overlap"
+    sent_before = {r.item_id for r in found[::2]}  # one member of each pair
+    curator = _curator(None)
+    curator.ledger.requested.update(sent_before)  # type: ignore[attr-defined]
+    again = [r for r in asyncio.run(run(curator)) if r.reason is ReviewReason.BOUNDARY]
+    assert {(r.item_id, r.pair_item_id) for r in again} == {
+        (r.item_id, r.pair_item_id) for r in found[1::2]
+    }
