@@ -166,10 +166,11 @@ class FencedConsumer:
     the old log's offset into the new log (the next owner read nothing below it: `bench
     chaos` lost whole partitions), and its read offset, set once the record was queued, moved
     the new position back to the old log's (the new log's first records were dropped as
-    redeliveries: 68 of 100 items in `test_broker_restart`). Here every assignment, and every
-    `forget_positions`, starts an epoch of the process's own (negative: never a broker's
-    generation). A record of an older epoch is skipped by the stream, its acknowledgement
-    counts for nothing and its read offset is not set: it is read again from the commit."""
+    redeliveries: 52 to 73 of 100 items in `test_broker_restart`). Here every revocation, every
+    assignment and every `forget_positions` starts an epoch of the process's own (negative:
+    never a broker's generation). A record of an older epoch is skipped by the stream, its
+    acknowledgement counts for nothing and its read offset is not set: it is read again from
+    the commit."""
 
     app: Any
     callback: Any
