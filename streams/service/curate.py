@@ -237,9 +237,9 @@ class Curator:
         if not candidates:
             return []
         seen = await self.ledger.already_requested(policy.version, [c.item_id for c in candidates])
-        fresh = [c for c, s in zip(candidates, seen, strict=True) if not s]
-        self.deduplicated += len(candidates) - len(fresh)
         before = frozenset(c.item_id for c, s in zip(candidates, seen, strict=True) if s)
+        fresh = [c for c in candidates if c.item_id not in before]
+        self.deduplicated += len(candidates) - len(fresh)
         fresh = _keep_pairs_whole(fresh, before)
         if self.budget is not None and fresh:
             allowed: list[Candidate] = []
