@@ -23,6 +23,7 @@ Keys (prefix ``p``): ``p:adapter:{id}:manifest``, ``p:adapter:{id}:file``,
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ __all__ = [
     "RegistryJournal",
     "rollback_candidates",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _bytes(value: object) -> bytes:
@@ -398,6 +401,7 @@ class AdapterRegistry:
                     await self.loads(candidate)
             except BorderlineError as exc:  # ArtifactError, RegistryError, AdapterFileError
                 skipped.append(str(exc) if candidate in str(exc) else f"{candidate}: {exc}")
+                log.warning("rollback of policy %s passes over %s", policy, skipped[-1])
                 continue
             return await self._set_active(
                 candidate, policy, action="rollback", actor=actor, reason=reason, now=now

@@ -5,7 +5,8 @@ the gate did not pass are one-line errors.
 A promotion by hand needs the adapter's passed gate report for the active policy; past it only
 with ``--force --reason TEXT``, which the registry record marks as forced (workers alert) and the
 audit log keeps with the actor (`borderline adapters audit`). A rollback goes to the most recent
-earlier adapter that verifies with the configured verify key."""
+earlier adapter that verifies with the configured verify key and loads into the model as a worker
+loads it (test-loaded here, from a scratch folder), passing over, and naming, those that do not."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import argparse
 import getpass
 import shutil
 import socket
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -25,7 +29,9 @@ from adapters.registry.keys import SIGNING_KEY_FILE, VERIFY_KEY_FILE, make_key_p
 from adapters.registry.signing import SIGNATURE_FILE, AdapterSignature
 from adapters.registry.store import ActiveRecord, AdapterRegistry, RegistryError
 from models.manifest import ModelManifest
+from models.scorer import Scorer
 from streams.service.record import open_journal
+from streams.service.trainer_ports import ensure_loaded
 from streams.service.trust import adapter_trust
 from streams.wire.security import KafkaSecurity, redis_options
 from streams.wire.settings import Settings
@@ -57,6 +63,23 @@ def _record_line(r: ActiveRecord) -> str:
     action = "promote!" if r.forced else r.action
     head = f"{_when(r.at)}  epoch {r.epoch:<4} {action:<8} {r.adapter_id}{frm}"
     return f"{head}  by {r.actor}: {r.reason}"
+
+
+def _test_load(
+    settings: Settings, registry: AdapterRegistry, scratch: Path
+) -> Callable[[str], Awaitable[None]]:
+    """What a rollback checks before it names an adapter active: that it loads into this
+    deployment's model as a worker would load it (`AdapterFileError` where onnxruntime refuses).
+    The model is opened at the first adapter that verifies, so an unreachable Redis is still
+    what a rollback without a model folder says first."""
+    scorers: list[Scorer] = []
+
+    async def loads(adapter_id: str) -> None:
+        if not scorers:
+            scorers.append(Scorer.from_dir(settings.model.dir, threads=1))
+        await ensure_loaded(scorers[0], adapter_id, registry, settings, into=scratch)
+
+    return loads
 
 
 async def adapters_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,7 +151,9 @@ async def _run(
             await _promote(args, settings, registry)
         elif args.action == "rollback":
             reason = args.reason or "manual rollback"
-            record = await registry.rollback(policy, actor=_actor(args), reason=reason)
+            with tempfile.TemporaryDirectory(prefix="borderline-rollback-") as scratch:
+                registry.loads = _test_load(settings, registry, Path(scratch))
+                record = await registry.rollback(policy, actor=_actor(args), reason=reason)
             print(_record_line(record))
         elif args.action == "audit":
             entries = await AuditLog(redis, settings.redis.key_prefix).entries(args.limit)

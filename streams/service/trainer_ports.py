@@ -223,17 +223,24 @@ async def judge_live(
 
 
 async def ensure_loaded(
-    scorer: Scorer, adapter_id: str, registry: AdapterRegistry, settings: Settings
+    scorer: Scorer,
+    adapter_id: str,
+    registry: AdapterRegistry,
+    settings: Settings,
+    *,
+    into: Path | None = None,
 ) -> None:
-    """``adapter_id`` fetched from the registry (verified) and loaded into the scorer as a worker
-    loads it, unless the scorer holds it already; `AdapterFileError` when onnxruntime cannot
-    load it. The registry's test load before a rollback (``AdapterRegistry(loads=...)``)."""
+    """``adapter_id`` fetched from the registry (verified) into ``into`` (default: the worker's
+    adapter cache) and loaded into the scorer as a worker loads it, unless the scorer holds it
+    already; `AdapterFileError` when onnxruntime cannot load it. The registry's test load before a
+    rollback (``AdapterRegistry(loads=...)``), in the trainer and in `borderline adapters
+    rollback`."""
     if adapter_id in scorer.loaded_adapters:
         return
     manifest = ModelManifest.read(settings.model.dir, verify=False)
     artifact = await registry.fetch(
         adapter_id,
-        settings.worker.adapter_cache_dir / adapter_id,
+        (into or settings.worker.adapter_cache_dir) / adapter_id,
         expected_base=manifest.model_version,
     )
     try:

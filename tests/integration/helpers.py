@@ -1,10 +1,14 @@
 """What several integration tests need: a deliberately bad adapter (the bootstrap's with its head
 negated), a process's Prometheus samples, waits for what the tests would otherwise sleep
 through (a worker serving a given policy or adapter, the expert labels settling), and what a
-test that sends labels itself needs: reviewers with signing keys, items recorded as requested."""
+test that sends labels itself needs: reviewers with signing keys, items recorded as requested;
+and the `borderline` command run as an operator runs it, on a test's settings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -18,11 +22,12 @@ from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact, write_artifact
 from models.adapter_file import read_adapter_file
 from models.manifest import ModelManifest
-from streams.embedded.launcher import WorkerProcess
-from streams.wire.settings import ReviewSettings
+from streams.embedded.launcher import WorkerProcess, settings_env
+from streams.wire.settings import ReviewSettings, Settings
 from tests.waiting import Progress, wait_until, wait_until_async
 
 __all__ = [
+    "cli",
     "inverted_adapter",
     "requested",
     "reviewer_keys",
@@ -31,6 +36,23 @@ __all__ = [
     "settle_labels",
     "wait_serving",
 ]
+
+
+def cli(settings: Settings, *argv: str) -> str:
+    """``borderline *argv`` in its own process on ``settings`` (and no other ``BORDERLINE_*``
+    variable); its output, once it exited 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
+    env.update(settings_env(settings))
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"borderline {' '.join(argv)}: {done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
 
 
 def inverted_adapter(

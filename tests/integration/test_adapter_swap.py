@@ -3,7 +3,7 @@ while an adapter is promoted and then rolled back; every item is decided once pe
 decision names the adapter that made it, a worker started after the promotion serves the new
 adapter from its first item, and a corrupted adapter or one for another base is refused while the
 active one keeps serving, and so is an adapter the trainer did not sign (the issue's always-benign
-attack, counted by reason).
+attack, counted by reason); a rollback by hand skips a signed adapter that no worker could load.
 
 The second adapter is the bootstrap adapter with its head negated ("inverted"): its decisions are
 the bootstrap's mirrored, so a swap is visible in the probabilities, not only in the names."""
@@ -27,6 +27,7 @@ from adapters.registry.artifact import (
     ADAPTER_FILE,
     BOOTSTRAP_ARTIFACT,
     AdapterArtifact,
+    write_artifact,
 )
 from adapters.registry.store import AdapterRegistry
 from models.manifest import ModelManifest
@@ -37,7 +38,7 @@ from tests.redis_support import with_redis
 from tests.waiting import wait_until
 
 from .conftest import Stack
-from .helpers import inverted_adapter, samples
+from .helpers import cli, inverted_adapter, samples
 from .signing import sign_as_trainer
 
 pytestmark = pytest.mark.integration
@@ -224,3 +225,44 @@ def test_corrupted_or_foreign_adapter_is_refused_and_active_keeps_serving(
     assert "sha256" in log and "m-another-base" in log
     assert manifest.model_version in log
     assert ADAPTER_FILE in log
+
+
+def test_a_rollback_by_hand_skips_a_signed_adapter_that_no_worker_can_load(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 14: a rollback goes to the most recent adapter that verifies *and loads*. The one
+    before the active adapter is signed, its sha256 right and made for this base, but its tensors
+    fit no input of the model (onnxruntime would refuse it in every worker): `borderline adapters
+    rollback` passes over it, names it, and goes to the one before."""
+    manifest = ModelManifest.read(stack.model_dir)
+    settings = stack.settings()
+    boot = AdapterArtifact.load(
+        stack.model_dir / BOOTSTRAP_ARTIFACT, expected_base=manifest.model_version
+    )
+    misfit = write_artifact(
+        tmp_path / "misfit",
+        adapter_id=f"misfit-{stack.tag}",
+        params={"lora_A.w": np.full((4, 4), 0.5, dtype=np.float32)},
+        base_model_version=manifest.model_version,
+        policy_version="v1",
+        labels=manifest.labels,
+    )
+    good = inverted_adapter(stack.model_dir, tmp_path / "good", f"good-{stack.tag}")
+
+    async def setup(reg: AdapterRegistry, _redis: Redis) -> None:
+        for artifact in (boot, misfit, good):
+            await reg.register(artifact)
+        for artifact in (misfit, good):
+            await sign_as_trainer(reg, artifact, settings)
+        for artifact in (boot, misfit, good):
+            await reg.promote(artifact.adapter_id, actor="test", reason="history")
+
+    _registry_call(stack, setup)
+    out = cli(settings, "adapters", "rollback", "--reason", "good is bad after all")
+    active = _registry_call(stack, lambda reg, _r: reg.active("v1"))
+    assert (active.adapter_id, active.previous, active.action) == (
+        boot.adapter_id,
+        good.adapter_id,
+        "rollback",
+    ), out
+    assert f"passes over {misfit.adapter_id}: adapter does not fit this base" in out, out

@@ -17,11 +17,9 @@ and nothing could bring them back: `borderline store rebuild` did not exist."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +37,7 @@ from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import write_artifact
 from adapters.registry.store import AdapterRegistry
-from streams.embedded.launcher import WorkerProcess, settings_env, start_worker
+from streams.embedded.launcher import WorkerProcess, start_worker
 from streams.service.admission import signed
 from streams.service.record import open_journal
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest, encode
@@ -47,6 +45,8 @@ from streams.wire.settings import Settings
 from streams.wire.topics import TopicNames, ensure_topics
 from tests.redis_support import with_redis
 from tests.unit.streams.service.test_rebuild import snapshot
+
+from .helpers import cli
 
 pytestmark = pytest.mark.integration
 
@@ -110,21 +110,6 @@ def _settings(services: Any, redis_url: str, topics: TopicNames, tag: str, tmp: 
             "model": {"dir": str(tmp / "no-model")},
         }
     )
-
-
-def _cli(settings: Settings, *argv: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
-    env.update(settings_env(settings))
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"borderline {' '.join(argv)}: {done.stdout}{done.stderr}"
-    return done.stdout
 
 
 async def _register_adapter(settings: Settings, tmp: Path) -> None:
@@ -267,11 +252,11 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
     try:
         # set-up through the product: reviewers and the policy by command, the adapter as the
         # trainer registers it, its promotion by command
-        _cli(settings, "reviewers", "add", *REVIEWERS)
+        cli(settings, "reviewers", "add", *REVIEWERS)
         keys = asyncio.run(_request_items(settings, LABELS + 30))
-        _cli(settings, "policy", "publish", str(REPO / "deploy" / "policies" / "v1.yaml"))
+        cli(settings, "policy", "publish", str(REPO / "deploy" / "policies" / "v1.yaml"))
         asyncio.run(_register_adapter(settings, tmp_path))
-        _cli(settings, "adapters", "promote", "a1", "--reason", "test")
+        cli(settings, "adapters", "promote", "a1", "--reason", "test")
         collectors.append(
             start_worker(settings, f"c1-{tag}", tmp_path / "c1.log", role="collector")
         )
@@ -300,9 +285,9 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
 
         # `borderline store rebuild` over a complete store, twice: nothing changes
         before = with_redis(redis.url, lambda r: snapshot(r, prefix))
-        first = _cli(settings, "store", "rebuild")
+        first = cli(settings, "store", "rebuild")
         after_first = with_redis(redis.url, lambda r: snapshot(r, prefix))
-        second = _cli(settings, "store", "rebuild")
+        second = cli(settings, "store", "rebuild")
         after_second = with_redis(redis.url, lambda r: snapshot(r, prefix))
         assert after_first == before
         assert after_second == before
@@ -311,7 +296,7 @@ def test_a_redis_killed_mid_stream_is_rebuilt_from_kafka(services: Any, tmp_path
             assert "duplicate=" in label_line and "stored=" not in label_line
             assert f"restored: {LABELS + 30} labels, 3 reviewers, active policy v1" in out
             assert "active adapter a1" in out
-        assert "complete" in _cli(settings, "store", "status")
+        assert "complete" in cli(settings, "store", "status")
     finally:
         for c in collectors:
             c.stop(timeout_s=20)
