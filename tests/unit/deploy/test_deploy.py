@@ -51,6 +51,9 @@ COMPOSE_WORKER_ENV = {
     "BORDERLINE_METRICS__PORT": "9464",
     "BORDERLINE_METRICS__HOST": "0.0.0.0",
     "BORDERLINE_MODEL__DIR": "/models/current",
+    # yours, required: compose refuses to start without it (the default is in the source)
+    "BORDERLINE_REVIEW__KEY_SECRET": "${BORDERLINE_REVIEW__KEY_SECRET:?set "
+    "BORDERLINE_REVIEW__KEY_SECRET (openssl rand -hex 32)}",
 }
 
 # The adapter keys (README: Security): the private key only in the trainer, the public key in
