@@ -1,18 +1,19 @@
 """The console's ASGI app: pages, ``/api/v1``, static files (htmx is vendored in ``static/``:
-nothing is fetched at run time), ``/healthz`` and ``/metrics``. Built from a `Console` passed in
-(`build_app`), never configured at import time. Every response carries a strict Content Security
-Policy (scripts from this origin only: text injected into a page could not run even if it
-escaped the templates' autoescape)."""
+nothing is fetched at run time), ``/healthz``, ``/readyz`` and ``/metrics``. Built from a
+`Console` passed in (`build_app`), never configured at import time. Every response carries a
+strict Content Security Policy (scripts from this origin only: text injected into a page could
+not run even if it escaped the templates' autoescape)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,9 +75,26 @@ class _Headers:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness, as every process answers it (`streams.service.health`): 503 only when review
+    requests wait and the feed made no progress within the stuck window."""
     console: Console = request.app.state.console
-    await console.redis.ping()
-    return PlainTextResponse("ok")
+    status, body = console.health.answer("/healthz")
+    return Response(body, status_code=int(status[:3]), media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the feed holds partitions and Redis answers (without it no page can be served;
+    a restart would not bring it back, so liveness does not ask)."""
+    console: Console = request.app.state.console
+    status, body = console.health.answer("/readyz")
+    try:
+        await console.redis.ping()
+    except Exception as exc:  # whatever redis-py raises for a Redis it cannot use
+        answer = json.loads(body)
+        if answer["ready"]:
+            answer.update(ready=False, reason=f"not ready: Redis: {exc}")
+        return JSONResponse(answer, status_code=503)
+    return Response(body, status_code=int(status[:3]), media_type="application/json")
 
 
 async def metrics(request: Request) -> Response:
@@ -87,6 +105,7 @@ async def metrics(request: Request) -> Response:
 def build_app(console: Console) -> Starlette:
     routes: list[Route | Mount] = [
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -1,5 +1,6 @@
 """The console's background work: review requests from ``moderation.review.requested`` into the
-queue (a consumer group of its own, from the earliest offset, committed after Redis took them),
+queue (a consumer group of its own, from the earliest offset, committed after Redis took them;
+each batch fed and each commit noted in the `Progress` behind ``/healthz``),
 labels out of the outbox once their undo time is over, and expired requests closed. A broker or
 Redis error is retried under the project's one policy (`streams.service.retry`: backoff with
 jitter until the target has been down for the outage budget), so the console rides out a broker
@@ -21,6 +22,7 @@ from aiokafka import TopicPartition
 from streams.console.metrics import ConsoleMetrics
 from streams.console.outbox import LabelOutbox
 from streams.console.queue import TaskQueue
+from streams.service.health import Progress
 from streams.service.retry import Retrying, RetryPolicy
 from streams.wire.errors import MessageError
 from streams.wire.messages import ReviewRequest, decode
@@ -50,6 +52,7 @@ class Background:
     retry: Retrying = field(default_factory=lambda: Retrying(RetryPolicy()))
     send_every_s: float = 0.2
     expire_every_s: float = 30.0
+    progress: Progress | None = None  # the feed's, read by /healthz (None: not reported)
 
     async def feed(self, consumer: RequestReader) -> None:
         """Queue every review request read; a malformed one is logged and counted, not
@@ -71,6 +74,9 @@ class Background:
                 await self.retry("redis", partial(self.queue.add, request))
             if batches:
                 await self.retry("kafka", consumer.commit)
+                if self.progress is not None:
+                    self.progress.handled(now=self.clock())
+                    self.progress.committed(now=self.clock())
 
     async def send_labels(self) -> None:
         """Send the labels whose undo time is over, every ``send_every_s`` (a batch that failed

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from streams.service.metrics import consumer_lag_gauge
+
 __all__ = ["ConsoleMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -50,6 +52,8 @@ class ConsoleMetrics:
             "Items open in the console's review queue (active policy)",
             registry=r,
         )
+        # the same series as the other processes' (`streams.service.metrics`), for its group
+        self.consumer_lag = consumer_lag_gauge(r)
         self.oldest_request_age = Gauge(
             "borderline_console_oldest_request_age_seconds",
             "Age of the oldest open review request (active policy)",

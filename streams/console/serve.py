@@ -1,13 +1,15 @@
 """`borderline console`: the clients built once (Redis, a producer for labels and the reviewer
 record, a consumer of review requests), the app, and its background work in one event loop,
-served by uvicorn until interrupted."""
+served by uvicorn until interrupted. The feed's progress and its group's lag, read from the
+broker every ``metrics.lag_interval_s`` (`streams.service.progress.GroupLag`), answer
+``/healthz`` and ``/readyz`` as in every other process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +35,9 @@ from streams.console.sessions import SessionStore, Throttle
 from streams.console.signing import keyed_signer
 from streams.console.users import UserStore
 from streams.console.web import Console
+from streams.service.health import Progress
+from streams.service.metrics import Health
+from streams.service.progress import GroupLag
 from streams.service.record import KafkaJournal, Producer
 from streams.service.retry import Retrying
 from streams.wire.security import KafkaSecurity, redis_options
@@ -98,7 +103,12 @@ def assemble(
         min_shared=settings.review.min_shared,
         clock=clock,
     )
+    # the feed's progress: loaded once built, live unless requests wait and nothing is fed
+    console.health = Health(
+        Progress(started_at=clock(), loaded=True), settings.metrics.stuck_after_s, clock
+    )
     background = Background(queue, outbox, metrics, policies.active_version, clock)
+    background.progress = console.health.progress
     if retry is not None:
         background.retry = retry
     return Assembled(console, background)
@@ -114,9 +124,17 @@ async def _started(client: C) -> C:
     return client
 
 
+async def _every(interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+    """``step`` now and every ``interval_s`` (it says its own failures: `GroupLag.poll`)."""
+    while True:
+        await step()
+        await asyncio.sleep(interval_s)
+
+
 async def _run(settings: Settings, host: str, port: int) -> None:
     assert settings.redis.url is not None and settings.kafka.bootstrap_servers
     kafka, topics = settings.kafka, settings.kafka.topics
+    bootstrap = settings.kafka.bootstrap_servers
     retry = Retrying.for_process(settings)
     redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
     security = KafkaSecurity.of(kafka)
@@ -128,13 +146,14 @@ async def _run(settings: Settings, host: str, port: int) -> None:
             )
         ),
     )
+    group = f"{kafka.app_id}-console"
     consumer = await retry(
         "kafka",
         lambda: _started(
             AIOKafkaConsumer(
                 topics.review_requests,
                 bootstrap_servers=kafka.bootstrap_servers,
-                group_id=f"{kafka.app_id}-console",
+                group_id=group,
                 auto_offset_reset="earliest",
                 enable_auto_commit=False,
                 **security.options(),
@@ -146,10 +165,21 @@ async def _run(settings: Settings, host: str, port: int) -> None:
     app = build_app(assembled.console)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     bg = assembled.background
+    lag = GroupLag(
+        bootstrap,
+        group,
+        [topics.review_requests],
+        metrics=assembled.console.metrics,
+        progress=assembled.console.health.progress,
+        assigned=lambda: bool(consumer.assignment()),
+        timeout_s=settings.resilience.call_timeout_s,
+        client_options=security.options(),
+    )
     tasks = [
         asyncio.create_task(bg.feed(consumer)),
         asyncio.create_task(bg.send_labels()),
         asyncio.create_task(bg.expire_requests()),
+        asyncio.create_task(_every(settings.metrics.lag_interval_s, lag.poll)),
     ]
     try:
         log.info("console on http://%s:%d", host, port)
@@ -164,6 +194,7 @@ async def _run(settings: Settings, host: str, port: int) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await lag.close()
         await consumer.stop()
         await producer.stop()
         await redis.aclose()

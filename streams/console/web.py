@@ -27,6 +27,8 @@ from streams.console.lead import LeadStats, Verdicts, lead_stats
 from streams.console.metrics import ConsoleMetrics
 from streams.console.sessions import Session, SessionStore, Throttle
 from streams.console.users import User, UserStore
+from streams.service.health import Progress
+from streams.service.metrics import Health
 
 __all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "Console", "Viewer", "guarded", "templates"]
 
@@ -101,6 +103,10 @@ class Console:
     min_shared: int
     clock: Callable[[], float] = time.time
     env: Environment = field(default_factory=templates)
+    # the review-request feed's progress (`streams.console.feed`), behind /healthz and /readyz
+    health: Health = field(
+        default_factory=lambda: Health(Progress(started_at=time.time(), loaded=True), 300.0)
+    )
 
     # --- who is asking --------------------------------------------------------------------
     async def from_session(self, request: Request) -> Viewer | None:

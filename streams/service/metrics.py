@@ -32,7 +32,7 @@ from prometheus_client import (
 
 from streams.service.health import Progress, liveness, readiness, report
 
-__all__ = ["Health", "Metrics", "serve_metrics"]
+__all__ = ["Health", "Metrics", "consumer_lag_gauge", "serve_metrics"]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SCORING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -109,13 +109,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.consumer_lag = Gauge(
-            "borderline_consumer_lag_messages",
-            "Messages between a consumer group's committed offset and the end of the log, per "
-            "partition, read from the broker (every process reports its own group)",
-            ["group", "topic", "partition"],
-            registry=r,
-        )
+        self.consumer_lag = consumer_lag_gauge(r)
         self.retries = Counter(
             "borderline_infrastructure_retries_total",
             "Broker or Redis operations retried after a failure",
@@ -306,6 +300,18 @@ class Health:
         body = report(self.progress, now=now, stuck_after_s=self.stuck_after_s)
         status = "200 OK" if ok else "503 Service Unavailable"
         return status, json.dumps(body).encode()
+
+
+def consumer_lag_gauge(registry: CollectorRegistry) -> Gauge:
+    """``borderline_consumer_lag_messages`` on ``registry``: every process that consumes (the
+    workers, the collector, the console) reports its own group's lag under this one name."""
+    return Gauge(
+        "borderline_consumer_lag_messages",
+        "Messages between a consumer group's committed offset and the end of the log, per "
+        "partition, read from the broker (every process reports its own group)",
+        ["group", "topic", "partition"],
+        registry=registry,
+    )
 
 
 def serve_metrics(port: int, host: str, what: str, health: Health | None = None) -> Metrics:

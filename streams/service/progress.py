@@ -16,21 +16,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from prometheus_client import Gauge
 
 from streams.service.app import BatchHandler
 from streams.service.health import Progress
-from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
 from streams.service.reader import partitions_of
 
-__all__ = ["GroupLag", "Tracked"]
+__all__ = ["GroupLag", "LagGauge", "Tracked"]
 
 log = logging.getLogger(__name__)
+
+
+class LagGauge(Protocol):
+    """Where a process keeps ``borderline_consumer_lag_messages``: `Metrics` (the worker, the
+    collector) or the console's `ConsoleMetrics`."""
+
+    @property
+    def consumer_lag(self) -> Gauge: ...
 
 
 @dataclass
@@ -57,7 +65,7 @@ class GroupLag:
         group: str,
         topics: Sequence[str],
         *,
-        metrics: Metrics,
+        metrics: LagGauge,
         progress: Progress,
         assigned: Callable[[], bool] = lambda: True,
         timeout_s: float = 10.0,

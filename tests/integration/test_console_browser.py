@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import sys
@@ -475,3 +476,33 @@ def test_a_key_pressed_the_moment_a_task_appears_is_acted_on(site: Site) -> None
 
     assert asyncio.run(skipped()) == {"f1"}
     assert "item_id" not in d.current_url  # the key never became a GET of the review page
+
+
+def _health(site: Site, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(site.url + path, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_console_reports_its_request_feed_on_healthz_and_readyz(site: Site) -> None:
+    """Issue 14, over the real broker: the console's probes say what its agent did, as every
+    other process's do. The requests the fixture sent were fed and committed, the group's lag
+    read from the broker is 0, and the console is ready (partitions held, Redis answering)."""
+
+    def settled() -> bool:
+        status, body = _health(site, "/readyz")
+        return (
+            status == 200
+            and body["lag"] == 0
+            and body["last_batch_s_ago"] is not None
+            and body["last_commit_s_ago"] is not None
+        )
+
+    WebDriverWait(None, WAIT_S, poll_frequency=0.5).until(lambda _: settled())
+    status, body = _health(site, "/healthz")
+    assert status == 200 and body["live"] is True, body
+    metrics = urllib.request.urlopen(site.url + "/metrics", timeout=5).read().decode()
+    group = f"{site.settings.kafka.app_id}-console"
+    assert f'borderline_consumer_lag_messages{{group="{group}"' in metrics

@@ -61,8 +61,13 @@ def test_k8s_console_deployment_is_probed_and_behind_a_service() -> None:
     assert deployment["kind"] == "Deployment" and service["kind"] == "Service"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "console"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
+    # liveness from the request feed's progress, readiness also asks for partitions and Redis
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     config = _yaml(DEPLOY / "k8s" / "10-configmap.yaml")
     assert config["data"]["BORDERLINE_CONSOLE__SECURE_COOKIES"] == "True"

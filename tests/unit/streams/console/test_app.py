@@ -111,7 +111,7 @@ def test_nothing_without_a_session_or_token(app: App) -> None:
     assert app.client.post("/api/v1/labels", json={}, headers=bad).status_code == 401
     assert app.client.get("/api/v1/stats").status_code == 401
     # open: health, metrics, the schema, sign-in
-    assert app.client.get("/healthz").text == "ok"
+    assert app.client.get("/healthz").json()["live"] is True
     metrics = app.client.get("/metrics").text
     assert "borderline_review_requests_expired_total" in metrics
     assert 'borderline_console_request_seconds_count{route="page"}' in metrics
@@ -403,3 +403,43 @@ def test_the_lead_sees_labels_per_hour_and_the_gates_refusals(app: App) -> None:
     assert len(hourly["hours_start_s"]) == 8 and hourly["hours_start_s"][-1] <= time.time()
     assert {r: sum(n) for r, n in hourly["reviewers"].items()} == {"alice": 2, "lena": 1}
     assert [v["decision"] for v in stats["gate_verdicts"]] == ["wait", "refuse"]
+
+
+def test_healthz_fails_only_when_the_request_feed_is_stuck(app: App) -> None:
+    """Issue 14: the console's liveness says whether its agent (the review-request feed) makes
+    progress, as the worker's, the collector's and the trainer's do: requests waiting (lag) and
+    nothing fed within the stuck window is a 503 that names it; a batch fed makes it live again."""
+    progress = app.assembled.console.health.progress
+    body = app.client.get("/healthz").json()
+    assert body["live"] is True and body["lag"] is None and body["last_batch_s_ago"] is None
+    now = time.time()
+    progress.started_at = now - 1000
+    progress.observe_lag(7, now=now - 900)  # 7 requests waiting for 900 s, none fed
+    r = app.client.get("/healthz")
+    assert r.status_code == 503, r.text
+    assert r.json()["reason"].startswith("stuck: lag 7, no progress for 9")
+    progress.handled(now=time.time())
+    r = app.client.get("/healthz")
+    assert r.status_code == 200 and r.json()["last_batch_s_ago"] < 60
+
+
+def test_readyz_wants_the_feeds_partitions_and_redis(app: App, redis_url: str) -> None:
+    progress = app.assembled.console.health.progress
+    r = app.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reason"] == "not ready: no partitions assigned"
+    progress.assigned = True
+    assert app.client.get("/readyz").status_code == 200
+    # the same console on a Redis that does not answer: alive (a restart would not bring Redis
+    # back), not ready (it cannot serve a page)
+    settings = Settings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "unused:9092"},
+            "redis": {"url": "redis://127.0.0.1:9/0", "key_prefix": "unit-down"},
+        }
+    )
+    down = assemble(settings, Redis.from_url("redis://127.0.0.1:9/0"), FakeProducer())
+    down.console.health.progress.assigned = True
+    with TestClient(build_app(down.console), base_url="http://127.0.0.1") as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["reason"].startswith("not ready: Redis: ")
