@@ -28,9 +28,10 @@ def triggers(
     forced: bool,
 ) -> list[str]:
     """Why a round would start, in a fixed order: ``policy_change`` (a published policy version
-    has no active adapter), ``new_labels`` (at least ``min_new_labels`` training labels more
-    than the last round used), ``drift:<names>`` (the raised flags, sorted, comma-separated),
-    ``forced``. Empty: nothing triggered.
+    has no active adapter, and no round has been tried on these training labels: a refused
+    candidate is not trained again until a label more comes), ``new_labels`` (at least
+    ``min_new_labels`` training labels more than the last round used), ``drift:<names>`` (the
+    raised flags, sorted, comma-separated), ``forced``. Empty: nothing triggered.
 
     >>> triggers(policy_published=True, adapter_active=False, train_labels=130, trained_on=20,
     ...          min_new_labels=100, drift_flags={"prediction", "input"}, forced=False)
@@ -40,7 +41,7 @@ def triggers(
     []
     """
     fired = []
-    if policy_published and not adapter_active:
+    if policy_published and not adapter_active and (trained_on == 0 or train_labels > trained_on):
         fired.append("policy_change")
     if train_labels - trained_on >= min_new_labels:
         fired.append("new_labels")

@@ -175,6 +175,12 @@ class Trainer:
         )
         if not ready.train:
             state.reason = ready.reason
+            tried = state.trained_on.get(world.version, 0)
+            if not fired and world.published and world.active is None and tried:
+                state.reason = (
+                    f"no candidate for {world.version} passed the gate on {tried} training "
+                    "labels; waiting for new labels"
+                )
             if decision.reason != NO_CANDIDATE:  # a bad live adapter with nowhere to go
                 state.reason = f"{decision.reason}; {ready.reason}"
                 log.warning("%s", decision.reason)

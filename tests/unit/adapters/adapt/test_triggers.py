@@ -30,10 +30,19 @@ def test_nothing_triggers_on_a_quiet_world() -> None:
 
 
 def test_a_published_policy_without_an_adapter_is_a_policy_change() -> None:
-    assert _fired(policy_published=True, adapter_active=False) == ["policy_change"]
+    assert _fired(policy_published=True, adapter_active=False, trained_on=0) == ["policy_change"]
     # no published policy (the configured default) or an adapter already there: no trigger
-    assert _fired(policy_published=False, adapter_active=False) == []
-    assert _fired(policy_published=True, adapter_active=True) == []
+    assert _fired(policy_published=False, adapter_active=False, trained_on=0) == []
+    assert _fired(policy_published=True, adapter_active=True, trained_on=0) == []
+
+
+def test_a_refused_policy_change_waits_for_new_labels_before_it_trains_again() -> None:
+    """Seen in `make demo`: after the stream ended, the v2 candidate was refused and the trainer
+    trained the same candidate again on the same labels every 15 s (same data hash, same seed,
+    same verdict). The policy change fires again once a training label more has come."""
+    waiting = {"policy_published": True, "adapter_active": False}
+    assert _fired(**waiting, train_labels=203, trained_on=203) == []
+    assert _fired(**waiting, train_labels=204, trained_on=203) == ["policy_change"]
 
 
 @pytest.mark.parametrize(

@@ -365,6 +365,27 @@ def test_a_policy_without_an_adapter_triggers_and_promotes_with_no_incumbent_rec
     assert [e.event for e in world.events.sent] == ["promoted"]
 
 
+def test_a_refused_candidate_for_a_new_policy_is_not_trained_again_on_the_same_labels() -> None:
+    """Seen in `make demo`: the v2 candidate was refused, and the trainer trained it again on the
+    same labels every look until the run ended (same data, same seed, same verdict)."""
+    world = _world()
+    world.policies.version = "v1"
+    world.lab.candidate_right = False
+    state = TrainerState()
+    doc = world.step(state)
+    assert doc is not None and doc["triggers"] == ["policy_change"]
+    assert doc["decision"] == "refuse"
+    assert world.step(state) is None
+    assert world.lab.trained == [(40, None)]  # once
+    assert state.reason == (
+        f"no candidate for {POLICY} passed the gate on 40 training labels; waiting for new labels"
+    )
+    world.labels.train.append(_examples("more", 1)[0])
+    doc = world.step(state)
+    assert doc is not None and doc["triggers"] == ["policy_change"]
+    assert world.lab.trained == [(40, None), (41, None)]
+
+
 def test_a_candidate_that_fails_is_refused_and_announced() -> None:
     world = _world()
     world.registry.seed("boot", previous=None, actor="deploy", at=T0)
