@@ -22,6 +22,7 @@ from models.manifest import ModelManifest
 from models.scorer import Scorer
 
 __all__ = [
+    "LEARNING_RATE",
     "CandidateError",
     "Judgement",
     "candidate_epochs",
@@ -47,14 +48,22 @@ SMALL_SET = 400
 """Below this many labels an update trains in batches of 8, not the manifest's: a few hundred
 labels in batches of 16 are too few optimiser steps to move the head."""
 
+LEARNING_RATE = 3e-3
+"""An incremental update's learning rate (the bootstrap trains its fresh head at the manifest's
+1e-3). Measured in session 9 on `make demo`'s own policy-v2 labels (203 training labels, 159
+audit evaluation labels, starting from the bootstrap adapter; the incumbent 0.480): at 1e-3,
+kappa 0.537 / 0.68 / 0.708 / 0.749 after 3 / 6 / 8 / 10 epochs; at 3e-3, 0.636 / 0.736 after
+3 / 4 epochs. On 460 uniformly drawn v2 labels (160 evaluation items), 3 epochs: 0.81-0.83 at
+1e-3, 0.861 at 3e-3. At 1e-3 the demo's v2 candidates never beat the incumbent by the margin."""
 
-def candidate_epochs(examples: int, *, target: int = 600, least: int = 3, most: int = 10) -> int:
+
+def candidate_epochs(examples: int, *, target: int = 800, least: int = 3, most: int = 10) -> int:
     """Epochs of an incremental update on ``examples`` labels: about ``target`` examples seen,
     so that the first few dozen labels after a policy change get several passes; at least
-    ``least``, at most ``most``.
+    ``least``, at most ``most`` (`LEARNING_RATE` has the measurements).
 
     >>> [candidate_epochs(n) for n in (50, 70, 120, 200, 400, 2000)]
-    [10, 9, 5, 3, 3, 3]
+    [10, 10, 7, 4, 3, 3]
     """
     if examples < 1:
         raise CandidateError(f"cannot train on {examples} examples")
@@ -90,7 +99,14 @@ def train_candidate(
     if len({i.label for i in items}) < 2:
         raise CandidateError(f"{len(items)} training labels, all one class: not enough to train")
     epochs = epochs or candidate_epochs(len(items))
-    config = TrainConfig(**{**manifest.training.get("config", {}), "seed": seed, "epochs": epochs})
+    config = TrainConfig(
+        **{
+            **manifest.training.get("config", {}),
+            "seed": seed,
+            "epochs": epochs,
+            "learning_rate": LEARNING_RATE,
+        }
+    )
     if len(items) < SMALL_SET:
         config = replace(config, batch_size=min(config.batch_size, 8))
     model = build_lora_model(base_model(), len(manifest.labels), config)

@@ -1,7 +1,13 @@
 """`borderline demo --console`: the reviewer console beside the simulated panel, so a person can
 label during the run and watch their labels count. The console and its two accounts (a lead and
 a reviewer, passwords made up for this run and printed once) are made through the command line,
-as an operator would: the demo imports nothing of the console."""
+as an operator would: the demo imports nothing of the console.
+
+The simulated panel answers a request within seconds with the opinions it asks for (one or two,
+a second opinion one more), and the console closes an item once it has the opinions it wants. So
+that a person has items to label beside the panel, the demo's console wants one opinion more than
+the panel gives (`PERSON_OPINIONS`): every requested item stays in the person's queue, highest
+priority first, until they label it or it expires."""
 
 from __future__ import annotations
 
@@ -22,11 +28,15 @@ from streams.wire.settings import Settings
 __all__ = ["start_console"]
 
 ACCOUNTS = (("lead", "lead"), ("expert", "reviewer"))
+# the most opinions the simulated panel gives an item (two for audit draws and the overlap
+# sample, a second opinion one more), and one for the person
+PERSON_OPINIONS = 4
 
 
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BORDERLINE_")}
     env.update(settings_env(settings), PYTHONUNBUFFERED="1")
+    env["BORDERLINE_CONSOLE__OPINIONS"] = str(PERSON_OPINIONS)
     return env
 
 

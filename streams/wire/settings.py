@@ -249,7 +249,7 @@ class GateSettings(BaseModel):
         default=100, ge=1, description="new training labels that trigger a round"
     )
     train_examples: int = Field(
-        default=600,
+        default=800,
         ge=1,
         description="examples a candidate sees in training: epochs = this / labels, 3 to 10",
     )

@@ -50,9 +50,9 @@ LOOP_REVIEW: dict[str, Any] = {
     "min_shared": 8,
 }
 # The trainer's candidates in these tests aim at 300 examples seen in training, not the
-# product's 600 (`candidate_epochs`): what is under test is that the loop closes (a candidate
+# product's 800 (`candidate_epochs`): what is under test is that the loop closes (a candidate
 # trained, gated, promoted or refused). It shortens small training sets only: 86 labels train 3
-# epochs instead of 7 (test_gate); from about 200 labels on both sit at the 3-epoch floor.
+# epochs instead of 9 (test_gate); from about 230 labels on both sit at the 3-epoch floor.
 LOOP_TRAINING: dict[str, Any] = {"train_examples": 300}
 # The consumer-group timing of every process a test starts. The embedded broker holds a group's
 # join for about half the session timeout (measured: 10 s -> 5.1 s, 4 s -> 2.1 s, 2 s -> 1.1 s),

@@ -2,13 +2,16 @@
 redis-server, the real corpus, worker, collector and trainer processes, the simulated panel), with
 the stream reduced: the loop must close (every item decided, labels collected, an adapter for
 policy v2 promoted), the report and plots must be written, and nothing may be left running. A
-second run, interrupted with Ctrl-C, must stop cleanly too, and still write its report."""
+second run, with the reviewer console (`--console`) and interrupted with Ctrl-C, must stop cleanly
+too, console included, and still write its report; before the Ctrl-C a person signs in to the
+console with the credentials it printed and labels an item the loop asked about."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from streams.demo.plots import PLOTS
@@ -143,13 +147,44 @@ def test_demo_closes_the_loop_and_leaves_nothing_behind(
     assert not any(_listening(base + k) for k in range(4))
 
 
+def _label_as_a_person(log: str) -> str:
+    """Sign in to the demo's console with the reviewer's printed one-time credentials, as a
+    browser does (the form's CSRF token, the session cookie), and label the first item offered;
+    its item id."""
+    url = re.search(r"reviewer console: (http://\S+)", log)
+    found = re.search(r"reviewer\s+user '(\w+)' password '([^']+)'", log)
+    assert url and found, log[-3000:]
+    user, password = found.groups()
+    with httpx.Client(base_url=url.group(1), timeout=10) as web:
+        page = web.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf, page
+        form = {"username": user, "password": password, "csrf": csrf.group(1)}
+        signed = web.post("/login", data=form)
+        assert signed.status_code == 303 and signed.headers["location"] == "/review", signed.text
+        task: dict[str, str] = {}
+        for _ in range(120):  # the loop asks about its first uncertain items within seconds
+            page = web.get("/review").text  # claims the next task, as the page does
+            task = dict(re.findall(r'name="(csrf|item_id)" value="([^"]+)"', page))
+            if "item_id" in task:
+                break
+            time.sleep(0.5)
+        assert "item_id" in task, page
+        # as htmx posts it: the answer comes back as the next task, with what was done
+        done = web.post(
+            "/review/label", data={**task, "label": "benign"}, headers={"HX-Request": "true"}
+        )
+        assert done.status_code == 200 and "Labelled benign" in done.text, done.text
+        return task["item_id"]
+
+
 def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path, marker: str) -> None:
     base = free_port()
     out = tmp_path / "interrupted"
     log = (tmp_path / "demo.log").open("w+")
     proc = subprocess.Popen(
         # 50 decisions by worker-1 come within seconds; the stream would last 50 s
-        _demo(out, "--items", "2000", "--rate", "40"),
+        _demo(out, "--items", "2000", "--rate", "40", "--console"),
         env=_env(model_dir, tmp_path, marker, base),
         cwd=tmp_path,  # not the checkout: faust makes its data folders in the cwd
         stdout=log,
@@ -171,6 +206,8 @@ def test_ctrl_c_stops_the_demo_cleanly(model_dir: Path, tmp_path: Path, marker: 
         # mid-stream: worker-1 (its /metrics on the base port) has decided a few dozen items
         wait_until(lambda: _decided(base) >= 50, 120, 0.5, "worker-1 to decide 50 items")
         assert _listening(base), "worker-1 serves /metrics while the demo runs"
+        labelled = _label_as_a_person(Path(log.name).read_text())
+        print(f"a person labelled {labelled} in the demo's console")
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=120)
     finally:

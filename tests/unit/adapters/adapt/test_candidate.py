@@ -70,9 +70,10 @@ def _artifact(adapter_id: str, tmp: Path) -> AdapterArtifact:
     return AdapterArtifact(manifest, tmp / adapter_id)
 
 
-def test_epochs_aim_at_about_600_examples_within_bounds() -> None:
-    assert candidate_epochs(60) == 10  # 600 / 60
-    assert candidate_epochs(150) == 4
+def test_epochs_aim_at_about_800_examples_within_bounds() -> None:
+    assert candidate_epochs(80) == 10  # 800 / 80
+    assert candidate_epochs(150) == 5
+    assert candidate_epochs(203) == 4  # make demo's v2 round: 3 epochs were too few
     assert candidate_epochs(1) == 10  # at most `most`
     assert candidate_epochs(5000) == 3  # at least `least`
     assert candidate_epochs(100, target=1000, least=1, most=20) == 10

@@ -76,6 +76,18 @@ def test_compressed_time_settings_yield_to_the_environment(
     assert settings.review.labels_per_hour == DEMO_SETTINGS["review"]["labels_per_hour"]
 
 
+def test_the_demo_gate_floor_is_below_its_panels_ceiling_and_yields_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """make demo refused every v2 candidate at the settings' 0.7: its panel agrees with itself at
+    about 0.73 and v2 has about 160 audit labels. The margin over the incumbent is unchanged."""
+    settings = demo_settings(Settings())
+    assert settings.gate.min_kappa == 0.5
+    assert settings.gate.margin == Settings().gate.margin
+    monkeypatch.setenv("BORDERLINE_GATE__MIN_KAPPA", "0.8")
+    assert demo_settings(Settings()).gate.min_kappa == 0.8
+
+
 def _decision(item_id: str, action: str, p: float, adapter: str, policy: str) -> dict[str, object]:
     return {
         "item_id": item_id,
