@@ -35,6 +35,7 @@ from streams.console.sessions import SessionStore, Throttle
 from streams.console.signing import keyed_signer
 from streams.console.users import UserStore
 from streams.console.web import Console
+from streams.service.commits import member_commits_only
 from streams.service.health import Progress
 from streams.service.metrics import Health
 from streams.service.progress import GroupLag
@@ -161,6 +162,7 @@ async def _run(settings: Settings, host: str, port: int) -> None:
         ),
         attempt_timeout_s=JOIN_TIMEOUT_S,
     )
+    member_commits_only(consumer)  # a commit retried across a broker restart is refused
     assembled = assemble(settings, redis, producer, retry=retry)
     app = build_app(assembled.console)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))

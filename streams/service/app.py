@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.service.commits import member_commits_only
 from streams.service.outage import InfrastructureError, ThrottledLogs
 from streams.service.outbox import RawRecord
 from streams.service.retry import Retrying, any_error
@@ -212,7 +213,8 @@ def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tr
     long before answering (tansu does, even with data waiting: measured p50 0.39 s at 1500 ms,
     0.002 s at 100 ms), which sets a floor under decision latency; so the wait is a setting.
     Its seek back to the committed offsets starts a partition with none, or with one past the
-    partition's end, from its start (`seek_to_committed_or_start`)."""
+    partition's end, from its start (`seek_to_committed_or_start`), and it commits only as a
+    member of the group, for the assignment it holds (`member_commits_only`)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         shutdown_timeout = CONSUMER_STOP_S
@@ -221,6 +223,10 @@ def _transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tr
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by the Fetcher at start()
             return consumer
+
+        async def on_start(self) -> None:
+            await super().on_start()
+            member_commits_only(self._ensure_consumer())  # no old offsets into a new group
 
         async def seek_to_committed(self) -> Any:
             return await self.call_thread(seek_to_committed_or_start, self._ensure_consumer())
