@@ -46,6 +46,15 @@ def utc_hour(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def utc_time(at: float) -> str:
+    """A moment as the lead view's audit log shows it, to the second.
+
+    >>> utc_time(1_900_000_000.4)
+    '2030-03-17 17:46:40 UTC'
+    """
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def templates() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -54,6 +63,7 @@ def templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["utc_hour"] = utc_hour
+    env.filters["utc_time"] = utc_time
     return env
 
 

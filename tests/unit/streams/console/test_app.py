@@ -22,7 +22,7 @@ from streams.console.app import build_app
 from streams.console.keys import ConsoleKeys
 from streams.console.serve import Assembled, assemble
 from streams.console.users import Role
-from streams.console.web import SESSION_COOKIE
+from streams.console.web import SESSION_COOKIE, utc_time
 from streams.wire.messages import ReviewLabel, ReviewReason, ReviewRequest
 from streams.wire.settings import Settings
 
@@ -323,6 +323,9 @@ def test_a_lead_overrides_an_exclusion_and_it_is_audit_logged(app: App) -> None:
     assert app.run(labels.excluded()) == set() and app.run(labels.cleared()) == {"randy"}
     entry = app.run(app.assembled.console.audit.latest())[0]
     assert (entry.actor, entry.action, entry.target) == ("lena", "clear_exclusion", "randy")
+    # the audit log on the lead's page gives the time as a date a person reads, to the second
+    page = app.client.get("/lead").text
+    assert utc_time(entry.at) in page and f"<td>{int(entry.at)}</td>" not in page
     # an unknown reviewer changes nothing
     r = app.client.post("/lead/clear", data={"reviewer": "nobody", "csrf": token})
     assert r.status_code == 404
