@@ -1,7 +1,7 @@
 """The lead's view, gathered: queue depth by reason and the oldest request's age, requests closed
 as expired, labels per reviewer (and per hour, as sent through the console), each reviewer's
-agreement with the others' majority (with its interval where the agreement module gives a
-standard error) and status, the experts' ceiling, the adapter changes (promotions and
+agreement with the trusted others' majority (the excluded reviewers' votes left out; with its
+95% interval) and status, the experts' ceiling, the adapter changes (promotions and
 rollbacks), the gate's verdicts on candidates (promoted, refused, held), the active policy and
 adapter, the audit log."""
 
@@ -133,13 +133,17 @@ async def lead_stats(
 ) -> LeadStats:
     votes = await labels.votes_every_policy()
     excluded, cleared = await labels.excluded(), await labels.cleared()
-    report = agreement_report(votes, min_shared=min_shared)
+    # each reviewer against the consensus of the trusted others: an excluded reviewer's votes
+    # are in no one's consensus (as in the collector's trust and `review stats`)
+    report = agreement_report(votes, min_shared=min_shared, exclude=excluded)
     rows = []
     for r in report.reviewers:
-        se = getattr(r, "std_error", None)  # given by the agreement module once it has it
         interval = None
-        if r.kappa is not None and isinstance(se, float):
-            interval = (max(-1.0, r.kappa - Z95 * se), min(1.0, r.kappa + Z95 * se))
+        if r.kappa is not None and r.std_error is not None:
+            interval = (
+                max(-1.0, r.kappa - Z95 * r.std_error),
+                min(1.0, r.kappa + Z95 * r.std_error),
+            )
         rows.append(
             ReviewerRow(
                 r.reviewer,

@@ -385,12 +385,16 @@ async def _exclude(settings: Settings, reviewer: str) -> tuple[set[str], set[str
 
 def test_the_lead_sees_agreement_and_overrides_an_exclusion(site: Site) -> None:
     d = site.driver
-    asyncio.run(_exclude(site.settings, "bob"))
     _sign_in(site, "lena")
     WebDriverWait(d, WAIT_S).until(lambda d: d.find_elements(By.ID, "reviewers"))
-    # alice and bob share two items and agree on one: 0.500 each (labels, compared,
-    # agreement), bob excluded with the override button
+    # alice and bob share two items and agree on one: 0.500 each (labels, compared, agreement)
     assert re.match(r"alice 10 2 0\.500 ", _row(d, "alice")), _row(d, "alice")
+    asyncio.run(_exclude(site.settings, "bob"))
+    d.refresh()
+    WebDriverWait(d, WAIT_S).until(lambda d: "excluded" in _row(d, "bob"))
+    # bob excluded: his labels are in no one's majority, so alice has no trusted other to be
+    # measured against; bob, against the trusted alice, with the override button
+    assert re.match(r"alice 10 0 not enough labels ", _row(d, "alice")), _row(d, "alice")
     bob = _row(d, "bob")
     assert re.match(r"bob 2 2 0\.500 .* excluded override: count their labels$", bob), bob
     d.save_screenshot(str(SHOTS / "lead-agreement.png"))
@@ -399,6 +403,7 @@ def test_the_lead_sees_agreement_and_overrides_an_exclusion(site: Site) -> None:
     ).click()
     WebDriverWait(d, WAIT_S).until(lambda d: "cleared" in _row(d, "bob"))
     assert asyncio.run(_exclude(site.settings, "")) == (set(), {"bob"})
+    assert re.match(r"alice 10 2 0\.500 ", _row(d, "alice")), _row(d, "alice")  # counted again
     audit = _text(d, "audit")
     assert "lenaclear_exclusionbob" in audit.replace(" ", "").replace("\n", "")
     d.save_screenshot(str(SHOTS / "lead-override.png"))

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
 from adapters.adapt.verdicts import GateRecord, VerdictStore
+from adapters.labels.agreement import agreement_report
 from streams.console.app import build_app
 from streams.console.keys import ConsoleKeys
 from streams.console.serve import Assembled, assemble
@@ -446,3 +447,37 @@ def test_readyz_wants_the_feeds_partitions_and_redis(app: App, redis_url: str) -
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["reason"].startswith("not ready: Redis: ")
+
+
+def test_the_lead_sees_each_reviewer_against_the_trusted_others_only(app: App) -> None:
+    """An excluded reviewer's votes are in no one's consensus on the lead's view, as in the
+    collector's trust and `review stats`. Seen in a person's run of the demo: the careful
+    simulated reviewers showed kappa 0.55-0.58 there (the random one in their consensus), 0.94-0.98
+    in `review stats`."""
+    labels = app.assembled.console.labels
+    votes: dict[str, dict[str, str]] = {}
+    for n in range(40):
+        truth = "violating" if n % 3 == 0 else "benign"
+        flip = "benign" if truth == "violating" else "violating"
+        votes[f"v1/i{n}"] = {
+            "alice": flip if n == 13 else truth,
+            "bob": flip if n == 7 else truth,
+            "carol": flip if n == 11 else truth,
+            "randy": flip if n % 2 else truth,  # right half the time
+        }
+        for reviewer, label in votes[f"v1/i{n}"].items():
+            app.run(labels.add_label("v1", f"i{n}", reviewer, label, float(n)))
+    app.run(labels.set_excluded(["randy"]))
+    trusted = agreement_report(votes, min_shared=25, exclude={"randy"})
+    with_randy = agreement_report(votes, min_shared=25)
+    expected = {r.reviewer: r.kappa for r in trusted.reviewers}
+    assert expected["alice"] != next(r.kappa for r in with_randy.reviewers if r.reviewer == "alice")
+    token = app.run(app.assembled.console.users.new_token("lena"))
+    stats = app.client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    shown = {r["reviewer"]: r for r in stats["reviewers"]}
+    for reviewer in ("alice", "bob", "carol", "randy"):
+        assert shown[reviewer]["kappa"] == pytest.approx(expected[reviewer]), reviewer
+    assert shown["alice"]["kappa"] > 0.9 and shown["alice"]["status"] == "trusted"
+    assert shown["randy"]["status"] == "excluded"
+    low, high = shown["alice"]["interval"]
+    assert low < shown["alice"]["kappa"] <= high
