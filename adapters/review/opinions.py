@@ -1,8 +1,9 @@
 """How many expert opinions an item gets. One by default; two from the start for the audit draws
 (agreement, consensus and reviewer trust need overlap between reviewers, and the audit draws are
 the sample the unbiased figures use) and for a seeded overlap sample; a second one later when the
-first opinion disagrees with the model's decision (outside the review band: `model_decision`)
-or comes from a reviewer with little history. So the panel spends about 1.4 labels per item
+first opinion disagrees with the model's decision (outside the review band: `model_decision`;
+the collector asks only under a policy that has an adapter promoted for it) or comes from a
+reviewer with little history. So the panel spends about 1.4 labels per item
 instead of two or more on every request.
 
 >>> first_opinions("item-7", audit_drawn=True, overlap_rate=0.0, seed=0)

@@ -25,6 +25,7 @@ from adapters.labels.agreement import expert_ceiling
 from adapters.labels.consensus import consensus, needs_another_opinion
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.labels.trust import MIN_PANEL, trusted_panel
+from adapters.registry.store import AdapterRegistry
 from adapters.review.opinions import (
     OVERLAP_RATE,
     first_opinions,
@@ -91,10 +92,13 @@ class Collector:
         guard: StoreGuard | None = None,
         overlap_rate: float = OVERLAP_RATE,
         seed: int = 0,
+        registry: AdapterRegistry | None = None,
     ) -> None:
         """``admission``: what a label must satisfy to be stored (`LabelAdmission`).
         ``retry``: the process's retry policy (`streams.service.retry`); without one, a call
-        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests)."""
+        is tried ``retry_attempts`` times, backing off from ``retry_backoff_s`` (tests).
+        ``registry``: which policies have an adapter promoted under them; a single opinion is
+        checked against the model's decision only there (None: everywhere)."""
         self.store = store
         self.admission = admission
         self.routings = routings
@@ -117,6 +121,7 @@ class Collector:
         self.guard = guard
         self.overlap_rate = overlap_rate  # the curator's: which requests asked for two
         self.seed = seed
+        self.registry = registry
         self.history: Counter[str] = Counter()  # labels per reviewer, recounted at recompute
 
     async def handle(self, records: Sequence[RawRecord]) -> CollectResult:
@@ -263,7 +268,9 @@ class Collector:
         self, policy: str, item_id: str, item: ReviewedItem, votes: dict[str, str]
     ) -> bool:
         """One opinion on an item whose request asked for one: a second when it disagrees
-        with the model's decision or its reviewer is new (`adapters.review.opinions`)."""
+        with the model's decision or its reviewer is new (`adapters.review.opinions`). Under a
+        policy no adapter was promoted for yet, the serving adapter was trained for other rules:
+        its decision is no check on a reviewer."""
         wanted = first_opinions(
             item_id, audit_drawn=item.audit_drawn, overlap_rate=self.overlap_rate, seed=self.seed
         )
@@ -271,6 +278,9 @@ class Collector:
             return False  # its other opinions were asked for with the request
         routing = await self._retry("redis", partial(self.routings.routing, policy))
         model = model_decision(item.p_violating, routing)
+        if model is not None and self.registry is not None:
+            active = await self._retry("redis", partial(self.registry.active, policy))
+            model = model if active is not None else None
         excluded: set[str] = await self._retry("redis", self.store.excluded)
         return wants_second_opinion(
             votes, model_label=model, history=self.history, exclude=excluded

@@ -319,6 +319,7 @@ def run_collector(settings: Settings, worker_id: str | None = None, loglevel: st
         guard=store_guard(settings, redis),  # Redis lost under a running collector: rebuilt
         overlap_rate=review.overlap_rate,  # the curator's, to know which asked for two
         seed=review.seed,
+        registry=AdapterRegistry(redis, prefix),  # which policies have an adapter of their own
     )
     watch = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     collector.on_feedback = lambda disagreements: retry(

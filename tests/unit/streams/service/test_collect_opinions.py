@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.labels.store import ReviewedItem
+from adapters.registry.store import ActiveRecord, AdapterRegistry
 from adapters.review.opinions import MIN_HISTORY
 from tests.unit.streams.service.test_collect_admission import NOW, _doc, _record, _signed, _world
 
@@ -46,6 +47,20 @@ def _second_opinions(run_redis: Any, prefix: str, **case: Any) -> list[list[str]
                     )
                 ],
             )
+        if "adapted" in case:  # the registry, real over the test's Redis, tells the collector
+            registry = AdapterRegistry(redis, prefix)
+            world.collector.registry = registry
+            if case["adapted"]:  # an adapter promoted under v1 serves it
+                record = ActiveRecord(
+                    adapter_id="v1-a",
+                    epoch=1,
+                    action="promote",
+                    actor="trainer",
+                    reason="gate passed",
+                    at=NOW - 60,
+                    policy_version="v1",
+                )
+                await redis.set(f"{prefix}:adapter:active:v1", record.model_dump_json())
         world.collector.history["alice"] = case.get("history", MIN_HISTORY)
         world.collector.overlap_rate = 0.0
         label = _signed(world.alice, _doc(label=case.get("label", "violating")))
@@ -65,6 +80,22 @@ def test_one_label_against_the_models_decision_asks_for_a_second(
     run_redis: Any, prefix: str, p: float, label: str
 ) -> None:
     assert _second_opinions(run_redis, prefix, p=p, label=label) == [["alice"]]
+    # the same, where an adapter promoted under the policy serves it
+    adapted = _second_opinions(run_redis, f"{prefix}-a", p=p, label=label, adapted=True)
+    assert adapted == [["alice"]]
+
+
+def test_one_label_against_a_model_not_adapted_to_the_policy_is_enough(
+    run_redis: Any, prefix: str
+) -> None:
+    """Under a policy no adapter was promoted for yet (just published: the previous policy's
+    adapter still serves), the model's decision is no check on a reviewer: it was trained for
+    other rules. Seen in `bench adapt`: after v2 made promotional mail violating, most second
+    opinions were experts saying "violating" where the v1 adapter allowed."""
+    assert _second_opinions(run_redis, prefix, p=0.9, label="benign", adapted=False) == []
+    # a new reviewer is still checked
+    new = _second_opinions(run_redis, f"{prefix}-n", p=0.9, adapted=False, history=3)
+    assert new == [["alice"]]
 
 
 def test_one_label_against_the_models_leaning_in_the_band_is_enough(
