@@ -10,10 +10,10 @@ instead of two or more on every request.
 2
 >>> first_opinions("item-7", audit_drawn=False, overlap_rate=0.0, seed=0)
 1
->>> wants_second_opinion({"ann": "violating"}, model_label="benign", history={"ann": 50})
-True
->>> wants_second_opinion({"ann": "benign"}, model_label="benign", history={"ann": 50})
-False"""
+>>> second_opinion_why({"ann": "violating"}, model_label="benign", history={"ann": 50})
+'model'
+>>> second_opinion_why({"ann": "benign"}, model_label="benign", history={"ann": 50}) is None
+True"""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ from adapters.review.routing import Action, RoutingPolicy, route
 __all__ = [
     "MIN_HISTORY",
     "OVERLAP_RATE",
+    "WHY_SECOND_OPINION",
     "first_opinions",
     "in_overlap_sample",
     "labels_per_item",
     "model_decision",
-    "wants_second_opinion",
+    "second_opinion_why",
 ]
 
 
@@ -62,32 +63,41 @@ def first_opinions(item_id: str, *, audit_drawn: bool, overlap_rate: float, seed
     return 1
 
 
-def wants_second_opinion(
+WHY_SECOND_OPINION = ("split", "untrusted", "model", "new_reviewer")
+"""Why the collector asked one more opinion (`borderline_second_opinions_total{why}`): the
+counted votes split with no strict majority (``split``), every vote came from an excluded
+reviewer (``untrusted``), a single opinion disagreed with the model's decision (``model``), or
+came from a new reviewer (``new_reviewer``)."""
+
+
+def second_opinion_why(
     votes: Mapping[str, str],
     *,
     model_label: str | None,
     history: Mapping[str, int],
     min_history: int = MIN_HISTORY,
     exclude: Container[str] = (),
-) -> bool:
-    """After a label arrived: whether an item that holds exactly one counted opinion (not from an
-    excluded reviewer, not empty) needs a second, because that opinion disagrees with the
-    model's decision (``model_label``; None: unknown, no check) or because its reviewer has
-    given fewer than ``min_history`` labels (``history``: labels per reviewer). Items with two or
-    more opinions are `adapters.labels.consensus.needs_another_opinion`'s to judge.
+) -> str | None:
+    """After a label arrived: why an item that holds exactly one counted opinion (not from an
+    excluded reviewer, not empty) needs a second: ``model`` when that opinion disagrees with the
+    model's decision (``model_label``; None: unknown, no check), ``new_reviewer`` when its
+    reviewer has given fewer than ``min_history`` labels (``history``: labels per reviewer);
+    None when it needs none. Items with two or more opinions are
+    `adapters.labels.consensus.needs_another_opinion`'s to judge.
 
-    >>> wants_second_opinion({"new": "benign"}, model_label="benign", history={"new": 3})
-    True
-    >>> wants_second_opinion({"a": "benign", "b": "benign"}, model_label="violating", history={})
-    False
+    >>> second_opinion_why({"new": "benign"}, model_label="benign", history={"new": 3})
+    'new_reviewer'
+    >>> second_opinion_why({"ann": "violating"}, model_label="benign", history={"ann": 3})
+    'model'
+    >>> second_opinion_why({"a": "benign", "b": "benign"}, model_label="violating", history={})
     """
     counted = {r: v for r, v in votes.items() if v and r not in exclude}
     if len(counted) != 1:
-        return False
+        return None
     ((reviewer, label),) = counted.items()
     if model_label is not None and label != model_label:
-        return True
-    return history.get(reviewer, 0) < min_history
+        return "model"
+    return "new_reviewer" if history.get(reviewer, 0) < min_history else None
 
 
 def model_decision(p_violating: float, routing: RoutingPolicy) -> str | None:

@@ -105,6 +105,7 @@ def bench_adapt(
         "expert_ceiling": summary.get("expert_pairwise_kappa"),
         "rollbacks": summary.get("rollbacks"),
         "labels_per_item": summary.get("labels_per_item"),
+        "second_opinions_by_why": summary.get("second_opinions_by_why"),
         "gate_kappa_at_promotion": summary.get("gate_kappa_at_promotion"),
         "incumbent_kappa_at_promotion": summary.get("incumbent_kappa_at_promotion"),
         "expert_pairwise_kappa": summary.get("expert_pairwise_kappa"),

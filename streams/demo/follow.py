@@ -63,7 +63,8 @@ async def _watch(
 
 
 def _scrape(port: int) -> dict[str, dict[str, float]]:
-    """The drift series of one process's /metrics: {metric: {signal: value}}."""
+    """The drift series of one process's /metrics, {metric: {signal: value}}, and the second
+    opinions asked, {"borderline_second_opinions_total": {why: count}}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://127.0.0.1:{port}/metrics"
@@ -74,6 +75,10 @@ def _scrape(port: int) -> dict[str, dict[str, float]]:
         if family.name in ("borderline_drift_statistic", "borderline_drift_detected"):
             for s in family.samples:
                 out.setdefault(family.name, {})[s.labels["signal"]] = s.value
+        elif family.name == "borderline_second_opinions":
+            for s in family.samples:
+                if s.name == "borderline_second_opinions_total":
+                    out.setdefault(s.name, {})[s.labels["why"]] = s.value
     return out
 
 
@@ -161,6 +166,7 @@ async def _drift(state: DemoState, procs: list[WorkerProcess]) -> None:
     """The drift gauges: the lowest p-value over the workers, the collector's concept rate."""
     values: dict[str, list[float]] = {}
     fired: set[str] = set()
+    asked: dict[str, float] = {}
     for p in procs:
         try:
             scraped = await asyncio.to_thread(_scrape, p.metrics_port)
@@ -171,6 +177,10 @@ async def _drift(state: DemoState, procs: list[WorkerProcess]) -> None:
         for signal_name, value in scraped.get("borderline_drift_statistic", {}).items():
             values.setdefault(signal_name, []).append(value)
         fired |= {s for s, v in scraped.get("borderline_drift_detected", {}).items() if v > 0}
+        for why, n in scraped.get("borderline_second_opinions_total", {}).items():
+            asked[why] = asked.get(why, 0.0) + n
+    if asked:
+        state.second_opinions_why = asked
     for name, seen in values.items():
         state.drift[name] = max(seen) if name == "concept" else min(seen)
     state.drift_fired |= fired

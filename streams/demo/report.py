@@ -93,6 +93,10 @@ async def final_figures(
                     figures[f"{key}_figure"] = e.describe()
     finally:
         await redis.aclose()
+    # why the collector asked the second opinions in labels_per_item (its metric, last scrape)
+    figures["second_opinions_by_why"] = {
+        why: int(n) for why, n in sorted(state.second_opinions_why.items())
+    }
     figures["kappa_by_adapter"] = adapter_kappas(state, audit)
     figures["audit_items"] = audit
     return figures

@@ -141,6 +141,7 @@ class DemoState:
     ceiling: float | None = None
     drift: dict[str, float] = field(default_factory=dict)
     drift_fired: set[str] = field(default_factory=set)
+    second_opinions_why: dict[str, float] = field(default_factory=dict)  # the collector's counter
     samples: list[dict[str, Any]] = field(default_factory=list)
     metrics_scrapes: int = 0
     metrics_failures: int = 0

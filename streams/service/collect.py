@@ -22,7 +22,7 @@ from functools import partial
 from typing import Protocol
 
 from adapters.labels.agreement import expert_ceiling
-from adapters.labels.consensus import consensus, needs_another_opinion
+from adapters.labels.consensus import consensus, counted_votes, needs_another_opinion
 from adapters.labels.store import LabelStore, ReviewedItem
 from adapters.labels.trust import MIN_PANEL, trusted_panel
 from adapters.registry.store import AdapterRegistry
@@ -30,7 +30,7 @@ from adapters.review.opinions import (
     OVERLAP_RATE,
     first_opinions,
     model_decision,
-    wants_second_opinion,
+    second_opinion_why,
 )
 from adapters.review.routing import RoutingPolicy
 from streams.service.admission import Admission
@@ -66,6 +66,7 @@ class CollectResult:
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     second_opinions: list[ReviewRequest] = field(default_factory=list)
+    second_opinion_why: Counter[str] = field(default_factory=Counter)  # why each was asked
 
 
 class Collector:
@@ -154,7 +155,7 @@ class Collector:
             else:
                 result.duplicates += 1
         if touched:
-            result.second_opinions = await self._second_opinions(touched)
+            result.second_opinions = await self._second_opinions(touched, result.second_opinion_why)
             if self.on_feedback is not None:
                 await self.on_feedback(await self._disagreements(touched))
         await self._deliver(result)
@@ -224,8 +225,9 @@ class Collector:
             await self._retry("redis", self.guard.ensure)
 
     async def _second_opinions(
-        self, touched: dict[tuple[str, str], ReviewLabel]
+        self, touched: dict[tuple[str, str], ReviewLabel], whys: Counter[str]
     ) -> list[ReviewRequest]:
+        """One more opinion for each touched item that needs one; ``whys`` counts why."""
         excluded: set[str] = await self._retry("redis", self.store.excluded)
         out = []
         for (policy, item_id), _label in touched.items():
@@ -239,8 +241,13 @@ class Collector:
             item = reviewed.get(item_id)
             if item is None:
                 continue  # not requested through borderline: nothing to show a reviewer
-            if not disagree and not await self._check_single(policy, item_id, item, votes):
+            if disagree:
+                why: str | None = "split" if counted_votes(votes, excluded) else "untrusted"
+            else:
+                why = await self._check_single(policy, item_id, item, votes)
+            if why is None:
                 continue
+            whys[why] += 1
             digest = hashlib.sha256(
                 f"{policy}\x00{item_id}\x00second\x00{len(votes)}".encode()
             ).hexdigest()
@@ -266,25 +273,24 @@ class Collector:
 
     async def _check_single(
         self, policy: str, item_id: str, item: ReviewedItem, votes: dict[str, str]
-    ) -> bool:
-        """One opinion on an item whose request asked for one: a second when it disagrees
-        with the model's decision or its reviewer is new (`adapters.review.opinions`). Under a
+    ) -> str | None:
+        """One opinion on an item whose request asked for one: why it needs a second (it
+        disagrees with the model's decision, or its reviewer is new), None when it does not
+        (`adapters.review.opinions.second_opinion_why`). Under a
         policy no adapter was promoted for yet, the serving adapter was trained for other rules:
         its decision is no check on a reviewer."""
         wanted = first_opinions(
             item_id, audit_drawn=item.audit_drawn, overlap_rate=self.overlap_rate, seed=self.seed
         )
         if wanted > 1:
-            return False  # its other opinions were asked for with the request
+            return None  # its other opinions were asked for with the request
         routing = await self._retry("redis", partial(self.routings.routing, policy))
         model = model_decision(item.p_violating, routing)
         if model is not None and self.registry is not None:
             active = await self._retry("redis", partial(self.registry.active, policy))
             model = model if active is not None else None
         excluded: set[str] = await self._retry("redis", self.store.excluded)
-        return wants_second_opinion(
-            votes, model_label=model, history=self.history, exclude=excluded
-        )
+        return second_opinion_why(votes, model_label=model, history=self.history, exclude=excluded)
 
     async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
         """For items whose consensus just settled: did the model's decision disagree with it?"""
@@ -357,3 +363,5 @@ class Collector:
             m.dead_letters.labels(topic=dl.source_topic, reason=dl.reason).inc()
         for r in result.second_opinions:
             m.review_requests.labels(reason=r.reason.value).inc()
+        for why, n in result.second_opinion_why.items():
+            m.second_opinions.labels(why=why).inc(n)

@@ -128,6 +128,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.second_opinions = Counter(
+            "borderline_second_opinions_total",
+            "Second opinions the collector asked, by why: split (no strict majority), untrusted "
+            "(only excluded reviewers' votes), model (a single opinion against the model's "
+            "decision), new_reviewer",
+            ["why"],
+            registry=r,
+        )
         self.review_duplicates = Counter(
             "borderline_review_requests_deduplicated_total",
             "Review requests not sent again because the item was already requested",

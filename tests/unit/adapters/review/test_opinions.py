@@ -10,7 +10,7 @@ from adapters.review.opinions import (
     first_opinions,
     in_overlap_sample,
     labels_per_item,
-    wants_second_opinion,
+    second_opinion_why,
 )
 
 SEASONED = {"ann": MIN_HISTORY, "bob": MIN_HISTORY + 5}
@@ -36,31 +36,35 @@ def test_the_overlap_sample_is_seeded_and_near_its_rate() -> None:
 
 
 def test_a_single_opinion_that_disagrees_with_the_model_asks_for_a_second() -> None:
-    assert wants_second_opinion({"ann": "violating"}, model_label="benign", history=SEASONED)
-    assert not wants_second_opinion({"ann": "benign"}, model_label="benign", history=SEASONED)
+    assert second_opinion_why({"ann": "violating"}, model_label="benign", history=SEASONED) == (
+        "model"
+    )
+    assert second_opinion_why({"ann": "benign"}, model_label="benign", history=SEASONED) is None
     # model decision unknown: only the history decides
-    assert not wants_second_opinion({"ann": "benign"}, model_label=None, history=SEASONED)
+    assert second_opinion_why({"ann": "benign"}, model_label=None, history=SEASONED) is None
 
 
 def test_a_new_reviewers_single_opinion_asks_for_a_second() -> None:
     history = {"ann": MIN_HISTORY - 1}
-    assert wants_second_opinion({"ann": "benign"}, model_label="benign", history=history)
-    assert wants_second_opinion({"zed": "benign"}, model_label="benign", history={})
-    assert not wants_second_opinion(
-        {"ann": "benign"}, model_label="benign", history=history, min_history=5
+    new = "new_reviewer"
+    assert second_opinion_why({"ann": "benign"}, model_label="benign", history=history) == new
+    assert second_opinion_why({"zed": "benign"}, model_label="benign", history={}) == new
+    assert (
+        second_opinion_why({"ann": "benign"}, model_label="benign", history=history, min_history=5)
+        is None
     )
 
 
 def test_only_items_with_exactly_one_counted_opinion_are_judged_here() -> None:
     two = {"ann": "benign", "bob": "violating"}
-    assert not wants_second_opinion(two, model_label="benign", history={})
-    assert not wants_second_opinion({}, model_label="benign", history={})
+    assert second_opinion_why(two, model_label="benign", history={}) is None
+    assert second_opinion_why({}, model_label="benign", history={}) is None
     # an excluded reviewer's vote and an empty label do not count: one counted opinion left
     votes = {"ann": "violating", "randy": "benign", "bob": ""}
-    assert wants_second_opinion(votes, model_label="benign", history=SEASONED, exclude={"randy"})
-    assert not wants_second_opinion(
-        {"randy": "violating"}, model_label="benign", history={}, exclude={"randy"}
-    )
+    why = second_opinion_why(votes, model_label="benign", history=SEASONED, exclude={"randy"})
+    assert why == "model"
+    alone = {"randy": "violating"}
+    assert second_opinion_why(alone, model_label="benign", history={}, exclude={"randy"}) is None
 
 
 def test_the_rule_spends_about_one_and_a_half_labels_per_item() -> None:
@@ -76,7 +80,7 @@ def test_the_rule_spends_about_one_and_a_half_labels_per_item() -> None:
         spent += first
         if first == 1:
             model = "benign" if rng.random() < 0.75 else "violating"
-            if wants_second_opinion({"ann": "benign"}, model_label=model, history=SEASONED):
+            if second_opinion_why({"ann": "benign"}, model_label=model, history=SEASONED):
                 spent += 1
     assert 1.35 < labels_per_item(spent, items) < 1.55  # every request at 2: 2.0
 

@@ -213,6 +213,7 @@ def test_a_signed_label_answering_a_request_is_stored_and_so_is_a_second_opinion
         )
         # they disagree: the collector sent a second opinion, and a label answering it counts
         assert len(first.second_opinions) == 1
+        assert first.second_opinion_why == {"split": 1}  # one each, no strict majority
         second = first.second_opinions[0]
         carol = await world.keys.key_for("carol")
         assert carol is not None

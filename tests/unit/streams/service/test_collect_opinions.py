@@ -13,13 +13,14 @@ from redis.asyncio import Redis
 from adapters.labels.store import ReviewedItem
 from adapters.registry.store import ActiveRecord, AdapterRegistry
 from adapters.review.opinions import MIN_HISTORY
+from streams.service.collect import CollectResult
 from tests.unit.streams.service.test_collect_admission import NOW, _doc, _record, _signed, _world
 
 
-def _second_opinions(run_redis: Any, prefix: str, **case: Any) -> list[list[str]]:
+def _collect(run_redis: Any, prefix: str, **case: Any) -> CollectResult:
     """Alice labels ad-1 (the model's P(violating) 0.6: violating under v1's 0.5 threshold)."""
 
-    async def body(redis: Redis) -> list[list[str]]:
+    async def body(redis: Redis) -> CollectResult:
         world = await _world(redis, prefix)
         if "p" in case:  # the model's P(violating) when the item was requested
             await world.store.record_requests(
@@ -65,10 +66,24 @@ def _second_opinions(run_redis: Any, prefix: str, **case: Any) -> list[list[str]
         world.collector.overlap_rate = 0.0
         label = _signed(world.alice, _doc(label=case.get("label", "violating")))
         result = await world.collector.handle([_record(label)])
-        return [r.already_labeled_by for r in result.second_opinions]
+        # counted on the collector's metrics too, by why
+        for why, n in result.second_opinion_why.items():
+            sample = world.metrics.registry.get_sample_value(
+                "borderline_second_opinions_total", {"why": why}
+            )
+            assert sample == n, (why, sample, n)
+        return result
 
-    out: list[list[str]] = run_redis(body)
+    out: CollectResult = run_redis(body)
     return out
+
+
+def _second_opinions(run_redis: Any, prefix: str, **case: Any) -> list[list[str]]:
+    return [r.already_labeled_by for r in _collect(run_redis, prefix, **case).second_opinions]
+
+
+def _why(run_redis: Any, prefix: str, **case: Any) -> dict[str, int]:
+    return dict(_collect(run_redis, prefix, **case).second_opinion_why)
 
 
 def test_one_label_that_agrees_with_the_model_is_enough(run_redis: Any, prefix: str) -> None:
@@ -111,3 +126,31 @@ def test_a_new_reviewers_label_asks_for_a_second(run_redis: Any, prefix: str) ->
 
 def test_an_audit_draw_asked_for_two_already(run_redis: Any, prefix: str) -> None:
     assert _second_opinions(run_redis, prefix, audit=True, label="benign") == []
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ({"p": 0.9, "label": "benign"}, {"model": 1}),
+        ({"history": 3}, {"new_reviewer": 1}),
+        ({}, {}),
+    ],
+)
+def test_why_each_second_opinion_was_asked_is_counted(
+    run_redis: Any, prefix: str, case: dict[str, Any], why: dict[str, int]
+) -> None:
+    assert _why(run_redis, prefix, **case) == why
+
+
+def test_a_label_only_from_an_excluded_reviewer_asks_for_a_trusted_one(
+    run_redis: Any, prefix: str
+) -> None:
+    async def body(redis: Redis) -> CollectResult:
+        world = await _world(redis, prefix)
+        await world.store.set_excluded(["alice"])
+        label = _signed(world.alice, _doc(label="violating"))
+        return await world.collector.handle([_record(label)])
+
+    result = run_redis(body)
+    assert [r.already_labeled_by for r in result.second_opinions] == [["alice"]]
+    assert result.second_opinion_why == {"untrusted": 1}
