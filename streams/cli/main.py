@@ -90,7 +90,7 @@ def _cmd_review(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.offline.simulation import DEFAULT_PANEL, parse_panel
-    from streams.demo.panel import load_truth, panel_keys, run_simulated_panel
+    from streams.demo.panel import load_truth, panel_keys, run_panel_on
     from streams.service.outage import throttled_logs
     from streams.service.retry import Retrying
 
@@ -107,16 +107,14 @@ def _cmd_panel(args: argparse.Namespace, settings: Settings) -> int:
     )
     with throttled_logs(settings.resilience.log_interval_s):  # an outage said once per interval
         stats = asyncio.run(
-            run_simulated_panel(
-                settings.kafka.bootstrap_servers,
-                settings.kafka.topics,
+            run_panel_on(  # as the console, no more requests for an excluded reviewer
+                settings,
                 panel,
                 truth,
                 keys=keys,
                 per_item=args.per_item,
                 seed=args.seed,
                 retry=Retrying.for_process(settings),
-                security=KafkaSecurity.of(settings.kafka),
             )
         )
     print(f"answered {stats.requests} requests with {stats.labels} labels")

@@ -39,6 +39,8 @@ bearer = guarded(_viewer)  # the handler gets the token's user
 async def next_task(request: Request, got: Viewer) -> Response:
     console = _console(request)
     task = await console.desk.next(got.user.name)
+    if task is None and await console.desk.excluded(got.user.name):
+        return JSONResponse({"detail": EXCLUDED}, status_code=403)
     if task is None:
         return Response(status_code=204)
     r = task.request
@@ -116,6 +118,10 @@ def _op(summary: str, responses: dict[str, str], **extra: Any) -> dict[str, Any]
 
 
 _AUTH = {"401": "no valid bearer token"}
+EXCLUDED = (
+    "excluded: your labels are not counted now (your agreement with the trusted reviewers is "
+    "evidently below the threshold), so you get no tasks; a lead can clear you"
+)
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "borderline reviewer console", "version": "1"},
@@ -124,7 +130,13 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/tasks/next": {
             "get": _op(
                 "Claim the next task (leased to the token's user; the same task until answered)",
-                {"200": "the task", "204": "the queue is empty", **_AUTH},
+                {
+                    "200": "the task",
+                    "204": "the queue is empty",
+                    "403": "you are excluded by the agreement check: no tasks until a lead "
+                    "clears you",
+                    **_AUTH,
+                },
             )
         },
         "/api/v1/labels": {

@@ -1,11 +1,13 @@
 """What a reviewer can do, for the pages and the API alike: take the next task, label it, skip
 it, release it, undo the last label. Every state change is audit-logged; the label's reviewer is
-always the signed-in user, never a value the client sent."""
+always the signed-in user, never a value the client sent. A reviewer the agreement check
+excluded is given no task until a lead clears them: their labels would count for nothing, and
+each item they took would cost a trusted opinion more."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -20,7 +22,7 @@ from streams.console.outbox import LabelOutbox
 from streams.console.queue import ClaimedTask, TaskQueue
 from streams.wire.messages import ReviewLabel
 
-__all__ = ["BENIGN", "LabelOutcome", "PolicyView", "ReviewDesk", "hotkeys"]
+__all__ = ["BENIGN", "ExclusionView", "LabelOutcome", "PolicyView", "ReviewDesk", "hotkeys"]
 
 BENIGN = "benign"
 
@@ -105,6 +107,24 @@ class PolicyView:
 
 
 @dataclass
+class ExclusionView:
+    """Who the agreement check excluded (``read``: `LabelStore.excluded`), read from Redis at
+    most every ``refresh_s``: a claim needs it, and an exclusion or a lead's override is seen
+    within that time."""
+
+    read: Callable[[], Awaitable[Collection[str]]]
+    refresh_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: tuple[float, frozenset[str]] | None = None
+
+    async def holds(self, reviewer: str) -> bool:
+        now = self.clock()
+        if self._seen is None or now - self._seen[0] >= self.refresh_s:
+            self._seen = (now, frozenset(await self.read()))
+        return reviewer in self._seen[1]
+
+
+@dataclass
 class ReviewDesk:
     queue: TaskQueue
     outbox: LabelOutbox
@@ -113,12 +133,21 @@ class ReviewDesk:
     metrics: ConsoleMetrics
     clock: Callable[[], float] = time.time
     keys: str = ""  # the answer keys (`hotkeys`)
+    exclusions: ExclusionView | None = None  # None: nobody is held back
 
     async def _note(self, actor: str, action: str, target: str, detail: str = "") -> None:
         await self.audit.append(actor, action, target, now=self.clock(), detail=detail)
         self.metrics.actions.labels(action=action).inc()
 
+    async def excluded(self, reviewer: str) -> bool:
+        """Whether the agreement check excluded ``reviewer`` (no tasks for them)."""
+        return self.exclusions is not None and await self.exclusions.holds(reviewer)
+
     async def next(self, reviewer: str) -> ClaimedTask | None:
+        """The reviewer's task (the one they hold, or the next they may take); None when the
+        queue has none for them, or they are excluded."""
+        if await self.excluded(reviewer):
+            return None
         policy = await self.policies.active_version()
         task = await self.queue.claim(policy, reviewer, now=self.clock())
         if task is not None and task.fresh:

@@ -118,6 +118,7 @@ async def _task_context(
     console: Console, viewer: Viewer, task: ClaimedTask | None, flash: str | None
 ) -> dict[str, Any]:
     context: dict[str, Any] = {"viewer": viewer, "task": task, "flash": flash}
+    context["excluded"] = task is None and await console.desk.excluded(viewer.user.name)
     assert viewer.session is not None
     context["csrf"] = viewer.session.csrf
     if task is None:

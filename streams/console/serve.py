@@ -25,7 +25,7 @@ from adapters.policy.store import PolicyStore
 from adapters.registry.store import AdapterRegistry
 from streams.console.app import build_app
 from streams.console.audit import AuditLog
-from streams.console.desk import PolicyView, ReviewDesk
+from streams.console.desk import ExclusionView, PolicyView, ReviewDesk
 from streams.console.feed import Background
 from streams.console.keys import ConsoleKeys
 from streams.console.metrics import ConsoleMetrics
@@ -87,7 +87,16 @@ def assemble(
     policies = PolicyView(
         PolicyStore(redis, prefix), settings.policy.version, settings.policy.category
     )
-    desk = ReviewDesk(queue, outbox, audit, policies, metrics, clock, keys=c.hotkeys)
+    desk = ReviewDesk(
+        queue,
+        outbox,
+        audit,
+        policies,
+        metrics,
+        clock,
+        keys=c.hotkeys,
+        exclusions=ExclusionView(labels.excluded),
+    )
     console = Console(
         redis=redis,
         users=UserStore(redis, keys, hasher or PasswordHasher(), labels),

@@ -24,7 +24,7 @@ from adapters.offline.simulation import parse_panel, policy_truth
 from adapters.policy.schema import Policy
 from adapters.policy.store import PolicyStore
 from adapters.registry.store import AdapterRegistry
-from streams.demo.panel import PanelStats, panel_keys, run_simulated_panel
+from streams.demo.panel import PanelStats, panel_keys, run_panel_on
 from streams.demo.replay import replay_items
 from streams.demo.state import ACTOR, DemoOptions, DemoState, GateVerdict
 from streams.embedded.launcher import WorkerProcess
@@ -211,9 +211,8 @@ async def drive(
         asyncio.create_task(_watch(consumer, kinds, state, stop)),
         asyncio.create_task(_follow(settings, state, procs, stop)),
         asyncio.create_task(
-            run_simulated_panel(
-                servers,
-                settings.kafka.topics,
+            run_panel_on(  # as the console, no more requests for an excluded reviewer
+                settings,
                 panel,
                 truth,
                 keys=keys,
@@ -222,7 +221,6 @@ async def drive(
                 stop=stop,
                 stats=stats,
                 truth_for=policy_truth,
-                security=security,
             )
         ),
     ]

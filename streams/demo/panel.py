@@ -2,7 +2,9 @@
 It reads review requests, gives each to as many simulated reviewers as the request asks
 (``opinions``: two for audit draws and the overlap sample, else one; ``per_item`` overrides it;
 a second-opinion request goes to one who has not labelled the item), and produces their labels
-after their delays.
+after their delays. As the console does, it gives no more requests to a reviewer the service
+excluded (their labels would count for nothing, and each item they took would cost a trusted
+opinion more) until a lead clears them.
 Truth comes from a labelled JSONL file (the corpus) through a policy (``truth_for``), so a policy
 change can flip what the experts say. Each label is signed with its reviewer's key
 (`adapters.labels.admission.sign_label`), as any Kafka client of a reviewer must: the collector
@@ -21,7 +23,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -29,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from adapters.labels.keyring import ReviewerKeys
 from adapters.labels.store import LabelStore
@@ -44,12 +47,25 @@ from streams.wire.security import PLAINTEXT, KafkaSecurity, redis_options
 from streams.wire.settings import ResilienceSettings, Settings
 from streams.wire.topics import TopicNames
 
-__all__ = ["PanelStats", "load_truth", "opinions_for", "panel_keys", "run_simulated_panel"]
+__all__ = [
+    "EXCLUDED_EVERY_S",
+    "PanelStats",
+    "load_truth",
+    "opinions_for",
+    "panel_keys",
+    "run_panel_on",
+    "run_simulated_panel",
+]
 
 log = logging.getLogger(__name__)
 
 STOP_WITHIN_S = 4.0
 """How long the consumer and the producer each get to stop."""
+
+EXCLUDED_EVERY_S = 2.0
+"""How often the panel reads who the service excluded."""
+
+Excluded = Callable[[], Awaitable[Collection[str]]]
 
 
 @dataclass
@@ -76,12 +92,15 @@ async def run_simulated_panel(
     group_id: str | None = None,
     retry: Retrying | None = None,
     security: KafkaSecurity = PLAINTEXT,
+    excluded: Excluded | None = None,
 ) -> PanelStats:
     """Answer review requests until ``stop`` is set. ``keys``: each reviewer's signing key
     (`adapters.labels.keyring.ReviewerKeys.ensure`; a reviewer without one sends unsigned
     labels, which the collector refuses). ``truth_for(item_id, policy, truth)`` may map the
     corpus label to the label under a policy version. ``retry``: the retry policy (by default
-    the configured defaults)."""
+    the configured defaults). ``excluded``: who the service excluded (`LabelStore.excluded`,
+    read every `EXCLUDED_EVERY_S`; `run_panel_on` reads the deployment's), given no more
+    requests; None: nobody."""
     stats = stats or PanelStats()
     retry = retry or Retrying(
         RetryPolicy.from_settings(ResilienceSettings()),
@@ -99,6 +118,8 @@ async def run_simulated_panel(
     due: list[tuple[float, int, ReviewLabel]] = []  # (when, tie-break, label)
     counter = 0
     every_s, probed = probe_interval(retry.policy.budget_s), time.monotonic()
+    benched: Collection[str] = ()
+    benched_at = -EXCLUDED_EVERY_S
     try:
         while not stop.is_set():
             if time.monotonic() - probed >= every_s:  # the consumer retries a lost broker
@@ -111,6 +132,12 @@ async def run_simulated_panel(
             except TimeoutError:
                 batch = {}
             now = time.time()
+            if excluded is not None and time.monotonic() - benched_at >= EXCLUDED_EVERY_S:
+                benched_at = time.monotonic()
+                try:
+                    benched = await excluded()
+                except (OSError, RedisError) as exc:  # Redis away: the last known set stands
+                    log.debug("simulated panel: exclusions not read: %s", exc)
             for records in batch.values():
                 for record in records:
                     try:
@@ -133,7 +160,10 @@ async def run_simulated_panel(
                     )
                     count = opinions_for(request, per_item)
                     for reviewer in choose_reviewers(
-                        panel, count=count, rng=rng, exclude=request.already_labeled_by
+                        panel,
+                        count=count,
+                        rng=rng,
+                        exclude=[*request.already_labeled_by, *benched],
                     ):
                         label = ReviewLabel(
                             item_id=request.item_id,
@@ -190,6 +220,43 @@ async def panel_keys(
             if register:
                 await store.register_reviewers(reviewer_ids)
             return await keys.ensure(reviewer_ids)
+    finally:
+        await redis.aclose()
+
+
+async def run_panel_on(
+    settings: Settings,
+    panel: Sequence[SimulatedReviewer],
+    truth: Mapping[str, str],
+    *,
+    keys: Mapping[str, bytes],
+    per_item: int | None = None,
+    seed: int = 0,
+    stop: asyncio.Event | None = None,
+    truth_for: Callable[[str, str, str], str] | None = None,
+    stats: PanelStats | None = None,
+    retry: Retrying | None = None,
+) -> PanelStats:
+    """`run_simulated_panel` on the deployment ``settings`` name: its broker, topics and client
+    security, and the reviewers it excluded, read from its Redis (closed after)."""
+    assert settings.kafka.bootstrap_servers and settings.redis.url
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), **redis_options(settings.redis))
+    try:
+        return await run_simulated_panel(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics,
+            panel,
+            truth,
+            keys=keys,
+            per_item=per_item,
+            seed=seed,
+            stop=stop,
+            truth_for=truth_for,
+            stats=stats,
+            retry=retry,
+            security=KafkaSecurity.of(settings.kafka),
+            excluded=LabelStore(redis, settings.redis.key_prefix).excluded,
+        )
     finally:
         await redis.aclose()
 

@@ -481,3 +481,24 @@ def test_the_lead_sees_each_reviewer_against_the_trusted_others_only(app: App) -
     assert shown["randy"]["status"] == "excluded"
     low, high = shown["alice"]["interval"]
     assert low < shown["alice"]["kappa"] <= high
+
+
+def test_an_excluded_reviewer_gets_no_task_until_a_lead_clears_them(app: App) -> None:
+    """Their labels would count for nothing, and each item they took would cost a trusted
+    opinion more (bench adapt: 43 of 97 second opinions asked for an excluded reviewer's item)."""
+    console = app.assembled.console
+    app.run(console.desk.queue.add(_request("x1", 0.9)))
+    app.run(console.labels.register_reviewers(["alice"]))
+    app.run(console.labels.set_excluded(["alice"]))
+    console.desk.exclusions.refresh_s = 0.0  # read at every claim here
+    app.login("alice", "alice password")
+    page = app.client.get("/review").text
+    assert 'data-item=""' in page and 'id="excluded"' in page
+    assert "A lead can clear you" in page
+    token = app.run(console.users.new_token("alice"))
+    api = app.client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 403 and "excluded" in api.json()["detail"]
+    assert app.run(console.desk.queue.depth("v1")) == {"uncertain": 1}  # nothing was claimed
+    app.run(console.labels.clear("alice"))  # what the lead's override does
+    page = app.client.get("/review").text
+    assert 'data-item="x1"' in page and 'id="excluded"' not in page
