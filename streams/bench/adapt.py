@@ -22,8 +22,9 @@ from typing import Any
 
 from adapters.labels.dataset import read_jsonl, sample
 from streams.demo.run import run_demo
+from streams.demo.setup import demo_settings
 from streams.demo.state import DemoOptions
-from streams.wire.settings import Settings
+from streams.wire.settings import GateSettings, Settings
 
 __all__ = ["bench_adapt", "time_lora_update"]
 
@@ -63,6 +64,18 @@ def time_lora_update(
     }
 
 
+def gate_in_force(settings: Settings, options: DemoOptions) -> GateSettings:
+    """The gate the run judges with: the settings, the demo's compressed-time values where the
+    environment set none (its floor of 0.5), then the options.
+
+    >>> gate_in_force(Settings(), DemoOptions()).min_kappa
+    0.5
+    >>> gate_in_force(Settings(), DemoOptions(min_kappa=0.6)).min_kappa
+    0.6
+    """
+    return options.gate(demo_settings(settings).gate)
+
+
 def bench_adapt(
     settings: Settings,
     *,
@@ -84,7 +97,7 @@ def bench_adapt(
         policy_change=True,
         min_eval_items=min_eval_items,
     )
-    gate = options.gate(settings.gate)  # the figures name the knobs the run used
+    gate = gate_in_force(settings, options)  # the figures name the knobs the run used
     started = time.perf_counter()
     code = run_demo(settings, options)
     scenario_s = time.perf_counter() - started
