@@ -390,7 +390,12 @@ def test_the_lead_sees_agreement_and_overrides_an_exclusion(site: Site) -> None:
     # alice and bob share two items and agree on one: 0.500 each (labels, compared, agreement)
     assert re.match(r"alice 10 2 0\.500 ", _row(d, "alice")), _row(d, "alice")
     asyncio.run(_exclude(site.settings, "bob"))
-    d.refresh()
+    # bob, excluded, is given no task: the review page says why
+    _sign_in(site, "bob")
+    WebDriverWait(d, WAIT_S).until(lambda d: d.find_elements(By.ID, "excluded"))
+    assert _item(d) == "" and "A lead can clear you" in _text(d, "excluded")
+    d.save_screenshot(str(SHOTS / "review-excluded.png"))
+    _sign_in(site, "lena")
     WebDriverWait(d, WAIT_S).until(lambda d: "excluded" in _row(d, "bob"))
     # bob excluded: his labels are in no one's majority, so alice has no trusted other to be
     # measured against; bob, against the trusted alice, with the override button
