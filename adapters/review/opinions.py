@@ -25,7 +25,6 @@ from adapters.review.routing import Action, RoutingPolicy, route
 __all__ = [
     "MIN_HISTORY",
     "OVERLAP_RATE",
-    "WHY_SECOND_OPINION",
     "first_opinions",
     "in_overlap_sample",
     "labels_per_item",
@@ -61,13 +60,6 @@ def first_opinions(item_id: str, *, audit_drawn: bool, overlap_rate: float, seed
     if audit_drawn or in_overlap_sample(item_id, rate=overlap_rate, seed=seed):
         return 2
     return 1
-
-
-WHY_SECOND_OPINION = ("split", "untrusted", "model", "new_reviewer")
-"""Why the collector asked one more opinion (`borderline_second_opinions_total{why}`): the
-counted votes split with no strict majority (``split``), every vote came from an excluded
-reviewer (``untrusted``), a single opinion disagreed with the model's decision (``model``), or
-came from a new reviewer (``new_reviewer``)."""
 
 
 def second_opinion_why(

@@ -163,7 +163,8 @@ async def _follow(
 
 
 async def _drift(state: DemoState, procs: list[WorkerProcess]) -> None:
-    """The drift gauges: the lowest p-value over the workers, the collector's concept rate."""
+    """The drift gauges: the lowest p-value over the workers, the collector's concept rate; and
+    the collector's second opinions by why."""
     values: dict[str, list[float]] = {}
     fired: set[str] = set()
     asked: dict[str, float] = {}

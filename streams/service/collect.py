@@ -244,7 +244,7 @@ class Collector:
             if disagree:
                 why: str | None = "split" if counted_votes(votes, excluded) else "untrusted"
             else:
-                why = await self._check_single(policy, item_id, item, votes)
+                why = await self._check_single(policy, item_id, item, votes, excluded)
             if why is None:
                 continue
             whys[why] += 1
@@ -272,7 +272,12 @@ class Collector:
         return out
 
     async def _check_single(
-        self, policy: str, item_id: str, item: ReviewedItem, votes: dict[str, str]
+        self,
+        policy: str,
+        item_id: str,
+        item: ReviewedItem,
+        votes: dict[str, str],
+        excluded: set[str],
     ) -> str | None:
         """One opinion on an item whose request asked for one: why it needs a second (it
         disagrees with the model's decision, or its reviewer is new), None when it does not
@@ -289,7 +294,6 @@ class Collector:
         if model is not None and self.registry is not None:
             active = await self._retry("redis", partial(self.registry.active, policy))
             model = model if active is not None else None
-        excluded: set[str] = await self._retry("redis", self.store.excluded)
         return second_opinion_why(votes, model_label=model, history=self.history, exclude=excluded)
 
     async def _disagreements(self, touched: dict[tuple[str, str], ReviewLabel]) -> list[bool]:
