@@ -127,20 +127,25 @@ class Trainer:
         for, and the live adapter's kappa on the audit draws, is kept for others to show."""
         self._seen = None
         out = await self._step(state, force=force)
-        if self._seen is not None and self.ports.status is not None:
-            world, live = self._seen
-            estimate = None if live is None else live.live
-            await self.ports.status.set_status(
-                TrainerStatus(
-                    at=self.ports.clock(),
-                    policy_version=world.version,
-                    reason=state.reason,
-                    adapter_id=None if world.active is None else world.active.adapter_id,
-                    live=None if estimate is None else estimate.as_dict(),
-                    live_text=None if estimate is None else estimate.describe(),
-                )
-            )
+        await self._show(state.reason)
         return out
+
+    async def _show(self, reason: str) -> None:
+        """Leave ``reason`` and the live adapter's audit-draw kappa for others to show."""
+        if self._seen is None or self.ports.status is None:
+            return
+        world, live = self._seen
+        estimate = None if live is None else live.live
+        await self.ports.status.set_status(
+            TrainerStatus(
+                at=self.ports.clock(),
+                policy_version=world.version,
+                reason=reason,
+                adapter_id=None if world.active is None else world.active.adapter_id,
+                live=None if estimate is None else estimate.as_dict(),
+                live_text=None if estimate is None else estimate.describe(),
+            )
+        )
 
     async def _step(self, state: TrainerState, *, force: bool) -> dict[str, Any] | None:
         world = await self._look()
@@ -187,6 +192,11 @@ class Trainer:
             if fired:
                 log.info("triggered (%s) but %s", ",".join(fired), ready.reason)
             return None
+        # a round takes minutes on a busy CPU: say so now, not what the step before waited for
+        await self._show(
+            f"training a candidate for {world.version} on {len(world.train)} training labels, "
+            f"to be judged on {len(world.evaluation)} audit evaluation labels ({ready.reason})"
+        )
         candidate, report, record = await self._candidate(world, fired, state)
         decision = self._decide(report, world, live)
         record = record.model_copy(

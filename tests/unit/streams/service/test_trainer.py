@@ -559,6 +559,36 @@ def test_the_status_says_what_the_trainer_waits_for() -> None:
     assert status.adapter_id == "boot" and status.at == world.now
 
 
+def test_while_a_round_runs_the_status_says_so_not_what_the_step_before_waited_for() -> None:
+    """Seen in `bench adapt`: the live view said "waiting for 6 more audit evaluation labels (44
+    of 50)" for the two minutes the first v2 candidate trained, because the status was written
+    only when a step ended."""
+    world = _world(train=40, evaluation=7)
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    trainer = world.trainer(min_new_labels=10)
+    asyncio.run(trainer.step(TrainerState()))
+    assert world.verdicts.status is not None
+    assert world.verdicts.status.reason.startswith("waiting for 3 more audit evaluation labels")
+    world.labels.evaluation += _examples("f", 5)
+    seen: list[TrainerStatus | None] = []
+    train = world.lab.train
+
+    async def watched_train(*args: Any, **kwargs: Any) -> AdapterArtifact:
+        seen.append(world.verdicts.status)
+        return await train(*args, **kwargs)
+
+    world.lab.train = watched_train  # type: ignore[method-assign]
+    asyncio.run(trainer.step(TrainerState()))
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0].reason == (
+        "training a candidate for v1 on 40 training labels, to be judged on 12 audit "
+        "evaluation labels (triggered: new_labels)"
+    )
+    assert seen[0].at == world.now and seen[0].adapter_id == "boot"
+    assert world.verdicts.status is not None
+    assert world.verdicts.status.reason.startswith("gate passed")  # the verdict, once done
+
+
 def test_a_thin_class_among_the_audit_labels_waits_before_training() -> None:
     world = World(
         FakeLabels(_examples("t", 40), [LabeledExample(f"e{i}", "x", B, 3) for i in range(20)])
