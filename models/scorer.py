@@ -29,6 +29,7 @@ __all__ = [
     "length_groups",
     "load_tokenizer",
     "softmax",
+    "token_ids",
 ]
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -57,11 +58,74 @@ def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
+CUT_CHARS_PER_TOKEN = 8
+"""A text is tokenised from its first ``CUT_CHARS_PER_TOKEN x max_length`` characters (cut at a
+whitespace), since only its first ``max_length`` tokens are kept. Measured on the SpamAssassin
+corpus (6,046 texts, median 1,024 characters, 10% over 3,424, the longest 163,533; 128 tokens):
+the whole texts tokenise in 3.46 s, cut at 512 / 1,024 / 2,048 characters in 0.81 / 1.54 /
+2.24 s, with 1,734 / 1 / 0 texts too short after the cut (tokenised whole again). A block of 16
+took 10.3 ms (p50) to tokenise against 182 ms to score: 5.8% of the worker's scoring step."""
+
+_WHITESPACE = (" ", "\n", "\t", "\r")  # whitespace to BERT's pre-tokenizer: a word ends there
+
+
+def _head(text: str, chars: int) -> str:
+    """``text`` up to its last whitespace before ``chars`` characters; whole when it is no longer,
+    or when it has no whitespace to cut at.
+
+    >>> _head("one two three", 9), _head("one two", 9), _head("onetwothree", 9)
+    ('one two', 'one two', 'onetwothree')
+    """
+    if len(text) <= chars:
+        return text
+    cut = max(text.rfind(w, 0, chars) for w in _WHITESPACE)
+    return text[:cut] if cut > 0 else text
+
+
+def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids (special tokens included, truncated to the tokenizer's
+    ``max_length``, no padding), exactly as ``tokenizer.encode_batch`` gives them, without
+    tokenising what truncation throws away: a text is cut at a whitespace before
+    `CUT_CHARS_PER_TOKEN` x ``max_length`` characters, and tokenised whole only when the cut
+    left fewer than ``max_length`` tokens. The cut gives the same first tokens as the whole text:
+    BERT's normaliser works per character and its pre-tokenizer ends a word at whitespace."""
+    truncation = tokenizer.truncation
+    if truncation is None:
+        return [e.ids[: sum(e.attention_mask)] for e in tokenizer.encode_batch(list(texts))]
+    max_length = int(truncation["max_length"])
+    heads = [_head(t, CUT_CHARS_PER_TOKEN * max_length) for t in texts]
+    encodings = tokenizer.encode_batch(heads)
+    ids = [e.ids[: sum(e.attention_mask)] for e in encodings]  # padding, if on, dropped
+    short = [
+        i
+        for i, (t, h) in enumerate(zip(texts, heads, strict=True))
+        if len(h) < len(t) and len(ids[i]) < max_length
+    ]
+    if short:
+        again = tokenizer.encode_batch([texts[i] for i in short])
+        for i, e in zip(short, again, strict=True):
+            ids[i] = e.ids[: sum(e.attention_mask)]
+    return ids
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    padding = tokenizer.padding
+    if padding:
+        return int(padding["pad_id"])
+    pad = tokenizer.token_to_id("[PAD]")
+    return 0 if pad is None else int(pad)
+
+
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    encodings = tokenizer.encode_batch(list(texts))
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-    return {"input_ids": ids, "attention_mask": mask}
+    """Model inputs for ``texts``: `token_ids` padded to the longest of them."""
+    ids = token_ids(tokenizer, texts)
+    width = max((len(i) for i in ids), default=0)
+    input_ids = np.full((len(ids), width), _pad_id(tokenizer), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, one in enumerate(ids):
+        input_ids[row, : len(one)] = one
+        mask[row, : len(one)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def length_groups(lengths: Sequence[int], overhead_tokens: int) -> list[list[int]]:
@@ -260,7 +324,7 @@ class Scorer:
 
     def encode(self, texts: Sequence[str]) -> _Encoded:
         """Tokenise a block and group it by length (no onnxruntime: safe on another thread)."""
-        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        ids = token_ids(self.tokenizer, texts)
         return _Encoded(ids, length_groups([len(i) for i in ids], self.group_overhead_tokens))
 
     def _run(self, encoded: _Encoded, loaded: _Loaded) -> ScoreBatch:

@@ -1,10 +1,12 @@
 """Unit tests for models.scorer's length-aware blocks, on a tiny hand-built ONNX graph and a tiny
 word-level tokenizer: a block comes back in the order given, each item scored as it is alone,
 short items padded only to their own group's length, and `score_blocks` scores blocks in order
-while it tokenises ahead."""
+while it tokenises ahead. Token ids, tokenised from a cut head of each text, are what the base
+encoder's own BERT tokenizer gives for the whole text."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,17 @@ import pytest
 from onnx import TensorProto, helper
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from models.scorer import Scorer, ScorerError, length_groups
+from models.base import base_model
+from models.scorer import (
+    CUT_CHARS_PER_TOKEN,
+    TOKENIZER_FILE,
+    Scorer,
+    ScorerError,
+    encode_texts,
+    length_groups,
+    load_tokenizer,
+    token_ids,
+)
 
 WORDS = ["[PAD]", "[UNK]", *(f"w{k}" for k in range(40))]
 
@@ -119,3 +131,37 @@ def test_score_blocks_scores_each_block_in_order(scorer_parts) -> None:  # type:
         list(scorer.score_blocks(blocks, adapter_id="nope"))
     empty = scorer.score([])
     assert empty.probabilities.shape == (0, 2) and len(empty) == 0
+
+
+def _bert_tokenizer(max_length: int) -> Tokenizer:
+    """The base encoder's own tokenizer (BERT normaliser and pre-tokenizer, WordPiece), from the
+    installed package: what model init copies next to the graph."""
+    return load_tokenizer(base_model().path / TOKENIZER_FILE, max_length)
+
+
+def _hostile_texts() -> list[str]:
+    rng = random.Random(7)
+    words = ["Free", "OFFER!!!", "naïve", "ÉLAN", "日本語テキスト", "http://x.example/a?b=c&utm=1"]
+    words += ["a" * 150, "tab\tseparated", "crlf\r\nline", "\x00ctrl\x07", "emoji🙂", "don't"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 600))) for _ in range(150)]
+    texts += ["x" * 5_000, "word " * 2_000, " " * 3_000 + "late words only", ""]
+    texts += ["w" * 1_023 + " tail", "ab " * 341 + "c" * 40 + " end", "\n" * 1_100 + "text"]
+    return texts
+
+
+@pytest.mark.parametrize("max_length", [16, 128])
+def test_token_ids_are_what_the_whole_text_gives_without_tokenising_all_of_it(
+    max_length: int,
+) -> None:
+    """The cut before tokenising changes no id: texts longer than the cut, cut inside a long
+    word, all-whitespace heads (the fallback), CJK, accents, control characters, CR/LF."""
+    tokenizer = _bert_tokenizer(max_length)
+    texts = _hostile_texts()
+    encodings = tokenizer.encode_batch(texts)  # padded to the longest, truncated
+    assert token_ids(tokenizer, texts) == [
+        [i for i, m in zip(e.ids, e.attention_mask, strict=True) if m] for e in encodings
+    ]
+    enc = encode_texts(tokenizer, texts)
+    assert enc["input_ids"].tolist() == [e.ids for e in encodings]
+    assert enc["attention_mask"].tolist() == [e.attention_mask for e in encodings]
+    assert sum(len(t) > CUT_CHARS_PER_TOKEN * max_length for t in texts) > 100  # cuts were made
