@@ -1,17 +1,18 @@
 """Unit tests for the parts of `borderline bench stream` that decide what is measured: the items
 (distinct after the decision cache's normalisation, within the worker's size limit), the repeated
-stream of ``--repeat-share`` (exactly that share repeats an earlier text, ids kept), and the
-targets read from the figures."""
+stream of ``--repeat-share`` (exactly that share repeats an earlier text, ids kept), the
+targets read from the figures, and the latency split read from the decisions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.labels.dataset import LabeledItem
-from streams.bench.stream import _targets, bench_items, repeated_items
+from streams.bench.stream import _targets, bench_items, cached_share, latency_parts, repeated_items
 from streams.service.decision_cache import normalise
 from streams.wire.settings import Settings
 
@@ -71,3 +72,29 @@ def test_targets_are_the_issues_and_the_repeat_target_only_when_measured() -> No
         "worker_rss_mb<=400": True,
     }
     assert _targets({**figures, "repeat_speedup": 1.8})["repeat_speedup>=1.8"] is True
+
+
+def _decision(
+    latency: float, scoring: float, worker: str, at: float, cached: bool = False
+) -> dict[str, Any]:
+    return {
+        "latency_s": latency,
+        "scoring_s": scoring,
+        "worker": worker,
+        "decided_at": at,
+        "cached": cached,
+    }
+
+
+def test_latency_is_split_into_the_batchs_model_time_and_the_time_before_it() -> None:
+    """Three batches: two items of worker a at t=1 (0.3 s, 0.2 of it the model), one of worker b
+    at the same instant (its own batch), 97 single items of a later."""
+    decided = [_decision(0.3, 0.2, "a", 1.0), _decision(0.5, 0.2, "a", 1.0)]
+    decided += [_decision(0.9, 0.1, "b", 1.0)]
+    decided += [_decision(0.1, 0.05, "a", 2.0 + k, cached=k < 10) for k in range(97)]
+    parts = latency_parts(decided)
+    assert parts["scoring_p50_s"] == 0.05 and parts["scoring_p99_s"] == pytest.approx(0.2)
+    assert parts["before_scoring_p50_s"] == 0.05
+    assert parts["before_scoring_p99_s"] == pytest.approx(0.3, abs=0.01)  # b: 0.8 is the max
+    assert parts["batch_items_p50"] == 1 and parts["batch_items_max"] == 2
+    assert cached_share(decided) == 0.1
