@@ -37,6 +37,7 @@ from adapters.adapt.promotion import (
 from adapters.adapt.triggers import readiness, triggers
 from adapters.adapt.verdicts import GateRecord, TrainerStatus
 from adapters.labels.agreement import expert_ceiling
+from adapters.labels.store import LabeledExample
 from adapters.registry.store import RegistryError
 from models.scorer import Scorer
 from streams.service.health import Progress
@@ -194,8 +195,9 @@ class Trainer:
             return None
         # a round takes minutes on a busy CPU: say so now, not what the step before waited for
         await self._show(
-            f"training a candidate for {world.version} on {len(world.train)} training labels, "
-            f"to be judged on {len(world.evaluation)} audit evaluation labels ({ready.reason})"
+            f"training a candidate for {world.version} on {len(world.train)} training labels "
+            f"({len(world.evaluation)} audit evaluation labels so far; it is judged on those "
+            f"there when it is trained; {ready.reason})"
         )
         candidate, report, record = await self._candidate(world, fired, state)
         decision = self._decide(report, world, live)
@@ -285,14 +287,15 @@ class Trainer:
         candidate = await p.lab.train(world.train, start=start, policy_version=world.version)
         state.trained_on[world.version] = len(world.train)
         await p.registry.register(candidate)
-        verdict = await p.lab.judge(candidate, incumbent, world.evaluation)
+        evaluation, weights = await self._evidence_now(world)
+        verdict = await p.lab.judge(candidate, incumbent, evaluation)
         excluded = await p.labels.excluded()
         report = evaluate(
             verdict.expert,
             verdict.candidate,
             verdict.incumbent,
             config=self.config.gate,
-            weights=world.weights,
+            weights=weights,
             seed=self.config.seed,
             expert_ceiling=expert_ceiling(votes, excluded, min_shared=self.config.min_shared),
             shadow_agreement=verdict.shadow_agreement,
@@ -303,13 +306,33 @@ class Trainer:
             triggers=fired,
             expert_labels=sum(len(v) for v in votes.values()),  # every reviewer's, so far
             train_labels=len(world.train),
-            eval_labels=len(world.evaluation),
+            eval_labels=len(evaluation),
             train_seconds=round(p.clock() - started, 1),
             **report.as_dict(),
         )
         if p.metrics is not None:
             _observe(p.metrics, report, record.train_seconds or 0.0)
         return candidate.adapter_id, report, record
+
+    async def _evidence_now(self, world: World) -> tuple[list[LabeledExample], list[float]]:
+        """The audit-drawn labelled items of the candidate's policy, with their weights, as
+        they stand now that it is trained: a round takes minutes, and the audit labels that came
+        in meanwhile were never training data (the split is by draw, fixed before any label).
+        Items it trained on are left out whatever happened to them, and where the policy
+        changed, or fewer items are there than at the start (a store rebuilt), the start's set
+        is kept. One look, after training: not a second chance for a refused candidate."""
+        later = await self._look()
+        if later.version != world.version:
+            return world.evaluation, world.weights
+        trained = {e.item_id for e in world.train}
+        rows = [
+            (e, w)
+            for e, w in zip(later.evaluation, later.weights, strict=True)
+            if e.item_id not in trained
+        ]
+        if len(rows) < len(world.evaluation):
+            return world.evaluation, world.weights
+        return [e for e, _ in rows], [w for _, w in rows]
 
     async def _act(
         self, version: str, candidate: str, report: GateReport, decision: Decision

@@ -581,8 +581,8 @@ def test_while_a_round_runs_the_status_says_so_not_what_the_step_before_waited_f
     asyncio.run(trainer.step(TrainerState()))
     assert len(seen) == 1 and seen[0] is not None
     assert seen[0].reason == (
-        "training a candidate for v1 on 40 training labels, to be judged on 12 audit "
-        "evaluation labels (triggered: new_labels)"
+        "training a candidate for v1 on 40 training labels (12 audit evaluation labels so far; "
+        "it is judged on those there when it is trained; triggered: new_labels)"
     )
     assert seen[0].at == world.now and seen[0].adapter_id == "boot"
     assert world.verdicts.status is not None
@@ -642,6 +642,47 @@ def test_the_gate_judges_on_the_audit_draws_only_and_never_trains_on_them() -> N
     assert doc is not None and doc["eval_labels"] == 20 and doc["train_labels"] == 40
     assert world.lab.judged_on == [e.item_id for e in world.labels.evaluation]
     assert world.lab.trained_on == [e.item_id for e in world.labels.train]
+
+
+def test_the_gate_judges_on_the_audit_labels_there_when_the_candidate_is_trained() -> None:
+    """Seen in bench adapt seed 1: the first v2 candidate's round started on 50 audit labels
+    and took two minutes, in which they grew to 165; the gate judged on the 50 (paired lower
+    bound -0.042 for a difference of 0.118), refused, and a second round was trained on 364
+    more labels. The audit draws that came in meanwhile were never training data: the gate
+    takes them too, and an item the candidate trained on never becomes evidence for it."""
+    world = _world(train=40, evaluation=20)
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    train = world.lab.train
+
+    async def labels_arrive_while_training(*args: Any, **kwargs: Any) -> AdapterArtifact:
+        out = await train(*args, **kwargs)
+        world.labels.evaluation += _examples("late", 30)  # audit draws labelled meanwhile
+        world.labels.evaluation.append(world.labels.train.pop(0))  # trained on: not evidence
+        return out
+
+    world.lab.train = labels_arrive_while_training  # type: ignore[method-assign]
+    doc = world.step(force=True)
+    assert doc is not None and doc["train_labels"] == 40
+    assert doc["eval_labels"] == 50
+    assert world.lab.judged_on == [f"e{i}" for i in range(20)] + [f"late{i}" for i in range(30)]
+    assert sum(doc["class_counts"].values()) == 50
+
+
+def test_a_policy_change_during_training_leaves_the_gate_on_the_candidates_own_policy() -> None:
+    world = _world(train=40, evaluation=20)
+    world.registry.seed("boot", previous=None, actor="deploy", at=T0)
+    train = world.lab.train
+
+    async def policy_changes_while_training(*args: Any, **kwargs: Any) -> AdapterArtifact:
+        out = await train(*args, **kwargs)
+        world.policies.version = "v9"
+        world.labels.evaluation += _examples("v9-", 30)  # the fake does not split by policy
+        return out
+
+    world.lab.train = policy_changes_while_training  # type: ignore[method-assign]
+    doc = world.step(force=True)
+    assert doc is not None and doc["policy_version"] == POLICY and doc["eval_labels"] == 20
+    assert world.lab.judged_on == [f"e{i}" for i in range(20)]
 
 
 def test_requests_recorded_before_draws_were_marked_count_by_their_audit_reason() -> None:
