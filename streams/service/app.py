@@ -436,29 +436,15 @@ def add_batch_agent(
     batch_wait_s: float,
     on_fatal: Callable[[BaseException], None] = exit_now,
     finish_within_s: float = FINISH_BATCH_S,
-    peek: Callable[[object], None] | None = None,
 ) -> None:
     """Consume ``topic`` in batches of raw records; faust acks a batch only after ``handler``
     returned (every output delivered). Anything the handler raises is fatal (see module doc);
-    so is a batch in flight at shutdown that is not delivered within ``finish_within_s``.
-    ``peek`` sees each record's value as faust buffers it for the next batch, while the batch
-    in flight is handled (`streams.service.classify.TokeniseAhead`); what it raises is logged
-    and ignored: it never holds or drops a record."""
+    so is a batch in flight at shutdown that is not delivered within ``finish_within_s``."""
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
-
-    def peeked(value: object) -> object:
-        assert peek is not None
-        try:
-            peek(value)
-        except Exception:
-            log.debug("peek at a %s record failed", topic, exc_info=True)
-        return value
 
     @app.agent(source, name=name, concurrency=1)
     async def agent(stream: faust.StreamT) -> None:
         assert isinstance(stream, faust.Stream)  # take_events is on the class, not StreamT
-        if peek is not None:
-            stream.add_processor(peeked)  # before take_events' own: runs as records arrive
         async for events in stream.take_events(batch_max, within=batch_wait_s):
             records = [
                 RawRecord(
