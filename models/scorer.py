@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from models.adapter_file import check_fits, read_adapter_file
 from models.errors import BorderlineError
@@ -91,11 +91,10 @@ def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     BERT's normaliser works per character and its pre-tokenizer ends a word at whitespace."""
     truncation = tokenizer.truncation
     if truncation is None:
-        return [e.ids[: sum(e.attention_mask)] for e in tokenizer.encode_batch(list(texts))]
+        return [_unpadded(e) for e in tokenizer.encode_batch(list(texts))]
     max_length = int(truncation["max_length"])
     heads = [_head(t, CUT_CHARS_PER_TOKEN * max_length) for t in texts]
-    encodings = tokenizer.encode_batch(heads)
-    ids = [e.ids[: sum(e.attention_mask)] for e in encodings]  # padding, if on, dropped
+    ids = [_unpadded(e) for e in tokenizer.encode_batch(heads)]
     short = [
         i
         for i, (t, h) in enumerate(zip(texts, heads, strict=True))
@@ -104,8 +103,13 @@ def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     if short:
         again = tokenizer.encode_batch([texts[i] for i in short])
         for i, e in zip(short, again, strict=True):
-            ids[i] = e.ids[: sum(e.attention_mask)]
+            ids[i] = _unpadded(e)
     return ids
+
+
+def _unpadded(encoding: Encoding) -> list[int]:
+    """An encoding's ids without its padding (if the tokenizer pads: right, after the mask)."""
+    return list(encoding.ids[: sum(encoding.attention_mask)])
 
 
 def _pad_id(tokenizer: Tokenizer) -> int:
@@ -119,13 +123,7 @@ def _pad_id(tokenizer: Tokenizer) -> int:
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Model inputs for ``texts``: `token_ids` padded to the longest of them."""
     ids = token_ids(tokenizer, texts)
-    width = max((len(i) for i in ids), default=0)
-    input_ids = np.full((len(ids), width), _pad_id(tokenizer), dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, one in enumerate(ids):
-        input_ids[row, : len(one)] = one
-        mask[row, : len(one)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
+    return _Encoded(ids, []).padded(list(range(len(ids))), _pad_id(tokenizer))
 
 
 def length_groups(lengths: Sequence[int], overhead_tokens: int) -> list[list[int]]:
@@ -165,7 +163,7 @@ class _Encoded:
     groups: list[list[int]]
 
     def padded(self, group: list[int], pad_id: int) -> dict[str, np.ndarray]:
-        width = max(len(self.ids[i]) for i in group)
+        width = max((len(self.ids[i]) for i in group), default=0)
         ids = np.full((len(group), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(group), width), dtype=np.int64)
         for row, i in enumerate(group):
@@ -249,9 +247,8 @@ class Scorer:
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.tokenizer = load_tokenizer(tokenizer_path, max_length)
-        pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else 0
+        self._pad_id = _pad_id(self.tokenizer)
         self.tokenizer.no_padding()  # each length group is padded on its own
-        self._pad_id = int(pad_id)
         self.group_overhead_tokens = group_overhead_tokens
         self.labels = tuple(labels)
         self.max_length = max_length

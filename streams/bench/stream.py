@@ -141,7 +141,11 @@ def stream_run(
 ) -> tuple[float, np.ndarray]:
     """Replay ``items``; return (items/s from first produce to last decision, latencies)."""
     rate_, decisions = _stream_run(settings, items, rate, timeout_s)
-    return rate_, np.array([d["latency_s"] for d in decisions], dtype=np.float64)
+    return rate_, _latencies(decisions)
+
+
+def _latencies(decisions: Sequence[dict[str, Any]]) -> np.ndarray:
+    return np.array([d["latency_s"] for d in decisions], dtype=np.float64)
 
 
 def _stream_run(
@@ -183,7 +187,7 @@ def latency_parts(decisions: Sequence[dict[str, Any]]) -> dict[str, float]:
     >>> parts["scoring_p50_s"], parts["before_scoring_p50_s"], parts["batch_items_max"]
     (0.2, 0.1, 2)
     """
-    latency = np.array([d["latency_s"] for d in decisions], dtype=np.float64)
+    latency = _latencies(decisions)
     scoring = np.array([d.get("scoring_s") or 0.0 for d in decisions], dtype=np.float64)
     before = np.maximum(0.0, latency - scoring)
     sizes: dict[tuple[str, float], int] = {}
@@ -467,7 +471,7 @@ def bench_stream(
         load = rate or throughput / 2
         latency_items = spare[: min(len(spare), max(100, int(load * 20)))]
         _, decided = _stream_run(run, latency_items, load, 600)
-        latencies = np.array([d["latency_s"] for d in decided], dtype=np.float64)
+        latencies = _latencies(decided)
         figures["latency_parts"] = latency_parts(decided)  # what limits the p99: measured
         figures["latency_rate_items_per_s"] = round(load, 2)
         figures["latency_items"] = len(latency_items)
