@@ -8,6 +8,8 @@ tokenises the next block on a second thread while the current one is scored.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +42,13 @@ TOKENIZER_FILE = "tokenizer.json"
 # run 2.5-3.2 s there; a 4 x 128 run costs a quarter of it: small groups lose nothing per token).
 # A block is split only where the padding saved is worth more than that.
 GROUP_OVERHEAD_TOKENS = 32
+
+
+AHEAD_MAX = 256
+"""Texts tokenised ahead (`Scorer.pretokenise`) kept for `Scorer.encode`, at most; the oldest go
+first. A worker's next batch is `batch_max_size` items (16 by default)."""
+AHEAD_MAX_CHARS = 16_384
+"""Longer texts are not kept ahead (the key is the text itself): at most 4 MB held."""
 
 
 class ScorerError(BorderlineError):
@@ -250,6 +259,9 @@ class Scorer:
         self._pad_id = _pad_id(self.tokenizer)
         self.tokenizer.no_padding()  # each length group is padded on its own
         self.group_overhead_tokens = group_overhead_tokens
+        self._ahead: OrderedDict[str, list[int]] = OrderedDict()  # text -> ids, tokenised ahead
+        self._ahead_lock = threading.Lock()
+        self.ahead_hits = 0  # texts whose ids `encode` found tokenised ahead
         self.labels = tuple(labels)
         self.max_length = max_length
         self.model_version = model_version
@@ -319,9 +331,30 @@ class Scorer:
             raise ScorerError(f"adapter {adapter_id!r} is not loaded")
         return loaded
 
-    def encode(self, texts: Sequence[str]) -> _Encoded:
-        """Tokenise a block and group it by length (no onnxruntime: safe on another thread)."""
+    def pretokenise(self, texts: Sequence[str]) -> None:
+        """Tokenise ``texts`` now, on the caller's thread, for a later `encode` of them: a worker
+        tokenises its next batch as it arrives, while the scorer thread scores the current one.
+        At most `AHEAD_MAX` texts are kept, the oldest dropped first (a text that never comes to
+        be scored, a dead letter say, costs nothing but its place); a text over
+        `AHEAD_MAX_CHARS` is left to `encode`."""
+        texts = [t for t in texts if len(t) <= AHEAD_MAX_CHARS]
         ids = token_ids(self.tokenizer, texts)
+        with self._ahead_lock:
+            for text, one in zip(texts, ids, strict=True):
+                self._ahead[text] = one
+                self._ahead.move_to_end(text)
+            while len(self._ahead) > AHEAD_MAX:
+                self._ahead.popitem(last=False)
+
+    def encode(self, texts: Sequence[str]) -> _Encoded:
+        """Tokenise a block and group it by length (no onnxruntime: safe on another thread);
+        texts tokenised ahead are taken as they were, each once."""
+        with self._ahead_lock:
+            found = [self._ahead.pop(t, None) if self._ahead else None for t in texts]
+        missing = [k for k, one in enumerate(found) if one is None]
+        fresh = iter(token_ids(self.tokenizer, [texts[k] for k in missing]) if missing else [])
+        ids = [one if one is not None else next(fresh) for one in found]
+        self.ahead_hits += len(texts) - len(missing)
         return _Encoded(ids, length_groups([len(i) for i in ids], self.group_overhead_tokens))
 
     def _run(self, encoded: _Encoded, loaded: _Loaded) -> ScoreBatch:

@@ -19,8 +19,8 @@ import signal
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -48,6 +48,7 @@ __all__ = [
     "make_app",
     "run_app",
     "seek_to_committed_or_start",
+    "take_ahead",
 ]
 
 log = logging.getLogger(__name__)
@@ -436,16 +437,31 @@ def add_batch_agent(
     batch_wait_s: float,
     on_fatal: Callable[[BaseException], None] = exit_now,
     finish_within_s: float = FINISH_BATCH_S,
+    peek: Callable[[object], None] | None = None,
 ) -> None:
-    """Consume ``topic`` in batches of raw records; faust acks a batch only after ``handler``
-    returned (every output delivered). Anything the handler raises is fatal (see module doc);
-    so is a batch in flight at shutdown that is not delivered within ``finish_within_s``."""
+    """Consume ``topic`` in batches of raw records (`take_ahead`: the next batch is read while
+    one is handled); a batch is acked only after ``handler`` returned (every output delivered).
+    Anything the handler raises is fatal (see module doc); so is a batch in flight at shutdown
+    that is not delivered within ``finish_within_s``. ``peek`` sees each record's value as it is
+    read into the next batch, while the batch in flight is handled
+    (`streams.service.classify.TokeniseAhead`); what it raises is logged and ignored: it never
+    holds or drops a record."""
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+    def peeked(value: object) -> object:
+        assert peek is not None
+        try:
+            peek(value)
+        except Exception:
+            log.debug("peek at a %s record failed", topic, exc_info=True)
+        return value
 
     @app.agent(source, name=name, concurrency=1)
     async def agent(stream: faust.StreamT) -> None:
-        assert isinstance(stream, faust.Stream)  # take_events is on the class, not StreamT
-        async for events in stream.take_events(batch_max, within=batch_wait_s):
+        assert isinstance(stream, faust.Stream)  # what take_ahead drives, not StreamT
+        async for events in take_ahead(
+            stream, batch_max, batch_wait_s, peeked if peek is not None else None
+        ):
             records = [
                 RawRecord(
                     topic=e.message.topic,
@@ -469,3 +485,73 @@ def add_batch_agent(
             except BaseException as exc:
                 on_fatal(exc)
                 raise
+
+
+async def take_ahead(
+    stream: faust.Stream,
+    batch_max: int,
+    within: float,
+    peek: Callable[[Any], object] | None = None,
+) -> AsyncIterator[list[Any]]:
+    """Batches of at most ``batch_max`` events, like faust's `take_events`, except that the next
+    batch is read while the current one is handled: faust's own holds the stream for the whole
+    of a batch (its buffer waits on the batch being consumed), so whatever looks at records as
+    they arrive (``peek``: the worker tokenises them) saw one record of the next batch, not the
+    batch. Here the stream goes on into a second buffer of at most ``batch_max`` events, and
+    stops there until a batch is taken out of it.
+
+    Acknowledgement is unchanged: an event is acked only after the loop body that received its
+    batch returned (every output delivered), in the order read, and events read ahead are not
+    acked before their own batch is handled; at most 2 x ``batch_max`` events are held unacked
+    (a crash redelivers them from the commit). A batch is handed out once it is full or once
+    its oldest event has waited ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    pending: list[Any] = []
+    first_at = 0.0  # when pending's oldest event arrived
+    full = asyncio.Event()  # pending holds a whole batch
+    room = asyncio.Event()  # pending has room for another event
+    room.set()
+
+    async def add(value: Any) -> Any:
+        nonlocal first_at
+        while len(pending) >= batch_max:
+            room.clear()
+            await stream.wait(room)  # type: ignore[arg-type]  # returns early on stop
+            if stream.should_stop:
+                return value
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take_ahead found no current event")
+        if not pending:
+            first_at = loop.time()
+        pending.append(event)
+        if peek is not None:
+            peek(value)
+        if len(pending) >= batch_max:
+            full.set()
+        return value
+
+    acks = stream.enable_acks
+    stream.enable_acks = False  # acked here, after each batch is handled
+    stream.add_processor(add)
+    stream._enable_passive(cast(Any, aiter(stream.channel)))
+    try:
+        while not stream.should_stop:
+            if not full.is_set():
+                wait = within - (loop.time() - first_at) if pending else within
+                await stream.wait_for_stopped(full, timeout=max(wait, 0.0))  # type: ignore[arg-type]
+            if not pending:
+                continue
+            batch = pending[:batch_max]
+            del pending[:batch_max]
+            first_at = loop.time()
+            full.clear()
+            room.set()
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    await stream.ack(event)
+    finally:
+        stream.enable_acks = acks
+        stream._processors.remove(add)

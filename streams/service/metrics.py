@@ -103,6 +103,11 @@ class Metrics:
             buckets=_SCORING_BUCKETS,
             registry=r,
         )
+        self.tokenised_ahead = Gauge(
+            "borderline_tokenised_ahead_texts",
+            "Texts scored with ids tokenised while the batch before them was scored, since start",
+            registry=r,
+        )
         self.decision_latency = Histogram(
             "borderline_decision_latency_seconds",
             "Seconds from an item's produced_at to its decision",

@@ -24,7 +24,7 @@ from adapters.policy.store import PolicyStore
 from adapters.registry.artifact import BOOTSTRAP_ARTIFACT, AdapterArtifact
 from adapters.registry.store import AdapterRegistry
 from adapters.review.window import CurationWindow
-from models.scorer import Scorer
+from models.scorer import AHEAD_MAX_CHARS, Scorer
 from streams.service.admission import LabelAdmission
 from streams.service.app import (
     FaustSink,
@@ -36,7 +36,7 @@ from streams.service.app import (
     make_app,
     run_app,
 )
-from streams.service.classify import Classifier
+from streams.service.classify import Classifier, TokeniseAhead
 from streams.service.collect import Collector
 from streams.service.control import ControlPlane, PolicyRoutings
 from streams.service.curate import Curator, RedisReviewBudget
@@ -224,6 +224,7 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         artifact = AdapterArtifact.load(bootstrap, expected_base=scorer.model_version)
         loop.run_until_complete(registry.register(artifact))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+    metrics.tokenised_ahead.set_function(lambda: scorer.ahead_hits)
     app = make_app(settings, app_id=settings.kafka.app_id)
     drift = DriftWatch(redis, settings.redis.key_prefix, metrics, settings.drift)
     configured = ServingState(routing_for(settings.policy), scorer.adapter_version)
@@ -269,6 +270,10 @@ def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str =
         handler=Tracked(classifier, progress),
         batch_max=settings.worker.batch_max_size,
         batch_wait_s=settings.worker.batch_max_wait_s,
+        # a text the scorer keeps ahead fits in 6 bytes of JSON a character (\uXXXX), and more
+        peek=TokeniseAhead(scorer, max_bytes=6 * AHEAD_MAX_CHARS + 4096)
+        if settings.worker.tokenise_ahead
+        else None,
     )
     add_guarded_task(app, control.run)  # exits once Redis outlasted the outage budget
     _add_lag(app, settings, settings.kafka.app_id, settings.kafka.topics.items, metrics, progress)

@@ -113,6 +113,9 @@ class WorkerSettings(BaseModel):
     batch_max_wait_s: float = Field(default=0.05, gt=0, le=10)
     max_text_bytes: int = Field(default=64_000, ge=1)
     scorer_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0=auto")
+    tokenise_ahead: bool = Field(
+        default=True, description="tokenise the next batch while the current one is scored"
+    )
     web_port: int = Field(default=0, ge=0, le=65535, description="faust's web server; 0=off")
     adapter_cache_dir: Path = Field(
         default=Path(".borderline/adapter-cache"), description="verified adapters from Redis"

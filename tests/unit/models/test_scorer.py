@@ -17,6 +17,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from models.base import base_model
 from models.scorer import (
+    AHEAD_MAX,
+    AHEAD_MAX_CHARS,
     CUT_CHARS_PER_TOKEN,
     TOKENIZER_FILE,
     Scorer,
@@ -165,3 +167,26 @@ def test_token_ids_are_what_the_whole_text_gives_without_tokenising_all_of_it(
     assert enc["input_ids"].tolist() == [e.ids for e in encodings]
     assert enc["attention_mask"].tolist() == [e.attention_mask for e in encodings]
     assert sum(len(t) > CUT_CHARS_PER_TOKEN * max_length for t in texts) > 100  # cuts were made
+
+
+def test_texts_tokenised_ahead_are_scored_as_if_tokenised_with_their_block(scorer_parts) -> None:  # type: ignore[no-untyped-def]
+    onnx_path, tokenizer = scorer_parts
+    scorer = Scorer(onnx_path, tokenizer, ["benign", "violating"], group_overhead_tokens=8)
+    expected = scorer.score(BLOCK)
+    scorer.pretokenise(BLOCK[:4])
+    got = scorer.score(BLOCK)
+    assert scorer.ahead_hits == 4  # each taken once ...
+    np.testing.assert_array_equal(got.probabilities, expected.probabilities)
+    np.testing.assert_array_equal(got.embeddings, expected.embeddings)
+    scorer.score(BLOCK)
+    assert scorer.ahead_hits == 4  # ... and gone
+    many = [_text(1 + k // 40, k) for k in range(AHEAD_MAX + 10)]  # all distinct
+    scorer.pretokenise(many)
+    assert len(scorer._ahead) == AHEAD_MAX  # the oldest dropped first
+    assert many[9] not in scorer._ahead and many[10] in scorer._ahead and many[-1] in scorer._ahead
+    long = "w1 " * (AHEAD_MAX_CHARS // 3 + 1)
+    scorer.pretokenise([long])
+    assert long not in scorer._ahead  # over the size kept ahead: tokenised with its block
+    np.testing.assert_array_equal(
+        scorer.score([long]).probabilities, scorer.score([long]).probabilities
+    )

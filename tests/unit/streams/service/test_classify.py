@@ -3,7 +3,8 @@ ServingModel, a Sink, a ReviewLedger): one decision per good item, dead letters 
 review requests for the review band only and only once, metrics, and retries that end in a loud
 InfrastructureError without marking the ledger; and Classifier.apply, the one way the serving
 state changes: refused for an adapter that is not loaded or an older epoch, a batch in flight keeps
-the state it started with, a new policy starts the curator's transition."""
+the state it started with, a new policy starts the curator's transition; and the peek that tokenises
+the next batch ahead, which never raises, never decides and holds a bounded queue."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,13 @@ import pytest
 
 from adapters.review.routing import Action, RoutingPolicy
 from models.scorer import ScoreBatch
-from streams.service.classify import BatchResult, Classifier, ServingError
+from streams.service.classify import (
+    AHEAD_PENDING,
+    BatchResult,
+    Classifier,
+    ServingError,
+    TokeniseAhead,
+)
 from streams.service.curate import Curator, review_request_id
 from streams.service.metrics import Metrics
 from streams.service.outbox import RawRecord
@@ -616,3 +623,66 @@ def test_a_switch_that_takes_too_long_does_not_hold_the_stream() -> None:
     result, waited = asyncio.run(go())
     assert 0.05 <= waited < 1.0
     assert {d.adapter_version for d in result.decisions} == {"adapter-1"}
+
+
+# --- tokenising the next batch ahead --------------------------------------------------------------
+
+
+@dataclass
+class Ahead:
+    seen: list[list[str]] = field(default_factory=list)
+
+    def pretokenise(self, texts: Sequence[str]) -> None:
+        self.seen.append(list(texts))
+
+
+class Held:
+    """An executor that runs nothing until told: the tokenise thread still busy."""
+
+    def __init__(self) -> None:
+        self.futures: list[tuple[Future[None], Callable[[], None]]] = []
+
+    def submit(self, fn: Callable[..., None], *args: object) -> Future[None]:
+        future: Future[None] = Future()
+        self.futures.append((future, lambda: fn(*args)))
+        return future
+
+    def run_all(self) -> None:
+        for future, call in self.futures:
+            call()
+            future.set_result(None)
+        self.futures.clear()
+
+
+def _item_bytes(text: object) -> bytes:
+    return json.dumps({"item_id": "i", "text": text, "produced_at": NOW}).encode()
+
+
+def test_tokenise_ahead_peeks_at_good_items_and_leaves_every_bad_record_to_its_batch() -> None:
+    model = Ahead()
+    ahead = TokeniseAhead(model, max_bytes=200, pool=ThreadPoolExecutor(max_workers=1))
+    hostile: list[object] = [None, "text", b"", b"\xff\xfe", b"not json", b"[1, 2]", b"{}"]
+    hostile += [_item_bytes(5), _item_bytes("   "), _item_bytes("x" * 300), 12]
+    for value in hostile:
+        ahead(value)  # never raises, never submits
+    ahead(_item_bytes("buy cheap pills"))
+    ahead(bytearray(_item_bytes("hello grandma")))
+    ahead.pool.shutdown(wait=True)
+    assert model.seen == [["buy cheap pills"], ["hello grandma"]]
+    assert ahead.submitted == 2 and ahead._pending == 0
+    ahead(_item_bytes("after shutdown"))  # the pool refuses: the batch tokenises it
+    assert ahead._pending == 0 and model.seen == [["buy cheap pills"], ["hello grandma"]]
+
+
+def test_tokenise_ahead_queues_at_most_its_bound_and_takes_more_once_the_thread_catches_up() -> (
+    None
+):
+    model, pool = Ahead(), Held()
+    ahead = TokeniseAhead(model, max_bytes=10_000, pool=pool)  # type: ignore[arg-type]
+    for k in range(AHEAD_PENDING + 5):
+        ahead(_item_bytes(f"text {k}"))
+    assert len(pool.futures) == AHEAD_PENDING  # the rest are tokenised with their batch
+    pool.run_all()
+    assert ahead._pending == 0 and len(model.seen) == AHEAD_PENDING
+    ahead(_item_bytes("one more"))
+    assert len(pool.futures) == 1
