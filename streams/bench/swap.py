@@ -195,8 +195,11 @@ def bench_swap(
         figures["items_per_s_without_swaps"] = round(baseline, 2)
         figures["items_per_s_with_swaps"] = round(with_swaps, 2)
         figures["throughput_ratio_during_swaps"] = round(with_swaps / baseline, 3)
+        figures["items_per_s_without_swaps_before_after"] = [round(base_1, 2), round(base_2, 2)]
         figures["promotions"] = len(promotions)
-        figures.update(_latencies(run, procs, promotions))
+        decisions = _all_decisions(run)
+        figures.update(_latencies(decisions, procs, promotions, run.worker.batch_max_size))
+        figures.update(phase_parts(decisions))
     figures["targets"] = {
         "swap_ms<=50": figures["swap_ms_max"] <= 50,
         "all_workers_s<=5": figures["all_workers_s"] <= 5,
@@ -250,8 +253,24 @@ def _p(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
+def _all_decisions(run: Settings) -> list[dict[str, Any]]:
+    assert run.kafka.bootstrap_servers
+    return asyncio.run(
+        read_topic(
+            run.kafka.bootstrap_servers,
+            run.kafka.topics.decisions,
+            until=lambda m: False,
+            timeout_s=10,
+            idle_s=3,
+        )
+    )
+
+
 def _latencies(
-    run: Settings, procs: list[WorkerProcess], promotions: list[tuple[str, float]]
+    decisions: list[dict[str, Any]],
+    procs: list[WorkerProcess],
+    promotions: list[tuple[str, float]],
+    batch_max: int,
 ) -> dict[str, Any]:
     """Per promotion and worker, from the decisions and the workers' swap log lines:
 
@@ -264,20 +283,58 @@ def _latencies(
     - ``late_batches``: batches that started after the worker heard of the promotion and still
       used the old adapter (a swap that waited for a second batch); it must be 0.
     """
-    assert run.kafka.bootstrap_servers
-    decisions = asyncio.run(
-        read_topic(
-            run.kafka.bootstrap_servers,
-            run.kafka.topics.decisions,
-            until=lambda m: False,
-            timeout_s=10,
-            idle_s=3,
-        )
-    )
     workers = [proc.worker_id for proc in procs]
-    return swap_figures(
-        decisions, _received(procs), promotions, workers, batch_max=run.worker.batch_max_size
-    )
+    return swap_figures(decisions, _received(procs), promotions, workers, batch_max=batch_max)
+
+
+PHASES = ("base1", "swap", "base2")
+"""The bench's runs, in order, as their item ids name them."""
+
+
+def phase_parts(
+    decisions: list[dict[str, Any]], phases: tuple[str, ...] = PHASES
+) -> dict[str, Any]:
+    """Where each run's time went, read from its own decisions (a run's item ids start with its
+    name), so that a loss during swaps splits into scorers standing idle and scorers running
+    slower: per run, its wall time (first batch started to last decision), the workers' summed
+    model time, ``busy_share`` (model time over the workers' wall time) and
+    ``model_items_per_s`` (items per second of model time: the scorers' own speed in that run).
+    The run's rate is about workers x ``busy_share`` x ``model_items_per_s``; the two ratios
+    compare the swap run with the mean of the runs before and after it.
+
+    >>> def d(item, worker, decided, scoring):
+    ...     return {"item_id": item, "worker": worker, "decided_at": decided,
+    ...             "scoring_s": scoring, "adapter_version": "a"}
+    >>> parts = phase_parts([d("base1-1", "w", 1.0, 1.0), d("base1-2", "w", 1.0, 1.0),
+    ...                      d("swap-1", "w", 4.0, 1.0), d("swap-2", "w", 4.0, 1.0),
+    ...                      d("base2-1", "w", 6.0, 1.0), d("base2-2", "w", 6.0, 1.0)])
+    >>> parts["phases"]["swap"]["busy_share"], parts["busy_share_ratio_during_swaps"]
+    (1.0, 1.0)
+    """
+    out: dict[str, dict[str, float]] = {}
+    for phase in phases:
+        mine = [d for d in decisions if str(d["item_id"]).startswith(f"{phase}-")]
+        batches = [b for per_worker in _batches(mine).values() for b in per_worker]
+        if not batches:
+            continue
+        wall = max(b.decided for b in batches) - min(b.started for b in batches)
+        model = sum(b.decided - b.started for b in batches)
+        workers = len({b.worker for b in batches})
+        out[phase] = {
+            "items": len(mine),
+            "batches": len(batches),
+            "wall_s": round(wall, 3),
+            "model_s": round(model, 3),
+            "busy_share": round(model / (workers * wall), 3) if wall > 0 else 1.0,
+            "model_items_per_s": round(len(mine) / model, 2) if model > 0 else float("inf"),
+        }
+    parts: dict[str, Any] = {"phases": out}
+    bases = [out[p] for p in phases if p != "swap" and p in out]
+    if "swap" in out and bases:
+        for key in ("busy_share", "model_items_per_s"):
+            base = sum(b[key] for b in bases) / len(bases)
+            parts[f"{key}_ratio_during_swaps"] = round(out["swap"][key] / base, 3)
+    return parts
 
 
 def swap_figures(

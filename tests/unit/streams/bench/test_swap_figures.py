@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streams.bench.swap import swap_figures
+from streams.bench.swap import phase_parts, swap_figures
 
 T0 = 1_700_000_000.0
 
@@ -81,3 +81,39 @@ def test_no_decision_on_a_promoted_adapter_is_an_error_not_a_figure() -> None:
 def test_a_cycle_counts_only_when_items_were_waiting() -> None:
     with pytest.raises(RuntimeError, match="no full batch"):
         swap_figures(_timeline(late=False), RECEIVED, PROMOTIONS, ["w1", "w2"], batch_max=3)
+
+
+def _run(phase: str, starts: list[float], scoring: float, worker: str = "w1") -> list[dict]:
+    return [
+        {**d, "item_id": f"{phase}-{k}-{worker}-{start}"}
+        for start in starts
+        for k, d in enumerate(_batch(worker, "a0", start, scoring))
+    ]
+
+
+def test_phase_parts_split_a_loss_during_swaps_into_idle_scorers_and_slower_ones() -> None:
+    """Baselines: back-to-back batches of 0.1 s. Swap run: the same batches with 0.1 s idle
+    between them (half the time busy), then the model 25% slower (0.125 s a batch)."""
+    base = _run("base1", [0.0, 0.1, 0.2, 0.3], 0.1) + _run("base2", [9.0, 9.1, 9.2, 9.3], 0.1)
+    idle = phase_parts(base + _run("swap", [5.0, 5.2, 5.4, 5.6], 0.1))
+    assert idle["phases"]["swap"]["busy_share"] == pytest.approx(4 * 0.1 / 0.7, abs=1e-3)
+    assert idle["busy_share_ratio_during_swaps"] == pytest.approx(0.571, abs=1e-3)
+    assert idle["model_items_per_s_ratio_during_swaps"] == 1.0
+    slow = phase_parts(base + _run("swap", [5.0, 5.125, 5.25, 5.375], 0.125))
+    assert slow["busy_share_ratio_during_swaps"] == 1.0
+    assert slow["model_items_per_s_ratio_during_swaps"] == 0.8
+    assert slow["phases"]["base1"] == {
+        "items": 8,
+        "batches": 4,
+        "wall_s": 0.4,
+        "model_s": 0.4,
+        "busy_share": 1.0,
+        "model_items_per_s": 20.0,
+    }
+
+
+def test_phase_parts_count_two_workers_wall_time_once_each() -> None:
+    two = _run("base1", [0.0, 0.1], 0.1, "w1") + _run("base1", [0.0, 0.1], 0.1, "w2")
+    parts = phase_parts(two + _run("swap", [1.0, 1.1], 0.1, "w1"))
+    assert parts["phases"]["base1"]["busy_share"] == 1.0
+    assert "busy_share_ratio_during_swaps" in parts  # base2 missing: compared with base1 alone
