@@ -199,7 +199,10 @@ def bench_swap(
         figures["promotions"] = len(promotions)
         decisions = _all_decisions(run)
         figures.update(_latencies(decisions, procs, promotions, run.worker.batch_max_size))
-        figures.update(phase_parts(decisions))
+        switches: dict[str, list[tuple[float, float]]] = {}
+        for (worker, _adapter), seen in _received(procs).items():
+            switches.setdefault(worker, []).extend(seen)
+        figures.update(phase_parts(decisions, swaps=switches))
     figures["targets"] = {
         "swap_ms<=50": figures["swap_ms_max"] <= 50,
         "all_workers_s<=5": figures["all_workers_s"] <= 5,
@@ -287,12 +290,30 @@ def _latencies(
     return swap_figures(decisions, _received(procs), promotions, workers, batch_max=batch_max)
 
 
+def _gaps(
+    batches: dict[str, list[_Batch]], swaps: dict[str, list[tuple[float, float]]]
+) -> list[tuple[float, bool]]:
+    """Each worker's idle gaps between consecutive batches (seconds), and whether a switch of
+    that worker's (received at, activation seconds) overlapped the gap."""
+    out = []
+    for worker, mine in batches.items():
+        switches = swaps.get(worker, [])
+        for a, b in itertools.pairwise(mine):
+            if b.started <= a.decided:
+                continue
+            during = any(at <= b.started and at + act >= a.decided for at, act in switches)
+            out.append((b.started - a.decided, during))
+    return out
+
+
 PHASES = ("base1", "swap", "base2")
 """The bench's runs, in order, as their item ids name them."""
 
 
 def phase_parts(
-    decisions: list[dict[str, Any]], phases: tuple[str, ...] = PHASES
+    decisions: list[dict[str, Any]],
+    phases: tuple[str, ...] = PHASES,
+    swaps: dict[str, list[tuple[float, float]]] | None = None,
 ) -> dict[str, Any]:
     """Where each run's time went, read from its own decisions (a run's item ids start with its
     name), so that a loss during swaps splits into scorers standing idle and scorers running
@@ -300,7 +321,10 @@ def phase_parts(
     model time, ``busy_share`` (model time over the workers' wall time) and
     ``model_items_per_s`` (items per second of model time: the scorers' own speed in that run).
     The run's rate is about workers x ``busy_share`` x ``model_items_per_s``; the two ratios
-    compare the swap run with the mean of the runs before and after it.
+    compare the swap run with the mean of the runs before and after it. The idle time is the
+    gaps between a worker's consecutive batches (``idle_s``, the longest gap); a gap during
+    which that worker was switching adapters (``swaps``: worker -> (received at, activation
+    seconds), from its log) counts in ``idle_s_in_swap_gaps``.
 
     >>> def d(item, worker, decided, scoring):
     ...     return {"item_id": item, "worker": worker, "decided_at": decided,
@@ -320,6 +344,7 @@ def phase_parts(
         wall = max(b.decided for b in batches) - min(b.started for b in batches)
         model = sum(b.decided - b.started for b in batches)
         workers = len({b.worker for b in batches})
+        gaps = _gaps(_batches(mine), swaps or {})
         out[phase] = {
             "items": len(mine),
             "batches": len(batches),
@@ -327,6 +352,10 @@ def phase_parts(
             "model_s": round(model, 3),
             "busy_share": round(model / (workers * wall), 3) if wall > 0 else 1.0,
             "model_items_per_s": round(len(mine) / model, 2) if model > 0 else float("inf"),
+            "idle_s": round(sum(g for g, _ in gaps), 3),
+            "idle_gap_ms_max": round(max((g for g, _ in gaps), default=0.0) * 1000.0, 1),
+            "idle_s_in_swap_gaps": round(sum(g for g, swap in gaps if swap), 3),
+            "swap_gaps": sum(1 for _, swap in gaps if swap),
         }
     parts: dict[str, Any] = {"phases": out}
     bases = [out[p] for p in phases if p != "swap" and p in out]

@@ -109,7 +109,23 @@ def test_phase_parts_split_a_loss_during_swaps_into_idle_scorers_and_slower_ones
         "model_s": 0.4,
         "busy_share": 1.0,
         "model_items_per_s": 20.0,
+        "idle_s": 0.0,
+        "idle_gap_ms_max": 0.0,
+        "idle_s_in_swap_gaps": 0.0,
+        "swap_gaps": 0,
     }
+
+
+def test_phase_parts_place_the_idle_gaps_that_a_switch_overlapped() -> None:
+    """Three 0.1 s gaps in the swap run; the worker switched adapters during the second."""
+    base = _run("base1", [0.0, 0.1, 0.2, 0.3], 0.1)
+    swap = _run("swap", [5.0, 5.2, 5.4, 5.6], 0.1)
+    switches = {"w1": [(T0 + 5.32, 0.01)], "w2": [(T0 + 5.08, 0.5)]}  # w2 has no batch here
+    parts = phase_parts(base + swap, swaps=switches)["phases"]["swap"]
+    assert parts["idle_s"] == pytest.approx(0.3, abs=1e-3)
+    assert parts["idle_gap_ms_max"] == pytest.approx(100.0, abs=0.1)
+    assert parts["idle_s_in_swap_gaps"] == pytest.approx(0.1, abs=1e-3)
+    assert parts["swap_gaps"] == 1
 
 
 def test_phase_parts_count_two_workers_wall_time_once_each() -> None:
