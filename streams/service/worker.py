@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 from redis.asyncio import Redis
+from threadpoolctl import threadpool_limits
 
 from adapters.labels.store import LabelStore
 from adapters.policy.store import PolicyStore
@@ -199,10 +200,20 @@ def _decision_cache(
     )
 
 
+def one_thread_beside_the_scorer() -> threadpool_limits:
+    """The scorer owns the cores: scikit-learn's k-means (the boundary mining, on its own
+    thread) and the BLAS of numpy and scipy run on one thread each, for the rest of the process
+    (onnxruntime's pool is its own). With two threads each, a mining on 2 cores kept the control
+    plane from hearing of a promotion for up to 2 s and left the scorers idle during swaps
+    (`bench swap`, README). Returns what restores the limits (tests)."""
+    return threadpool_limits(limits=1)
+
+
 def run_worker(settings: Settings, worker_id: str | None = None, loglevel: str = "info") -> None:
     """Run until stopped. ``settings`` must name the broker and Redis (resolved by the CLI)."""
     assert settings.redis.url is not None
     worker_id = worker_id or default_worker_id()
+    one_thread_beside_the_scorer()
     progress = Progress(started_at=time.time())
     metrics = _serve_metrics(settings, progress, "worker")
     scorer = Scorer.from_dir(
