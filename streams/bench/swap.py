@@ -197,10 +197,15 @@ def bench_swap(
         figures["throughput_ratio_during_swaps"] = round(with_swaps / baseline, 3)
         figures["items_per_s_without_swaps_before_after"] = [round(base_1, 2), round(base_2, 2)]
         figures["promotions"] = len(promotions)
-        decisions = _all_decisions(run)
-        figures.update(_latencies(decisions, procs, promotions, run.worker.batch_max_size))
+        decisions, received = _all_decisions(run), _received(procs)
+        worker_ids = [proc.worker_id for proc in procs]
+        figures.update(
+            swap_figures(
+                decisions, received, promotions, worker_ids, batch_max=run.worker.batch_max_size
+            )
+        )
         switches: dict[str, list[tuple[float, float]]] = {}
-        for (worker, _adapter), seen in _received(procs).items():
+        for (worker, _adapter), seen in received.items():
             switches.setdefault(worker, []).extend(seen)
         figures.update(phase_parts(decisions, swaps=switches))
     figures["targets"] = {
@@ -269,27 +274,6 @@ def _all_decisions(run: Settings) -> list[dict[str, Any]]:
     )
 
 
-def _latencies(
-    decisions: list[dict[str, Any]],
-    procs: list[WorkerProcess],
-    promotions: list[tuple[str, float]],
-    batch_max: int,
-) -> dict[str, Any]:
-    """Per promotion and worker, from the decisions and the workers' swap log lines:
-
-    - ``first_decision_ms``: the announcement (the promote call) to the start of the first batch
-      decided on the new adapter (its decisions come out ``scoring_s`` later: ``..._out_ms``);
-    - ``notice_ms``: announcement to the worker hearing of it; activation: the worker's own
-      fetch, verify, load and switch; ``wait_ms``: switched to that first batch's start;
-    - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while items
-      are waiting), what the batch in flight costs a swap;
-    - ``late_batches``: batches that started after the worker heard of the promotion and still
-      used the old adapter (a swap that waited for a second batch); it must be 0.
-    """
-    workers = [proc.worker_id for proc in procs]
-    return swap_figures(decisions, _received(procs), promotions, workers, batch_max=batch_max)
-
-
 def _gaps(
     batches: dict[str, list[_Batch]], swaps: dict[str, list[tuple[float, float]]]
 ) -> list[tuple[float, bool]]:
@@ -338,13 +322,14 @@ def phase_parts(
     out: dict[str, dict[str, float]] = {}
     for phase in phases:
         mine = [d for d in decisions if str(d["item_id"]).startswith(f"{phase}-")]
-        batches = [b for per_worker in _batches(mine).values() for b in per_worker]
+        per_worker = _batches(mine)
+        batches = [b for bs in per_worker.values() for b in bs]
         if not batches:
             continue
         wall = max(b.decided for b in batches) - min(b.started for b in batches)
         model = sum(b.decided - b.started for b in batches)
-        workers = len({b.worker for b in batches})
-        gaps = _gaps(_batches(mine), swaps or {})
+        workers = len(per_worker)
+        gaps = _gaps(per_worker, swaps or {})
         out[phase] = {
             "items": len(mine),
             "batches": len(batches),
@@ -374,10 +359,21 @@ def swap_figures(
     *,
     batch_max: int,
 ) -> dict[str, Any]:
-    """The figures of `_latencies` from the decisions (as read from the topic), what each worker
+    """Per promotion and worker, from the decisions (as read from the topic), what each worker
     logged of each adapter it switched to (received at, activation seconds) and the promotions
-    (adapter, announced at). A batch cycle counts when the next batch was full (``batch_max``
-    items: they were waiting), so a worker waiting for items does not lengthen it."""
+    (adapter, announced at):
+
+    - ``first_decision_ms``: the announcement (the promote call) to the start of the first batch
+      decided on the new adapter (its decisions come out ``scoring_s`` later: ``..._out_ms``);
+    - ``notice_ms``: announcement to the worker hearing of it; activation: the worker's own
+      fetch, verify, load and switch; ``wait_ms``: switched to that first batch's start;
+    - ``batch_ms``: a worker's batch cycle (start to start of consecutive batches while items
+      are waiting), what the batch in flight costs a swap; a cycle counts when the next batch
+      was full (``batch_max`` items: they were waiting), so a worker waiting for items does
+      not lengthen it;
+    - ``late_batches``: batches that started after the worker heard of the promotion and still
+      used the old adapter (a swap that waited for a second batch); it must be 0.
+    """
     batches = _batches(decisions)
     first_ms, out_ms, notice_ms, wait_ms, swap_ms, all_workers = [], [], [], [], [], []
     activation_ms = [a * 1000.0 for v in received.values() for _, a in v]

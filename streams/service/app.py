@@ -544,7 +544,6 @@ async def take_ahead(
                 continue
             batch = pending[:batch_max]
             del pending[:batch_max]
-            first_at = loop.time()
             full.clear()
             room.set()
             try:

@@ -46,7 +46,7 @@ async def _run(
     async def agent(stream: faust.StreamT) -> None:
         assert isinstance(stream, faust.Stream)
         async for batch in batches(stream, batch_max, within, peeked.append):
-            before = [e for e in handed]
+            before = list(handed)
             seen.append(
                 {
                     "values": [e.value for e in batch],
